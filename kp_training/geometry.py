@@ -1,0 +1,203 @@
+"""Frame conventions and rigid/affine helpers, fixed once for the whole project.
+
+Grid frame: the cube [-1, 1]^3 split into ``G`` voxels per axis (``G = 64`` for the occupancy grid,
+``32`` for keypoint heatmaps). Voxel ``i`` spans ``[-1 + 2i/G, -1 + 2(i+1)/G)`` on each axis and its
+centre is ``-1 + (2i + 1)/G``. Array axes (0, 1, 2) of a ``(..., G, G, G)`` grid are (x, y, z); z is up.
+Keypoints live in this frame.
+
+Augmentation: ``p' = R_z(theta) S p`` about the origin, with ``S = diag(s_x, s_y, s_z)``; its inverse is
+``S^-1 R_z(theta)^T p'``.
+
+Metric <-> grid: ``p_grid = (p_metric - center) / half_extent`` (see :class:`MetricGridMap`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+GRID_SIZE = 64
+HEATMAP_SIZE = 32
+
+
+def rotation_z(angle: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices about +z (counter-clockwise seen from above).
+
+    Args:
+        angle: (...) angles in radians.
+
+    Returns:
+        (..., 3, 3) rotation matrices.
+    """
+    angle = torch.as_tensor(angle)
+    if not angle.is_floating_point():
+        angle = angle.to(torch.get_default_dtype())
+    c, s = torch.cos(angle), torch.sin(angle)
+    zero, one = torch.zeros_like(angle), torch.ones_like(angle)
+    rows = (
+        torch.stack([c, -s, zero], dim=-1),
+        torch.stack([s, c, zero], dim=-1),
+        torch.stack([zero, zero, one], dim=-1),
+    )
+    return torch.stack(rows, dim=-2)
+
+
+def transform_points(points: torch.Tensor, angle: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Apply the augmentation ``p' = R_z(angle) diag(scale) p``.
+
+    Args:
+        points: (B, N, 3) points.
+        angle: (B,) rotation about z in radians.
+        scale: (B, 3) per-axis scale factors.
+
+    Returns:
+        (B, N, 3) transformed points.
+    """
+    scaled = points * scale[:, None, :]
+    return scaled @ rotation_z(angle).to(points.dtype).transpose(-1, -2)
+
+
+def inverse_transform_points(points: torch.Tensor, angle: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Undo :func:`transform_points`: ``p = diag(scale)^-1 R_z(angle)^T p'``.
+
+    Args:
+        points: (B, N, 3) transformed points.
+        angle: (B,) rotation about z in radians.
+        scale: (B, 3) per-axis scale factors (non-zero).
+
+    Returns:
+        (B, N, 3) points in the canonical frame.
+    """
+    unrotated = points @ rotation_z(angle).to(points.dtype)
+    return unrotated / scale[:, None, :]
+
+
+def rotate_z_points(points: torch.Tensor, angle: torch.Tensor | float) -> torch.Tensor:
+    """Rotate points about the grid's z axis (through the origin).
+
+    Args:
+        points: (..., N, 3) points.
+        angle: scalar or (...) angles in radians, broadcast against the batch dimensions of ``points``.
+
+    Returns:
+        (..., N, 3) rotated points.
+    """
+    rot = rotation_z(torch.as_tensor(angle, dtype=points.dtype, device=points.device))
+    return points @ rot.transpose(-1, -2)
+
+
+def voxel_centers(grid_size: int = GRID_SIZE, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Centre coordinate of every voxel along one axis.
+
+    Returns:
+        (G,) tensor with entries ``-1 + (2i + 1)/G``.
+    """
+    return -1.0 + (2.0 * torch.arange(grid_size, device=device, dtype=dtype) + 1.0) / grid_size
+
+
+def grid_points(grid_size: int = GRID_SIZE, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Centre of every voxel.
+
+    Returns:
+        (G, G, G, 3) tensor; ``out[i, j, k] = (c_i, c_j, c_k)``.
+    """
+    c = voxel_centers(grid_size, device=device, dtype=dtype)
+    return torch.stack(torch.meshgrid(c, c, c, indexing="ij"), dim=-1)
+
+
+def point_to_index(points: torch.Tensor, grid_size: int = GRID_SIZE) -> torch.Tensor:
+    """Voxel index of each point, clipped into the border voxels.
+
+    Args:
+        points: (..., 3) finite points in the grid frame.
+
+    Returns:
+        (..., 3) int64 indices in ``[0, G - 1]``.
+    """
+    index = torch.floor((points + 1.0) * (grid_size / 2.0)).long()
+    return index.clamp_(0, grid_size - 1)
+
+
+def occupied_points(grids: torch.Tensor, threshold: float = 0.5) -> list[torch.Tensor]:
+    """Centres of the voxels whose value is above ``threshold``.
+
+    Args:
+        grids: (B, 1, G, G, G) occupancy (probabilities or 0/1) or a boolean grid.
+
+    Returns:
+        B tensors of shape (N_b, 3) in the grid frame.
+    """
+    grid_size = grids.shape[-1]
+    occupied = grids[:, 0] if grids.dtype == torch.bool else grids[:, 0] > threshold
+    centers = voxel_centers(grid_size, device=grids.device)
+    return [centers[torch.nonzero(occ)] for occ in occupied]
+
+
+@dataclass(frozen=True)
+class MetricGridMap:
+    """Affine map between a metric frame (e.g. a sensor frame, metres) and the grid frame.
+
+    ``p_grid = (p_metric - center) / half_extent``: ``center`` is where the grid origin lies in the metric
+    frame and ``half_extent`` how many metres one grid unit spans (the cube is ``2 * half_extent`` wide).
+    """
+
+    center: np.ndarray
+    half_extent: float
+
+    def __post_init__(self):
+        center = np.asarray(self.center, dtype=np.float64).reshape(3)
+        if not np.all(np.isfinite(center)):
+            raise ValueError(f"MetricGridMap center must be finite, got {center}")
+        if not (np.isfinite(self.half_extent) and self.half_extent > 0):
+            raise ValueError(f"MetricGridMap half_extent must be a positive number, got {self.half_extent}")
+        object.__setattr__(self, "center", center)
+        object.__setattr__(self, "half_extent", float(self.half_extent))
+
+    @property
+    def voxel_size(self) -> float:
+        """Edge length of one 64^3 voxel in metres."""
+        return 2.0 * self.half_extent / GRID_SIZE
+
+    def to_grid(self, points):
+        """(..., 3) metric points (ndarray or tensor) -> grid frame, same type."""
+        if isinstance(points, torch.Tensor):
+            center = torch.as_tensor(self.center, dtype=points.dtype, device=points.device)
+            return (points - center) / self.half_extent
+        return (np.asarray(points) - self.center) / self.half_extent
+
+    def to_metric(self, points):
+        """(..., 3) grid-frame points (ndarray or tensor) -> metric frame, same type."""
+        if isinstance(points, torch.Tensor):
+            center = torch.as_tensor(self.center, dtype=points.dtype, device=points.device)
+            return points * self.half_extent + center
+        return np.asarray(points) * self.half_extent + self.center
+
+    @classmethod
+    def from_points(cls, points: np.ndarray, half_extent: float | None = None, margin: float = 0.0):
+        """Map centred on the bounding box of ``points`` ((N, 3), finite).
+
+        With ``half_extent=None`` the extent is chosen so the points' circumradius about the vertical axis and
+        their half-height fit inside ``1 - margin`` grid units, i.e. any rotation about z stays inside the grid.
+        """
+        points = np.asarray(points, dtype=np.float64)
+        if points.ndim != 2 or points.shape[1] != 3 or len(points) == 0:
+            raise ValueError(f"expected a non-empty (N, 3) point array, got shape {points.shape}")
+        lo, hi = points.min(axis=0), points.max(axis=0)
+        center = (lo + hi) / 2.0
+        if half_extent is None:
+            half_extent = fitting_half_extent(points - center, margin)
+        return cls(center=center, half_extent=half_extent)
+
+
+def fitting_half_extent(centered: np.ndarray, margin: float) -> float:
+    """Smallest half extent so that every z-rotation of ``centered`` ((N, 3) points) fits in ``1 - margin``."""
+    if not 0.0 <= margin < 1.0:
+        raise ValueError(f"margin must be in [0, 1), got {margin}")
+    radius = float(np.sqrt((centered[:, 0] ** 2 + centered[:, 1] ** 2).max()))
+    half_height = float(np.abs(centered[:, 2]).max())
+    extent = max(radius, half_height)
+    if extent <= 0:
+        raise ValueError("points have zero extent: cannot fit them into the grid")
+    return extent / (1.0 - margin)

@@ -1,0 +1,408 @@
+"""Training of KP-Net and the CNN-Net baseline: ``kp-train`` (config file plus flags).
+
+A run folder holds ``config.json``, ``log.csv`` (one row per epoch), ``best.*`` (lowest total validation
+loss) and ``last.*`` checkpoints (``.safetensors`` + ``.json``) and ``last_state.safetensors`` (optimizer
+and random-generator state for ``--resume``). Ctrl-C writes ``last`` before exiting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .checkpoint import (
+    CheckpointError,
+    atomic_write_json,
+    load_tensors,
+    read_metadata,
+    save_checkpoint,
+    save_tensors,
+)
+from .data import ValidationSet, sample_pairs
+from .losses import LossWeights, pair_losses
+from .models import PRESETS, build_model, model_config
+from .shapes import UP_AXES, load_shape
+
+PRECISIONS = ("bf16", "tf32", "fp32")
+LOG_FIELDS = [
+    "epoch", "global_step", "pairs_seen", "wall_s", "train_loss", "train_recon", "train_consistency",
+    "train_separation", "val_loss", "val_recon", "val_consistency", "val_separation", "val_iou",
+]
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; saved as ``config.json`` in the run folder and in every checkpoint."""
+
+    out: str = "runs/kpnet"
+    preset: str = "paper"
+    shape: str = "mug"
+    up_axis: str = "z"
+    num_keypoints: int = 32
+    decoder_channels: int | None = None  # None: the preset's
+    heatmap_temperature: float = 1.0
+    epochs: int = 400
+    pairs_per_epoch: int = 4000
+    batch_pairs: int = 8
+    lr: float = 1e-3
+    alpha: float = 1.0
+    beta: float = 0.1
+    separation_m: float = 1000.0
+    scale_min: float = 0.75
+    scale_max: float = 1.0
+    seed: int = 0
+    val_pairs: int = 4000
+    val_seed: int = 12345
+    val_batch_pairs: int = 16
+    device: str = "auto"
+    precision: str = "auto"  # bf16 autocast on GPU, fp32 on CPU
+    channels_last: bool | None = None  # None: on for CUDA
+    compile: bool = False
+    max_minutes: float | None = None  # stop (and checkpoint) after this much training time
+    tensorboard: bool = False
+    num_threads: int | None = None  # CPU threads for torch
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first invalid field."""
+        checks = [
+            (self.preset in PRESETS, f"preset must be one of {sorted(PRESETS)}"),
+            (self.up_axis in UP_AXES, f"up_axis must be one of {UP_AXES}"),
+            (self.num_keypoints >= 1, "num_keypoints must be >= 1"),
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.pairs_per_epoch >= 1, "pairs_per_epoch must be >= 1"),
+            (self.batch_pairs >= 1, "batch_pairs must be >= 1"),
+            (self.lr > 0 and math.isfinite(self.lr), "lr must be a positive number"),
+            (self.alpha >= 0 and self.beta >= 0, "alpha and beta must be >= 0"),
+            (self.separation_m > 0, "separation_m must be > 0"),
+            (self.heatmap_temperature > 0, "heatmap_temperature must be > 0"),
+            (0 < self.scale_min <= self.scale_max <= 1, "need 0 < scale_min <= scale_max <= 1"),
+            (self.val_pairs >= 1 and self.val_batch_pairs >= 1, "val_pairs and val_batch_pairs must be >= 1"),
+            (self.precision in PRECISIONS + ("auto",), f"precision must be auto or one of {PRECISIONS}"),
+            (self.max_minutes is None or self.max_minutes > 0, "max_minutes must be > 0"),
+            (self.shape == "mug" or Path(self.shape).is_file(), f"shape must be 'mug' or a mesh file: {self.shape!r} not found"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except RuntimeError as err:
+                raise ValueError(f"invalid device {self.device!r}: {err}") from None
+
+    def architecture(self) -> dict:
+        keypoint = PRESETS[self.preset]["model"] == "keypoint"
+        overrides = {"decoder_channels": self.decoder_channels}
+        if keypoint:
+            overrides.update(num_keypoints=self.num_keypoints, heatmap_temperature=self.heatmap_temperature)
+        return model_config(self.preset, **overrides)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+class Trainer:
+    """One training run: model, optimizer, data, validation, logging, checkpoints."""
+
+    def __init__(self, config: TrainConfig, resume: bool = False):
+        config.validate()
+        self.config = config
+        self.out = Path(config.out)
+        self.device = resolve_device(config.device)
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        precision = config.precision if config.precision != "auto" else ("bf16" if self.device.type == "cuda" else "fp32")
+        self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
+        torch.backends.cuda.matmul.allow_tf32 = precision != "fp32"
+        torch.backends.cudnn.allow_tf32 = precision != "fp32"
+        self.precision = precision
+        self.channels_last = config.channels_last if config.channels_last is not None else self.device.type == "cuda"
+
+        torch.manual_seed(config.seed)
+        self.shape = load_shape(config.shape, up_axis=config.up_axis)
+        self.points = self.shape.points.to(self.device)
+        self.model = build_model(config.architecture()).to(self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last_3d)
+        self.forward = torch.compile(self.model) if config.compile else self.model
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.weights = LossWeights(config.alpha, config.beta, config.separation_m)
+        self.scale_range = (config.scale_min, config.scale_max)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.validation = ValidationSet(config.val_pairs, config.val_seed, self.scale_range)
+        self.keypoint_model = self.model.kind == "keypoint"
+        self.steps_per_epoch = math.ceil(config.pairs_per_epoch / config.batch_pairs)
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.best_val, self.train_seconds = math.inf, 0.0
+        self.metrics: dict = {}
+        if resume:
+            self._load_state()
+        else:
+            if (self.out / "last.json").exists():
+                raise FileExistsError(f"{self.out} already holds a run: pass --resume to continue it or choose another --out")
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.out / "config.json", dataclasses.asdict(config))
+        self.tb = self._tensorboard() if config.tensorboard else None
+
+    def _tensorboard(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as err:
+            raise ValueError("--tensorboard needs the tensorboard package (pip install tensorboard)") from err
+        return SummaryWriter(str(self.out / "tensorboard"))
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _prepare(self, voxels: torch.Tensor) -> torch.Tensor:
+        return voxels.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else voxels
+
+    def train_step(self) -> dict[str, float]:
+        batch = sample_pairs(self.points, self.config.batch_pairs, self.generator, scale_range=self.scale_range)
+        self.model.train()
+        with self._autocast():
+            output = self.forward(self._prepare(batch.voxels))
+        losses = pair_losses(output, batch.voxels, batch.angle, batch.scale, self.weights, self.keypoint_model)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        self.optimizer.step()
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Mean losses and IoU at 0.5 over the fixed validation set."""
+        self.model.eval()
+        sums: dict[str, float] = {}
+        count = 0
+        for batch in self.validation.batches(self.points, self.config.val_batch_pairs):
+            with self._autocast():
+                output = self.forward(self._prepare(batch.voxels))
+            losses = pair_losses(output, batch.voxels, batch.angle, batch.scale, self.weights, self.keypoint_model)
+            pred = output["logits"].float() > 0
+            target = batch.voxels > 0.5
+            iou = (pred & target).sum((1, 2, 3, 4)) / (pred | target).sum((1, 2, 3, 4)).clamp(min=1)
+            n = batch.num_pairs
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * n
+            sums["iou"] = sums.get("iou", 0.0) + float(iou.mean()) * n
+            count += n
+        return {k: v / count for k, v in sums.items()}
+
+    def metadata(self) -> dict:
+        return {
+            "train_config": dataclasses.asdict(self.config),
+            "normalization": self.shape.normalization,
+            "shape": self.shape.name,
+            "metrics": self.metrics,
+            "progress": {
+                "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
+                "pairs_seen": self.global_step * self.config.batch_pairs, "train_seconds": round(self.train_seconds, 1),
+                "best_val_loss": self.best_val,
+            },
+            "precision": self.precision,
+            "device": str(self.device),
+        }
+
+    def save_last(self) -> None:
+        state = {f"optimizer.{i}.{name}": value for i, s in self.optimizer.state_dict()["state"].items() for name, value in s.items()}
+        state["generator"] = self.generator.get_state()
+        digest = save_tensors(self.out / "last_state.safetensors", state)
+        meta = self.metadata()
+        meta["resume"] = {"state_sha256": digest, "param_groups": self.optimizer.state_dict()["param_groups"]}
+        save_checkpoint(self.out / "last", self.model, meta)
+
+    def _load_state(self) -> None:
+        meta = read_metadata(self.out / "last.json")
+        weights = load_tensors(self.out / "last.safetensors", meta.get("weights_sha256"))
+        self.model.load_state_dict(weights)
+        state = load_tensors(self.out / "last_state.safetensors", meta["resume"]["state_sha256"])
+        self.generator.set_state(state.pop("generator"))
+        optimizer_state: dict = {}
+        for key, value in state.items():
+            _, index, name = key.split(".", 2)
+            optimizer_state.setdefault(int(index), {})[name] = value.to(self.device) if name != "step" else value
+        self.optimizer.load_state_dict({"state": optimizer_state, "param_groups": meta["resume"]["param_groups"]})
+        progress = meta["progress"]
+        self.epoch, self.step_in_epoch = progress["epoch"], progress["step_in_epoch"]
+        self.global_step, self.train_seconds = progress["global_step"], progress["train_seconds"]
+        self.best_val = progress["best_val_loss"]
+        self.metrics = meta.get("metrics", {})
+
+    def _log_epoch(self, train: dict, val: dict) -> None:
+        row = {
+            "epoch": self.epoch + 1, "global_step": self.global_step,
+            "pairs_seen": self.global_step * self.config.batch_pairs, "wall_s": round(self.train_seconds, 2),
+            **{f"train_{k}": round(v, 6) for k, v in train.items() if k != "loss"}, "train_loss": round(train.get("loss", math.nan), 6),
+            **{f"val_{k}": round(v, 6) for k, v in val.items()},
+        }
+        log = self.out / "log.csv"
+        new = not log.exists()
+        with open(log, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        if self.tb is not None:
+            for key, value in row.items():
+                if key not in ("epoch", "global_step") and isinstance(value, float):
+                    self.tb.add_scalar(key.replace("_", "/", 1), value, self.global_step)
+
+    def out_of_time(self) -> bool:
+        return self.config.max_minutes is not None and self.train_seconds >= 60 * self.config.max_minutes
+
+    def fit(self) -> Path:
+        """Train until ``epochs`` or ``max_minutes``; returns the run folder."""
+        from tqdm import tqdm
+
+        cfg = self.config
+        try:
+            while self.epoch < cfg.epochs and not self.out_of_time():
+                sums: dict[str, float] = {}
+                steps = 0
+                bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+                           leave=False, dynamic_ncols=True, disable=None)
+                while self.step_in_epoch < self.steps_per_epoch and not self.out_of_time():
+                    start = time.perf_counter()
+                    losses = self.train_step()
+                    self.train_seconds += time.perf_counter() - start
+                    self.step_in_epoch += 1
+                    self.global_step += 1
+                    steps += 1
+                    for k, v in losses.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()})
+                    bar.update()
+                bar.close()
+                train = {k: v / max(steps, 1) for k, v in sums.items()}
+                val = self.validate()
+                self.metrics = {"val": val, "train": train, "epoch": self.epoch + 1}
+                self._log_epoch(train, val)
+                if self.step_in_epoch >= self.steps_per_epoch:
+                    self.epoch += 1
+                    self.step_in_epoch = 0
+                if val["loss"] < self.best_val:
+                    self.best_val = val["loss"]
+                    save_checkpoint(self.out / "best", self.model, self.metadata())
+                self.save_last()
+                print(
+                    f"epoch {self.epoch}/{cfg.epochs} step {self.global_step} ({self.train_seconds:.0f} s): "
+                    + " ".join(f"train_{k}={v:.4f}" for k, v in train.items())
+                    + " " + " ".join(f"val_{k}={v:.4f}" for k, v in val.items()),
+                    flush=True,
+                )
+        except KeyboardInterrupt:
+            self.save_last()
+            print(f"\ninterrupted: wrote {self.out / 'last.safetensors'}; continue with --resume {self.out}", file=sys.stderr)
+            raise
+        finally:
+            if self.tb is not None:
+                self.tb.close()
+        return self.out
+
+
+def load_config_file(path: str) -> dict:
+    """Read a YAML or JSON config file of :class:`TrainConfig` fields."""
+    text = Path(path).read_text()
+    if path.endswith((".yaml", ".yml")):
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of config fields")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown config fields {unknown}")
+    return data
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kp-train", description="Train KP-Net or the CNN-Net baseline on one shape.")
+    parser.add_argument("--config", help="YAML or JSON file of config fields; flags override it")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    parser.add_argument("--out", help="run folder (default runs/kpnet)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="architecture: paper (KP-Net), fast (CPU KP-Net), cnn (CNN-Net)")
+    parser.add_argument("--shape", help="'mug' (built in) or a mesh file (obj, stl, ply, glb, off)")
+    parser.add_argument("--up-axis", dest="up_axis", choices=UP_AXES, help="the mesh's up axis")
+    parser.add_argument("--num-keypoints", "-k", dest="num_keypoints", type=int)
+    parser.add_argument("--decoder-channels", dest="decoder_channels", type=int)
+    parser.add_argument("--heatmap-temperature", dest="heatmap_temperature", type=float)
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--pairs-per-epoch", dest="pairs_per_epoch", type=int)
+    parser.add_argument("--batch-pairs", "--batch", dest="batch_pairs", type=int, help="pairs per step (paper: 8)")
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--alpha", type=float, help="consistency weight (paper: 1)")
+    parser.add_argument("--beta", type=float, help="separation weight (paper: 0.1)")
+    parser.add_argument("--separation-m", dest="separation_m", type=float)
+    parser.add_argument("--scale-min", dest="scale_min", type=float)
+    parser.add_argument("--scale-max", dest="scale_max", type=float)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--val-pairs", dest="val_pairs", type=int)
+    parser.add_argument("--val-seed", dest="val_seed", type=int)
+    parser.add_argument("--val-batch-pairs", dest="val_batch_pairs", type=int)
+    parser.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--precision", choices=PRECISIONS + ("auto",))
+    parser.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--max-minutes", dest="max_minutes", type=float, help="stop after this much training time")
+    parser.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--num-threads", dest="num_threads", type=int)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values: dict = {}
+    if args.resume:
+        values.update(json.loads((Path(args.resume) / "config.json").read_text()))
+        values["out"] = args.resume
+    if args.config:
+        values.update(load_config_file(args.config))
+    values.update({k: v for k, v in vars(args).items() if k in fields and v is not None})
+    return TrainConfig(**values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.resume and not (Path(args.resume) / "last.json").is_file():
+            raise ValueError(f"--resume {args.resume}: no last checkpoint there")
+        config = config_from_args(args)
+        trainer = Trainer(config, resume=bool(args.resume))
+    except (ValueError, FileExistsError, FileNotFoundError, CheckpointError, json.JSONDecodeError) as err:
+        parser.error(str(err))
+    print(f"kp-train {__version__}: {config.preset} on {trainer.device} ({trainer.precision}), "
+          f"{sum(p.numel() for p in trainer.model.parameters()) / 1e6:.2f} M parameters -> {trainer.out}", flush=True)
+    try:
+        out = trainer.fit()
+    except KeyboardInterrupt:
+        return 130
+    print(f"done: best {out / 'best.safetensors'} (val loss {trainer.best_val:.4f}), last {out / 'last.safetensors'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
