@@ -180,8 +180,8 @@ class CNNNet(nn.Module):
         blocks = []
         c_in = 1
         for c_out in encoder_channels:
-            # 'same' padding for an even kernel pads one side; PyTorch's padding="same" does exactly that.
-            blocks += [nn.Conv3d(c_in, c_out, 2, padding="same"), nn.ReLU(inplace=True), nn.MaxPool3d(2)]
+            # 'same' padding for the even kernel: one zero plane after each axis, as TensorFlow pads.
+            blocks += [nn.ConstantPad3d((0, 1, 0, 1, 0, 1), 0.0), nn.Conv3d(c_in, c_out, 2), nn.ReLU(inplace=True), nn.MaxPool3d(2)]
             c_in = c_out
         self.features = nn.Sequential(*blocks)
         self.to_latent = nn.Linear(c_in * 4**3, latent_dim)

@@ -1,0 +1,96 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from kp_training.geometry import (
+    MetricGridMap,
+    grid_points,
+    inverse_transform_points,
+    occupied_points,
+    point_to_index,
+    rotate_z_points,
+    rotation_z,
+    transform_points,
+    voxel_centers,
+)
+from kp_training.models import spatial_expectation
+
+
+def test_rotation_z_is_counter_clockwise_and_batched():
+    r = rotation_z(torch.tensor([math.pi / 2, 0.0]))
+    assert r.shape == (2, 3, 3)
+    torch.testing.assert_close(r[0] @ torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(r[1], torch.eye(3))
+    torch.testing.assert_close(r[0] @ r[0].T, torch.eye(3), atol=1e-6, rtol=0)
+
+
+def test_transform_matches_matrix_form_and_inverse_round_trips():
+    points = torch.randn(4, 50, 3)
+    angle = torch.rand(4) * 2 * math.pi
+    scale = 0.75 + 0.25 * torch.rand(4, 3)
+    moved = transform_points(points, angle, scale)
+    expected = torch.einsum("bij,bnj->bni", rotation_z(angle) @ torch.diag_embed(scale), points)
+    torch.testing.assert_close(moved, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(inverse_transform_points(moved, angle, scale), points, atol=1e-5, rtol=1e-5)
+
+
+def test_rotate_z_points_composes_angles():
+    p = torch.randn(10, 3)
+    torch.testing.assert_close(rotate_z_points(rotate_z_points(p, 0.3), 0.5), rotate_z_points(p, 0.8), atol=1e-5, rtol=0)
+
+
+def test_voxel_centers_follow_the_convention():
+    c = voxel_centers(64)
+    assert c[0] == pytest.approx(-1 + 1 / 64) and c[-1] == pytest.approx(1 - 1 / 64)
+    g = grid_points(4)
+    assert g.shape == (4, 4, 4, 3)
+    torch.testing.assert_close(g[1, 2, 3], torch.tensor([-0.25, 0.25, 0.75]))
+    # A centre maps back to its own index; the cube's border clips into the border voxels.
+    idx = point_to_index(torch.stack([c, c, c], -1))
+    assert torch.equal(idx[:, 0], torch.arange(64))
+    assert point_to_index(torch.tensor([[-5.0, 1.0, 0.99999]])).tolist() == [[0, 63, 63]]
+
+
+def test_occupied_points_returns_centres_in_xyz_order():
+    grid = torch.zeros(1, 1, 4, 4, 4)
+    grid[0, 0, 3, 0, 1] = 1.0
+    (pts,) = occupied_points(grid)
+    torch.testing.assert_close(pts, torch.tensor([[0.75, -0.75, -0.25]]))
+
+
+def test_keypoint_expectation_conventions():
+    size = 32
+    logits = torch.full((1, 3, size, size, size), -1e4)
+    logits[0, 0, 5, 17, 30] = 0.0  # one hot: keypoint at that cell's centre, axes (x, y, z)
+    logits[0, 1] = 0.0  # uniform: the cube's centre
+    logits[0, 2, 0, 0, 0] = 0.0
+    logits[0, 2, 31, 31, 31] = 0.0  # two equal peaks: their midpoint
+    kp, prob = spatial_expectation(logits)
+    c = voxel_centers(size)
+    torch.testing.assert_close(kp[0, 0], torch.stack([c[5], c[17], c[30]]))
+    torch.testing.assert_close(kp[0, 1], torch.zeros(3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(kp[0, 2], torch.zeros(3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(prob.sum((2, 3, 4)), torch.ones(1, 3))
+
+
+def test_keypoint_expectation_gradcheck():
+    logits = torch.randn(1, 2, 4, 4, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: spatial_expectation(x.float(), 0.5)[0].double(), (logits,), eps=1e-3, atol=1e-3)
+
+
+def test_metric_grid_map_round_trip_and_fit():
+    pts = np.random.default_rng(0).normal(size=(100, 3)) * [0.1, 0.05, 0.2] + [1.0, -2.0, 0.5]
+    m = MetricGridMap.from_points(pts, margin=0.1)
+    grid = m.to_grid(pts)
+    assert np.hypot(grid[:, 0], grid[:, 1]).max() <= 0.9 + 1e-9 and np.abs(grid[:, 2]).max() <= 0.9 + 1e-9
+    np.testing.assert_allclose(m.to_metric(grid), pts)
+    torch.testing.assert_close(m.to_metric(m.to_grid(torch.tensor(pts))), torch.tensor(pts))
+    assert m.voxel_size == pytest.approx(2 * m.half_extent / 64)
+    with pytest.raises(ValueError):
+        MetricGridMap(center=[0, 0, np.nan], half_extent=1.0)
+    with pytest.raises(ValueError):
+        MetricGridMap(center=[0, 0, 0], half_extent=0.0)
+    with pytest.raises(ValueError):
+        MetricGridMap.from_points(np.zeros((0, 3)))
