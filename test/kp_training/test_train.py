@@ -1,0 +1,115 @@
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from kp_training.checkpoint import load_model
+from kp_training.train import TrainConfig, Trainer, main
+
+TINY = ["--preset", "fast", "--batch-pairs", "2", "--pairs-per-epoch", "8", "--val-pairs", "4", "--seed", "3",
+        "--num-threads", "2"]
+
+
+def read_log(run):
+    with open(run / "log.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_short_cpu_run_lowers_the_loss_and_writes_checkpoints(tmp_path):
+    run = tmp_path / "run"
+    assert main(TINY + ["--epochs", "3", "--out", str(run)]) == 0
+    rows = read_log(run)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert float(rows[-1]["val_loss"]) < float(rows[0]["val_loss"])
+    assert float(rows[-1]["train_recon"]) < float(rows[0]["train_recon"])
+    model, meta = load_model(run)
+    assert meta["train_config"]["preset"] == "fast" and meta["normalization"]["source"] == "procedural:mug"
+    assert meta["progress"]["pairs_seen"] <= 24 and "val" in meta["metrics"]
+    assert json.loads((run / "config.json").read_text())["seed"] == 3
+
+
+def test_resume_continues_where_the_run_stopped(tmp_path):
+    run = tmp_path / "run"
+    assert main(TINY + ["--epochs", "1", "--out", str(run)]) == 0
+    with pytest.raises(SystemExit) as exit_info:  # refuses to overwrite a run
+        main(TINY + ["--epochs", "1", "--out", str(run)])
+    assert exit_info.value.code == 2
+    assert main(["--resume", str(run), "--epochs", "2"]) == 0
+    rows = read_log(run)
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and int(rows[-1]["global_step"]) == 8
+    _, meta = load_model(run / "last.safetensors")
+    assert meta["progress"]["epoch"] == 2
+
+
+def test_same_seed_same_run(tmp_path):
+    for name in ("a", "b"):
+        assert main(TINY + ["--epochs", "1", "--out", str(tmp_path / name)]) == 0
+    a, b = read_log(tmp_path / "a")[0], read_log(tmp_path / "b")[0]
+    assert a["train_loss"] == b["train_loss"] and a["val_loss"] == b["val_loss"]
+
+
+def test_config_file_and_flags(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("preset: fast\nepochs: 7\nalpha: 5.0\n")
+    args = ["--config", str(cfg), "--epochs", "1", "--batch-pairs", "2", "--pairs-per-epoch", "2", "--val-pairs", "2",
+            "--out", str(tmp_path / "run")]
+    assert main(args) == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["epochs"] == 1 and config["alpha"] == 5.0 and config["preset"] == "fast"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--epochs", "0"], "epochs must be >= 1"),
+        (["--preset", "nope"], "invalid choice"),
+        (["--batch-pairs", "two"], "invalid int value"),
+        (["--shape", "/no/such/mesh.obj"], "not found"),
+        (["--lr", "-1"], "lr must be a positive number"),
+        (["--scale-min", "0.9", "--scale-max", "0.8"], "scale_min"),
+        (["--device", "cuda:0"] if not __import__("torch").cuda.is_available() else ["--device", "tpu"], "device"),
+        (["--resume", "/no/such/run"], "no last checkpoint"),
+        (["--config", "/no/such/config.yaml"], "No such file"),
+    ],
+)
+def test_bad_arguments_exit_with_a_clear_error(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args + ["--out", str(tmp_path / "run")])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_config_fields_are_refused(tmp_path, capsys):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"epochs": 1, "learning_rate": 0.1}))
+    with pytest.raises(SystemExit):
+        main(["--config", str(cfg)])
+    assert "unknown config fields ['learning_rate']" in capsys.readouterr().err
+
+
+def test_ctrl_c_writes_a_final_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "kp_training.train", *TINY, "--epochs", "1000", "--out", str(run)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "log.csv").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()
+    time.sleep(1.0)  # somewhere inside the second epoch
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "--resume" in err
+    _, meta = load_model(run / "last")
+    assert meta["progress"]["global_step"] >= 4
+
+
+def test_trainer_refuses_invalid_config_before_doing_work(tmp_path):
+    with pytest.raises(ValueError, match="batch_pairs"):
+        Trainer(TrainConfig(out=str(tmp_path), batch_pairs=0))
+    assert not os.listdir(tmp_path)
