@@ -1,0 +1,186 @@
+"""sensor_msgs/PointCloud2 <-> numpy, vectorized, with no dependency beyond numpy.
+
+Reading works on any object with the PointCloud2 attributes (``height``, ``width``, ``fields``,
+``is_bigendian``, ``point_step``, ``row_step``, ``data``), so the converter is testable without ROS.
+It handles any field order, float32 or float64 x/y/z, either endianness, padding inside a point
+(``point_step`` larger than the fields) and at the end of each row (``row_step`` larger than
+``width * point_step``), organized (``height > 1``) and unorganized clouds. Points with a NaN or infinite
+coordinate are dropped.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+
+# sensor_msgs/PointField datatype constants.
+INT8, UINT8, INT16, UINT16, INT32, UINT32, FLOAT32, FLOAT64 = range(1, 9)
+DATATYPES = {
+    INT8: ("i1", 1),
+    UINT8: ("u1", 1),
+    INT16: ("i2", 2),
+    UINT16: ("u2", 2),
+    INT32: ("i4", 4),
+    UINT32: ("u4", 4),
+    FLOAT32: ("f4", 4),
+    FLOAT64: ("f8", 8),
+}
+XYZ = ("x", "y", "z")
+
+
+class CloudError(ValueError):
+    """A PointCloud2 message that cannot be read as x/y/z points (the message says why)."""
+
+
+def cloud_size(msg) -> int:
+    """Number of points the message declares (``width * height``)."""
+    return int(msg.width) * int(msg.height)
+
+
+def xyz_dtype(msg) -> np.dtype:
+    """A numpy structured dtype reading the x, y, z fields of one point of ``msg``.
+
+    Raises:
+        CloudError: a missing coordinate field, an unsupported datatype (x/y/z must be FLOAT32 or FLOAT64),
+            a field with count 0, or a field that does not fit inside ``point_step``.
+    """
+    by_name = {}
+    for field in msg.fields:
+        by_name.setdefault(field.name, field)
+    missing = [name for name in XYZ if name not in by_name]
+    if missing:
+        present = [f.name for f in msg.fields]
+        raise CloudError(f"the cloud has no {'/'.join(missing)} field (fields: {present or 'none'})")
+    order = ">" if msg.is_bigendian else "<"
+    names, formats, offsets = [], [], []
+    point_step = int(msg.point_step)
+    for name in XYZ:
+        field = by_name[name]
+        if field.datatype not in (FLOAT32, FLOAT64):
+            kind = DATATYPES.get(field.datatype, (f"unknown datatype {field.datatype}",))[0]
+            raise CloudError(f"field {name!r} has datatype {kind}; only FLOAT32 and FLOAT64 coordinates are supported")
+        if field.count < 1:
+            raise CloudError(f"field {name!r} has count {field.count}")
+        code, size = DATATYPES[field.datatype]
+        if field.offset < 0 or field.offset + size > point_step:
+            raise CloudError(f"field {name!r} at offset {field.offset} (+{size} bytes) does not fit in point_step {point_step}")
+        names.append(name)
+        formats.append(order + code)
+        offsets.append(int(field.offset))
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": point_step})
+
+
+def read_xyz(msg, dtype=np.float32, max_points: int | None = None, keep_nonfinite: bool = False) -> np.ndarray:
+    """The finite x/y/z points of a PointCloud2 as an (N, 3) array.
+
+    Args:
+        msg: a sensor_msgs/PointCloud2 (or any object with its attributes).
+        dtype: output dtype.
+        max_points: refuse clouds declaring more points than this (before touching the data).
+        keep_nonfinite: keep points with NaN/inf coordinates (organized clouds, in row-major order).
+
+    Raises:
+        CloudError: see :func:`xyz_dtype`, plus inconsistent sizes (``point_step``, ``row_step`` or a
+            data buffer too short for ``width * height`` points) and clouds over ``max_points``.
+    """
+    height, width = int(msg.height), int(msg.width)
+    count = height * width
+    if max_points is not None and count > max_points:
+        raise CloudError(f"the cloud has {count} points, more than the limit of {max_points}")
+    point_step, row_step = int(msg.point_step), int(msg.row_step)
+    if count == 0:
+        return np.zeros((0, 3), dtype=dtype)
+    if point_step <= 0:
+        raise CloudError(f"point_step is {point_step}")
+    record = xyz_dtype(msg)
+    row_bytes = width * point_step
+    if height > 1 and row_step < row_bytes:
+        raise CloudError(f"row_step {row_step} is smaller than width * point_step = {row_bytes}")
+    stride = row_step if height > 1 else row_bytes
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    needed = (height - 1) * stride + row_bytes
+    if data.size < needed:
+        raise CloudError(f"the data holds {data.size} bytes, the header needs {needed} ({height} x {width} points)")
+    if height > 1 and stride != row_bytes:
+        # Padding at the end of each row: view each row separately, then join them.
+        rows = np.lib.stride_tricks.as_strided(data, shape=(height, row_bytes), strides=(stride, 1))
+        data = np.ascontiguousarray(rows).reshape(-1)
+    else:
+        data = data[:needed]
+    points = np.frombuffer(data, dtype=record, count=count)
+    out = np.empty((count, 3), dtype=dtype)
+    for axis, name in enumerate(XYZ):
+        out[:, axis] = points[name]
+    if not keep_nonfinite:
+        finite = np.isfinite(out).all(axis=1)
+        if not finite.all():
+            out = out[finite]
+    return out
+
+
+def xyz_fields(point_field_cls, dtype=np.float32):
+    """PointField descriptions of packed x, y, z of ``dtype`` (float32 or float64)."""
+    datatype, size = (FLOAT32, 4) if np.dtype(dtype) == np.float32 else (FLOAT64, 8)
+    return [point_field_cls(name=n, offset=i * size, datatype=datatype, count=1) for i, n in enumerate(XYZ)]
+
+
+def make_xyz_cloud(points: np.ndarray, header=None, msg_cls=None, field_cls=None):
+    """A dense, unorganized little-endian PointCloud2 with float32 x, y, z (point_step 12).
+
+    ``msg_cls``/``field_cls`` default to the sensor_msgs classes (imported lazily).
+    """
+    if msg_cls is None or field_cls is None:
+        from sensor_msgs.msg import PointCloud2, PointField
+
+        msg_cls, field_cls = msg_cls or PointCloud2, field_cls or PointField
+    points = np.ascontiguousarray(np.asarray(points, dtype="<f4").reshape(-1, 3))
+    msg = msg_cls()
+    if header is not None:
+        msg.header = header
+    msg.height = 1
+    msg.width = len(points)
+    msg.fields = xyz_fields(field_cls)
+    msg.is_bigendian = False
+    msg.point_step = 12
+    msg.row_step = 12 * len(points)
+    msg.data = points.tobytes()
+    msg.is_dense = True
+    return msg
+
+
+def read_xyz_reference(msg) -> np.ndarray:
+    """A slow, independent reader (``struct.unpack`` per point) used to check :func:`read_xyz` in tests.
+
+    Returns every point, NaNs included, as float64 (N, 3).
+    """
+    fields = {f.name: f for f in msg.fields}
+    order = ">" if msg.is_bigendian else "<"
+    data = bytes(msg.data)
+    out = []
+    for row in range(msg.height):
+        for col in range(msg.width):
+            base = row * msg.row_step + col * msg.point_step
+            point = []
+            for name in XYZ:
+                field = fields[name]
+                fmt = order + ("f" if field.datatype == FLOAT32 else "d")
+                point.append(struct.unpack_from(fmt, data, base + field.offset)[0])
+            out.append(point)
+    return np.asarray(out, dtype=np.float64).reshape(-1, 3)
+
+
+def write_ply(path: str | Path, points: np.ndarray) -> Path:
+    """Write points as a binary little-endian PLY (float32 x, y, z vertices)."""
+    path = Path(path)
+    points = np.ascontiguousarray(np.asarray(points, dtype="<f4").reshape(-1, 3))
+    header = (
+        "ply\nformat binary_little_endian 1.0\ncomment kp_perception goal cloud\n"
+        f"element vertex {len(points)}\nproperty float x\nproperty float y\nproperty float z\nend_header\n"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(header.encode("ascii"))
+        f.write(points.tobytes())
+    return path

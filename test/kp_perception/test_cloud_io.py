@@ -1,0 +1,146 @@
+"""The PointCloud2 converter against hand-built clouds of several layouts and an independent reader."""
+
+import struct
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from kp_perception.cloud_io import (
+    FLOAT32,
+    FLOAT64,
+    INT16,
+    UINT8,
+    CloudError,
+    make_xyz_cloud,
+    read_xyz,
+    read_xyz_reference,
+    write_ply,
+)
+
+
+def field(name, offset, datatype, count=1):
+    return SimpleNamespace(name=name, offset=offset, datatype=datatype, count=count)
+
+
+def build_cloud(points, layout, bigendian=False, height=1, row_pad=0, point_step=None, extra=()):
+    """Pack points by hand with struct: ``layout`` is [(name, offset, 'f'|'d')], ``extra`` adds other fields."""
+    points = np.asarray(points, dtype=np.float64)
+    n = len(points)
+    width = n // height
+    sizes = {"f": 4, "d": 8, "B": 1, "h": 2}
+    codes = {"f": FLOAT32, "d": FLOAT64, "B": UINT8, "h": INT16}
+    all_fields = list(layout) + list(extra)
+    end = max(off + sizes[c] for _, off, c in all_fields)
+    point_step = point_step or end
+    row_step = width * point_step + row_pad
+    order = ">" if bigendian else "<"
+    data = bytearray(row_step * height)
+    for idx, p in enumerate(points):
+        row, col = divmod(idx, width)
+        base = row * row_step + col * point_step
+        for name, off, code in layout:
+            struct.pack_into(order + code, data, base + off, p["xyz".index(name)])
+        for name, off, code in extra:
+            struct.pack_into(order + code, data, base + off, 7)
+    fields = [field(name, off, codes[c]) for name, off, c in all_fields]
+    return SimpleNamespace(height=height, width=width, fields=fields, is_bigendian=bigendian,
+                           point_step=point_step, row_step=row_step, data=bytes(data), is_dense=False)
+
+
+@pytest.fixture
+def points():
+    rng = np.random.default_rng(3)
+    return rng.normal(size=(24, 3)) * [1.0, 2.0, 0.5] + [0.1, -3.0, 5.0]
+
+
+LAYOUTS = {
+    "xyz_f32": [("x", 0, "f"), ("y", 4, "f"), ("z", 8, "f")],
+    "zyx_f32": [("z", 0, "f"), ("y", 4, "f"), ("x", 8, "f")],
+    "xyz_f64": [("x", 0, "d"), ("y", 8, "d"), ("z", 16, "d")],
+    "mixed_scattered": [("y", 2, "f"), ("x", 12, "d"), ("z", 24, "f")],
+}
+
+
+@pytest.mark.parametrize("bigendian", [False, True])
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_layouts_match_reference(points, layout, bigendian):
+    msg = build_cloud(points, LAYOUTS[layout], bigendian=bigendian, extra=[("intensity", 40, "f")])
+    got = read_xyz(msg, dtype=np.float64)
+    ref = read_xyz_reference(msg)
+    np.testing.assert_array_equal(got, ref)
+    tol = 1e-6 if "f64" in layout else 1e-5
+    np.testing.assert_allclose(got, points, rtol=tol, atol=tol)
+
+
+def test_point_step_padding_and_other_fields(points):
+    layout = [("x", 0, "f"), ("y", 4, "f"), ("z", 8, "f")]
+    msg = build_cloud(points, layout, point_step=32, extra=[("rgb", 16, "f"), ("ring", 20, "h"), ("tag", 22, "B")])
+    np.testing.assert_allclose(read_xyz(msg), points, rtol=1e-6, atol=1e-5)
+
+
+def test_organized_cloud_with_row_padding(points):
+    layout = [("x", 0, "f"), ("y", 4, "f"), ("z", 8, "f")]
+    msg = build_cloud(points, layout, height=4, row_pad=20, point_step=16)
+    got = read_xyz(msg, dtype=np.float64)
+    assert got.shape == (24, 3)
+    np.testing.assert_array_equal(got, read_xyz_reference(msg))
+
+
+def test_nan_and_inf_are_dropped_in_order(points):
+    pts = points.copy()
+    pts[2, 0] = np.nan
+    pts[5, 2] = np.inf
+    pts[7, 1] = -np.inf
+    msg = build_cloud(pts, LAYOUTS["xyz_f64"], height=3)
+    keep = np.ones(len(pts), bool)
+    keep[[2, 5, 7]] = False
+    np.testing.assert_array_equal(read_xyz(msg, dtype=np.float64), pts[keep])
+    assert read_xyz(msg, keep_nonfinite=True).shape == (24, 3)
+
+
+def test_nan_only_and_empty_clouds(points):
+    nan = np.full_like(points, np.nan)
+    assert read_xyz(build_cloud(nan, LAYOUTS["xyz_f32"])).shape == (0, 3)
+    empty = SimpleNamespace(height=0, width=0, fields=[], is_bigendian=False, point_step=0, row_step=0, data=b"")
+    assert read_xyz(empty).shape == (0, 3)
+
+
+def test_missing_field_is_refused(points):
+    msg = build_cloud(points, [("x", 0, "f"), ("y", 4, "f")], extra=[("intensity", 8, "f")])
+    with pytest.raises(CloudError, match="no z field"):
+        read_xyz(msg)
+
+
+def test_unsupported_datatype_is_refused(points):
+    msg = build_cloud(points, [("x", 0, "f"), ("y", 4, "f")], extra=[("z", 8, "h")])
+    with pytest.raises(CloudError, match="only FLOAT32 and FLOAT64"):
+        read_xyz(msg)
+
+
+def test_inconsistent_sizes_are_refused(points):
+    msg = build_cloud(points, LAYOUTS["xyz_f32"])
+    short = SimpleNamespace(**{**vars(msg), "data": msg.data[:-1]})
+    with pytest.raises(CloudError, match="bytes"):
+        read_xyz(short)
+    outside = SimpleNamespace(**{**vars(msg), "point_step": 8})
+    with pytest.raises(CloudError, match="does not fit"):
+        read_xyz(outside)
+    with pytest.raises(CloudError, match="more than the limit"):
+        read_xyz(msg, max_points=10)
+
+
+def test_make_xyz_cloud_round_trip_with_ros_messages(points):
+    pytest.importorskip("sensor_msgs.msg")
+    msg = make_xyz_cloud(points)
+    assert (msg.width, msg.height, msg.point_step, msg.row_step) == (24, 1, 12, 288)
+    np.testing.assert_allclose(read_xyz(msg), points.astype(np.float32))
+    np.testing.assert_array_equal(read_xyz_reference(msg), read_xyz(msg, dtype=np.float64))
+
+
+def test_write_ply(tmp_path, points):
+    path = write_ply(tmp_path / "g.ply", points)
+    raw = path.read_bytes()
+    head, body = raw.split(b"end_header\n", 1)
+    assert b"element vertex 24" in head
+    np.testing.assert_allclose(np.frombuffer(body, "<f4").reshape(-1, 3), points.astype(np.float32))
