@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Training throughput per preset on this machine: pairs per second and step time (not a test).
+
+Each step is exactly what ``kp-train`` runs (``Trainer.train_step``): draw a batch of pairs, voxelize both
+views on the device, forward, the three losses, backward, Adam.
+
+    python bench/bench_train.py                       # fast and cnn on a CPU; all presets on a GPU
+    python bench/bench_train.py --presets paper --precision tf32 --steps 20   # the paper's reference on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import torch
+
+from kp_training.models import PRESETS
+from kp_training.train import PRECISIONS, TrainConfig, Trainer
+
+
+def bench(preset: str, args) -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        config = TrainConfig(out=out, preset=preset, batch_pairs=args.batch_pairs, val_pairs=1, device=args.device,
+                             precision=args.precision, channels_last=args.channels_last, compile=args.compile)
+        trainer = Trainer(config)
+        sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
+        for _ in range(args.warmup):
+            trainer.train_step()
+        times = []
+        for _ in range(args.steps):
+            sync()
+            start = time.perf_counter()
+            trainer.train_step()
+            sync()
+            times.append(time.perf_counter() - start)
+    step = statistics.median(times)
+    return {"preset": preset, "device": str(trainer.device), "precision": trainer.precision,
+            "batch_pairs": args.batch_pairs, "step_ms": 1000 * step, "pairs_per_s": args.batch_pairs / step,
+            "params_M": sum(p.numel() for p in trainer.model.parameters()) / 1e6}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", choices=sorted(PRESETS), help="default: fast cnn on CPU, all on GPU")
+    parser.add_argument("--batch-pairs", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 3 on CPU, 20 on GPU)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", choices=PRECISIONS + ("auto",), default="auto")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--compile", action="store_true")
+    args = parser.parse_args()
+    gpu = torch.cuda.is_available() and args.device != "cpu"
+    presets = args.presets or (sorted(PRESETS) if gpu else ["fast", "cnn"])
+    args.steps = args.steps or (20 if gpu else 3)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+          + (f", {torch.cuda.get_device_name()}" if gpu else ""))
+    print(f"{'preset':8} {'device':6} {'precision':9} {'batch':>5} {'params':>8} {'step ms':>9} {'pairs/s':>8}")
+    for preset in presets:
+        r = bench(preset, args)
+        print(f"{r['preset']:8} {r['device']:6} {r['precision']:9} {r['batch_pairs']:5d} {r['params_M']:7.2f}M"
+              f" {r['step_ms']:9.1f} {r['pairs_per_s']:8.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
