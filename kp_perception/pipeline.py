@@ -1,0 +1,219 @@
+"""The ROS-free perception pipeline: metric points -> keypoints, and rotate-goal decoding.
+
+    points (N, 3) metres, any frame
+      -> clean (finite, crop box) -> MetricGridMap (bounding-box centre, half extent)
+      -> grid frame -> voxelize (64^3) -> model.encode -> keypoints (K, 3) grid frame
+      -> to_metric -> keypoints in the input frame
+    goal(angle): R_z(angle) keypoints -> model.decode -> sigmoid -> voxels > 0.5 -> metric centres
+
+The grid origin is the cleaned cloud's bounding-box centre, so R_z(angle) in the grid frame is a rotation
+about the object's vertical axis (the input frame's z) through its centre. The input frame must be z-up
+for the object, as the model was trained.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kp_training.checkpoint import load_model
+from kp_training.geometry import GRID_SIZE, MetricGridMap, fitting_half_extent, rotation_z, voxel_centers
+from kp_training.voxelize import voxelize
+
+DEFAULT_MODEL_NAME = "mug_fast.safetensors"
+DEFAULT_MARGIN = 0.04
+"""Grid units kept free when the extent comes from the cloud (as the training shapes are normalized)."""
+
+
+class PipelineError(ValueError):
+    """Input the pipeline cannot use (the message says why, for a user)."""
+
+
+def default_model_path() -> Path:
+    """The model shipped with the installed kp_perception package."""
+    return Path(__file__).resolve().parent / "models" / DEFAULT_MODEL_NAME
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> cuda when available, else cpu; otherwise the named device (checked)."""
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise PipelineError(f"unknown device {name!r}: {err}") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PipelineError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+@dataclass
+class PipelineConfig:
+    """Settings of :class:`Pipeline` (the node's parameters of the same names)."""
+
+    object_size: float = 0.0
+    """The object's size in metres: max(diameter about its vertical axis, height). 0: from each cloud."""
+    crop_enabled: bool = False
+    crop_min: tuple[float, float, float] = (-1e3, -1e3, -1e3)
+    crop_max: tuple[float, float, float] = (1e3, 1e3, 1e3)
+    min_points: int = 30
+    max_points: int = 4_000_000
+    margin: float = DEFAULT_MARGIN
+
+    def validate(self) -> "PipelineConfig":
+        if not (np.isfinite(self.object_size) and self.object_size >= 0):
+            raise PipelineError(f"object_size must be >= 0 (0 = automatic), got {self.object_size}")
+        lo, hi = np.asarray(self.crop_min, float), np.asarray(self.crop_max, float)
+        if lo.shape != (3,) or hi.shape != (3,) or not np.all(lo < hi):
+            raise PipelineError(f"crop box needs 3 values each with min < max, got {self.crop_min} / {self.crop_max}")
+        if self.min_points < 1 or self.max_points < self.min_points:
+            raise PipelineError(f"need 1 <= min_points <= max_points, got {self.min_points}, {self.max_points}")
+        if not 0.0 <= self.margin < 1.0:
+            raise PipelineError(f"margin must be in [0, 1), got {self.margin}")
+        return self
+
+
+@dataclass
+class Encoding:
+    """Keypoints of one cloud, with the map between its frame and the grid frame."""
+
+    keypoints_grid: torch.Tensor  # (K, 3) grid frame, on the model's device
+    grid_map: MetricGridMap
+    num_points: int  # points used after cleaning
+    occupied_voxels: int  # voxels the cloud filled
+
+    @property
+    def keypoints(self) -> np.ndarray:
+        """(K, 3) keypoints in the input frame (metres)."""
+        return self.grid_map.to_metric(self.keypoints_grid.detach().cpu().double().numpy())
+
+
+@dataclass
+class Goal:
+    """The decoded rotate-goal: occupied voxel centres and rotated keypoints, both in the input frame."""
+
+    angle: float
+    points: np.ndarray  # (M, 3) metric centres of voxels with probability > threshold
+    keypoints: np.ndarray  # (K, 3) rotated keypoints, metric
+    voxel_size: float
+    grid_origin: np.ndarray  # (3,) metric position of the grid origin
+    probabilities: np.ndarray | None = field(default=None, repr=False)  # (64, 64, 64) float32, axes (x, y, z)
+
+
+class Pipeline:
+    """Model + settings; thread-safe (a lock serializes every use of the model)."""
+
+    def __init__(self, model_path: str | Path | None = None, device: str = "cpu",
+                 config: PipelineConfig | None = None, threshold: float = 0.5):
+        self.model_path = Path(model_path) if model_path else default_model_path()
+        self.device = resolve_device(device)
+        self.model, self.metadata = load_model(self.model_path, device=self.device)
+        if getattr(self.model, "kind", None) != "keypoint":
+            raise PipelineError(
+                f"{self.model_path} is a {getattr(self.model, 'kind', '?')!r} model; the node needs a keypoint model (KP-Net)"
+            )
+        self.num_keypoints = int(self.model.num_keypoints)
+        self.config = (config or PipelineConfig()).validate()
+        self.threshold = threshold
+        self._lock = threading.Lock()
+        self._centers = voxel_centers(GRID_SIZE).numpy().astype(np.float64)
+
+    # ---- points -> grid ------------------------------------------------------------------------
+    def clean(self, points: np.ndarray) -> np.ndarray:
+        """Finite points inside the crop box, as float64 (N, 3); raises PipelineError when too few remain."""
+        points = np.asarray(points)
+        if points.ndim != 2 or points.shape[1] != 3:
+            raise PipelineError(f"expected (N, 3) points, got shape {points.shape}")
+        cfg = self.config
+        if len(points) > cfg.max_points:
+            raise PipelineError(f"the cloud has {len(points)} points, more than max_points = {cfg.max_points}")
+        points = points.astype(np.float64, copy=False)
+        keep = np.isfinite(points).all(axis=1)
+        if cfg.crop_enabled:
+            keep &= np.all((points >= cfg.crop_min) & (points <= cfg.crop_max), axis=1)
+        if not keep.all():
+            points = points[keep]
+        if len(points) < cfg.min_points:
+            where = " inside the crop box" if cfg.crop_enabled else ""
+            raise PipelineError(f"only {len(points)} finite points{where}; at least min_points = {cfg.min_points} are needed")
+        return points
+
+    def grid_map_for(self, points: np.ndarray) -> MetricGridMap:
+        """Grid frame centred on the points' bounding box; extent from object_size or from the points."""
+        lo, hi = points.min(axis=0), points.max(axis=0)
+        center = (lo + hi) / 2.0
+        if self.config.object_size > 0:
+            half_extent = self.config.object_size / 2.0 / (1.0 - self.config.margin)
+        else:
+            try:
+                half_extent = fitting_half_extent(points - center, self.config.margin)
+            except ValueError as err:
+                raise PipelineError(f"cannot size the grid from this cloud: {err}") from err
+        if not (np.isfinite(half_extent) and half_extent > 1e-6):
+            raise PipelineError(f"the cloud is degenerate (extent {half_extent:g} m)")
+        return MetricGridMap(center=center, half_extent=half_extent)
+
+    def voxelize(self, points: np.ndarray, grid_map: MetricGridMap) -> torch.Tensor:
+        grid = torch.from_numpy(grid_map.to_grid(points).astype(np.float32))
+        return voxelize(grid[None].to(self.device), GRID_SIZE)
+
+    # ---- model --------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode(self, points: np.ndarray) -> Encoding:
+        """Keypoints of a metric cloud ((N, 3), any float dtype; NaNs are dropped)."""
+        points = self.clean(points)
+        grid_map = self.grid_map_for(points)
+        voxels = self.voxelize(points, grid_map)
+        with self._lock:
+            keypoints = self.model.encode(voxels)[0]
+        return Encoding(keypoints, grid_map, len(points), int(voxels.sum().item()))
+
+    @torch.inference_mode()
+    def decode_probabilities(self, keypoints_grid: torch.Tensor) -> torch.Tensor:
+        """(K, 3) grid-frame keypoints -> (64, 64, 64) occupancy probabilities (on the model's device)."""
+        with self._lock:
+            logits = self.model.decode(keypoints_grid[None].to(self.device, torch.float32))
+        return torch.sigmoid(logits[0, 0].float())
+
+    @torch.inference_mode()
+    def goal(self, encoding: Encoding, angle: float, include_probabilities: bool = False) -> Goal:
+        """Decode the keypoints rotated by ``angle`` (radians, about the grid's z axis)."""
+        angle = float(angle)
+        if not np.isfinite(angle):
+            raise PipelineError(f"the angle must be a finite number of radians, got {angle}")
+        kp = encoding.keypoints_grid.to(self.device, torch.float32)
+        rotated = kp @ rotation_z(torch.tensor(angle, dtype=torch.float32, device=kp.device)).T
+        prob = self.decode_probabilities(rotated)
+        occupied = torch.nonzero(prob > self.threshold).cpu().numpy()
+        grid_points = self._centers[occupied] if len(occupied) else np.zeros((0, 3))
+        gm = encoding.grid_map
+        return Goal(
+            angle=angle,
+            points=gm.to_metric(grid_points),
+            keypoints=gm.to_metric(rotated.cpu().double().numpy()),
+            voxel_size=gm.voxel_size,
+            grid_origin=gm.center.copy(),
+            probabilities=prob.cpu().numpy().astype(np.float32) if include_probabilities else None,
+        )
+
+
+def rotate_about_vertical(points: np.ndarray, angle: float, center: np.ndarray) -> np.ndarray:
+    """Rotate metric points by ``angle`` about the z axis through ``center`` (for ground truth in demos)."""
+    c, s = np.cos(angle), np.sin(angle)
+    rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    return (np.asarray(points, float) - center) @ rot.T + center
+
+
+def voxel_iou(pred_points: np.ndarray, true_points: np.ndarray, grid_map: MetricGridMap) -> float:
+    """IoU of the 64^3 occupancy of two metric point sets in the grid of ``grid_map``."""
+    grids = []
+    for pts in (pred_points, true_points):
+        grid = torch.from_numpy(grid_map.to_grid(np.asarray(pts, float).reshape(-1, 3)).astype(np.float32))
+        grids.append(voxelize(grid[None], GRID_SIZE)[0, 0] > 0.5)
+    union = (grids[0] | grids[1]).sum().item()
+    return float((grids[0] & grids[1]).sum().item() / union) if union else 1.0

@@ -1,0 +1,27 @@
+"""Fixtures for the kp_perception tests: a small untrained KP-Net checkpoint and a metric mug cloud."""
+
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory):
+    """A small keypoint model (random weights, saved through kp_training.checkpoint)."""
+    from kp_training.checkpoint import save_checkpoint
+    from kp_training.models import build_model, model_config
+
+    torch.manual_seed(0)
+    model = build_model(model_config("fast", num_keypoints=8, decoder_channels=32, encoder_options={"width": 8}))
+    stem = tmp_path_factory.mktemp("model") / "tiny"
+    normalization = {"center": [0.0, 0.0, 0.0], "mesh_units_per_grid_unit": 0.08, "units": "m"}
+    return save_checkpoint(stem, model, {"normalization": normalization})
+
+
+@pytest.fixture(scope="session")
+def mug_cloud(mug):
+    """The built-in mug's solid samples in metres (its training normalization undone), about 0.1 m tall."""
+    norm = mug.normalization
+    pts = mug.points.numpy().astype(np.float64) * norm["mesh_units_per_grid_unit"] + np.asarray(norm["center"])
+    rng = np.random.default_rng(0)
+    return pts[rng.choice(len(pts), size=min(20000, len(pts)), replace=False)]

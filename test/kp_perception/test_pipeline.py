@@ -1,0 +1,143 @@
+"""The ROS-free pipeline: frames, keypoints, goal decoding and refusal of bad input."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from kp_perception.pipeline import (
+    Pipeline,
+    PipelineConfig,
+    PipelineError,
+    default_model_path,
+    rotate_about_vertical,
+    voxel_iou,
+)
+from kp_training.geometry import GRID_SIZE, voxel_centers
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_model_path):
+    return Pipeline(tiny_model_path, device="cpu")
+
+
+def test_default_model_path_is_inside_the_package():
+    path = default_model_path()
+    assert path.name == "mug_fast.safetensors" and path.parent.name == "models"
+    assert path.parent.parent.name == "kp_perception"
+
+
+def test_encode_gives_metric_keypoints_in_the_input_frame(pipe, mug_cloud):
+    enc = pipe.encode(mug_cloud)
+    assert enc.keypoints_grid.shape == (8, 3)
+    assert enc.num_points == len(mug_cloud) and enc.occupied_voxels > 100
+    lo, hi = mug_cloud.min(0), mug_cloud.max(0)
+    np.testing.assert_allclose(enc.grid_map.center, (lo + hi) / 2)
+    np.testing.assert_allclose(enc.keypoints, enc.keypoints_grid.double().numpy() * enc.grid_map.half_extent + enc.grid_map.center)
+    # The grid (cube of half extent h around the centre) contains every keypoint.
+    assert np.all(np.abs(enc.keypoints - enc.grid_map.center) <= enc.grid_map.half_extent)
+
+
+def test_translation_moves_keypoints_along(pipe, mug_cloud):
+    shift = np.array([1.5, -2.25, 0.75])
+    a, b = pipe.encode(mug_cloud), pipe.encode(mug_cloud + shift)
+    np.testing.assert_allclose(b.keypoints, a.keypoints + shift, atol=1e-4)
+
+
+def test_extent_automatic_fits_every_rotation(pipe, mug_cloud):
+    enc = pipe.encode(mug_cloud)
+    centred = mug_cloud - enc.grid_map.center
+    radius = np.hypot(centred[:, 0], centred[:, 1]).max()
+    assert enc.grid_map.half_extent == pytest.approx(max(radius, np.abs(centred[:, 2]).max()) / 0.96)
+
+
+def test_object_size_sets_the_extent(tiny_model_path, mug_cloud):
+    pipe = Pipeline(tiny_model_path, config=PipelineConfig(object_size=0.3))
+    assert pipe.encode(mug_cloud).grid_map.half_extent == pytest.approx(0.15 / 0.96)
+
+
+def test_goal_rotates_keypoints_about_the_vertical_axis(pipe, mug_cloud):
+    enc = pipe.encode(mug_cloud)
+    goal = pipe.goal(enc, math.pi / 2, include_probabilities=True)
+    expected = rotate_about_vertical(enc.keypoints, math.pi / 2, enc.grid_map.center)
+    np.testing.assert_allclose(goal.keypoints, expected, atol=1e-6)
+    assert goal.voxel_size == pytest.approx(2 * enc.grid_map.half_extent / GRID_SIZE)
+    np.testing.assert_allclose(goal.grid_origin, enc.grid_map.center)
+    prob = goal.probabilities
+    assert prob.shape == (GRID_SIZE,) * 3 and prob.dtype == np.float32
+    # The goal points are exactly the metric centres of the voxels above 0.5.
+    c = voxel_centers(GRID_SIZE).double().numpy()
+    idx = np.argwhere(prob > 0.5)
+    np.testing.assert_allclose(goal.points, c[idx] * enc.grid_map.half_extent + enc.grid_map.center)
+    torch.testing.assert_close(
+        torch.from_numpy(prob), pipe.decode_probabilities(enc.keypoints_grid @ torch.tensor([[0.0, 1, 0], [-1, 0, 0], [0, 0, 1]]))
+    )
+
+
+def test_goal_at_zero_keeps_keypoints(pipe, mug_cloud):
+    enc = pipe.encode(mug_cloud)
+    goal = pipe.goal(enc, 0.0)
+    np.testing.assert_allclose(goal.keypoints, enc.keypoints, atol=1e-9)
+    assert goal.probabilities is None
+
+
+@pytest.mark.parametrize(
+    "points, message",
+    [
+        (np.zeros((0, 3)), "only 0 finite points"),
+        (np.full((500, 3), np.nan), "only 0 finite points"),
+        (np.random.default_rng(0).normal(size=(5, 3)), "min_points"),
+        (np.zeros((500, 2)), "expected \\(N, 3\\)"),
+        (np.ones((500, 3)), "degenerate|zero extent"),
+    ],
+)
+def test_bad_clouds_are_refused(pipe, points, message):
+    with pytest.raises(PipelineError, match=message):
+        pipe.encode(points)
+
+
+def test_crop_box_and_size_limit(tiny_model_path, mug_cloud):
+    far = PipelineConfig(crop_enabled=True, crop_min=(5, 5, 5), crop_max=(6, 6, 6))
+    with pytest.raises(PipelineError, match="inside the crop box"):
+        Pipeline(tiny_model_path, config=far).encode(mug_cloud)
+    # A crop box that keeps the mug and drops outliers gives the mug's keypoints.
+    noisy = np.concatenate([mug_cloud, [[30.0, 0, 0], [0, -40.0, 1]]])
+    box = PipelineConfig(crop_enabled=True, crop_min=(-1, -1, -1), crop_max=(1, 1, 1))
+    cropped = Pipeline(tiny_model_path, config=box)
+    np.testing.assert_allclose(cropped.encode(noisy).keypoints, cropped.encode(mug_cloud).keypoints)
+    with pytest.raises(PipelineError, match="max_points"):
+        Pipeline(tiny_model_path, config=PipelineConfig(max_points=1000)).encode(mug_cloud)
+
+
+@pytest.mark.parametrize("angle", [math.nan, math.inf, -math.inf])
+def test_non_finite_angle_is_refused(pipe, mug_cloud, angle):
+    enc = pipe.encode(mug_cloud)
+    with pytest.raises(PipelineError, match="finite"):
+        pipe.goal(enc, angle)
+
+
+def test_invalid_settings_are_refused(tiny_model_path):
+    for cfg in (PipelineConfig(object_size=-1), PipelineConfig(crop_min=(0, 0, 0), crop_max=(1, 0, 1)),
+                PipelineConfig(min_points=0), PipelineConfig(margin=1.0)):
+        with pytest.raises(PipelineError):
+            Pipeline(tiny_model_path, config=cfg)
+
+
+def test_latent_models_and_missing_files_are_refused(tmp_path):
+    from kp_training.checkpoint import CheckpointError, save_checkpoint
+    from kp_training.models import build_model, model_config
+
+    cnn = build_model(model_config("cnn", decoder_channels=16, latent_dim=8, encoder_channels=(4, 4, 4, 4)))
+    path = save_checkpoint(tmp_path / "cnn", cnn, {})
+    with pytest.raises(PipelineError, match="keypoint model"):
+        Pipeline(path)
+    with pytest.raises(CheckpointError):
+        Pipeline(tmp_path / "missing.safetensors")
+
+
+def test_voxel_iou(pipe, mug_cloud):
+    enc = pipe.encode(mug_cloud)
+    assert voxel_iou(mug_cloud, mug_cloud, enc.grid_map) == 1.0
+    turned = rotate_about_vertical(mug_cloud, math.pi, enc.grid_map.center)
+    assert 0.0 < voxel_iou(mug_cloud, turned, enc.grid_map) < 0.9
