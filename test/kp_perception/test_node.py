@@ -1,0 +1,311 @@
+"""kp_perception_node end to end: a node subprocess over loopback DDS, driven through its topics and service.
+
+One node process serves the whole module. The test process talks to it from its own rclpy context on the
+same (randomly chosen) domain id, with discovery kept on localhost.
+"""
+
+import math
+import struct
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+pytest.importorskip("kp_interfaces.srv")
+
+from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
+from rcl_interfaces.msg import ParameterType, ParameterValue  # noqa: E402
+from rcl_interfaces.srv import SetParameters  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from geometry_msgs.msg import PoseArray  # noqa: E402
+from sensor_msgs.msg import PointCloud2, PointField  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
+
+from kp_interfaces.srv import RotateGoal  # noqa: E402
+from kp_perception.cloud_io import make_xyz_cloud, read_xyz  # noqa: E402
+from kp_perception.pipeline import Pipeline, PipelineConfig  # noqa: E402
+from kp_perception.process import RosProcess, node_command, pick_domain_id, ros_env  # noqa: E402
+
+NODE = "/kp_perception_node"
+TOPIC = "/kp_test/points"
+MAX_POINTS = 60000
+CONFIG = str(Path(__file__).resolve().parents[2] / "config" / "kp_perception.yaml")
+
+
+class Probe:
+    """The test side: publisher, subscriptions collecting messages, service and parameter clients."""
+
+    def __init__(self, domain_id):
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node("kp_test_probe", context=self.context)
+        self.lock = threading.Lock()
+        self.messages = {"markers": [], "poses": [], "goal_markers": [], "goal_cloud": []}
+        sub = lambda kind, typ, topic: self.node.create_subscription(  # noqa: E731
+            typ, topic, lambda m: self._keep(kind, m), 10)
+        sub("markers", MarkerArray, f"{NODE}/keypoint_markers")
+        sub("poses", PoseArray, f"{NODE}/keypoints")
+        sub("goal_markers", MarkerArray, f"{NODE}/goal_markers")
+        sub("goal_cloud", PointCloud2, f"{NODE}/goal_cloud")
+        self.pub = self.node.create_publisher(PointCloud2, TOPIC, QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
+        self.client = self.node.create_client(RotateGoal, f"{NODE}/rotate_goal")
+        self.params = self.node.create_client(SetParameters, f"{NODE}/set_parameters")
+        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def _keep(self, kind, msg):
+        with self.lock:
+            self.messages[kind].append(msg)
+
+    def wait_for(self, kind, predicate, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                for msg in self.messages[kind]:
+                    if predicate(msg):
+                        return msg
+            time.sleep(0.02)
+        raise AssertionError(f"no matching {kind} message within {timeout} s")
+
+    def publish_until(self, cloud, kind, predicate, timeout=30.0):
+        """Publish ``cloud`` repeatedly (the subscription may not be matched yet) until a message matches."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.pub.publish(cloud)
+            try:
+                return self.wait_for(kind, predicate, timeout=0.5)
+            except AssertionError:
+                pass
+        raise AssertionError(f"no {kind} message for the published cloud within {timeout} s")
+
+    def call(self, angle=0.0, cloud=None, include_occupancy=False, timeout=30.0):
+        request = RotateGoal.Request(angle=float(angle), include_occupancy=include_occupancy)
+        if cloud is not None:
+            request.cloud = cloud
+        return self.client.call(request, timeout_sec=timeout)
+
+    def set_param(self, name, value, kind):
+        field = {ParameterType.PARAMETER_DOUBLE: "double_value", ParameterType.PARAMETER_DOUBLE_ARRAY: "double_array_value"}[kind]
+        value_msg = ParameterValue(type=kind, **{field: value})
+        result = self.params.call(SetParameters.Request(parameters=[ParameterMsg(name=name, value=value_msg)]), timeout_sec=10)
+        return result.results[0]
+
+    def close(self):
+        self.executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+@pytest.fixture(scope="module")
+def ros(tiny_model_path, tmp_path_factory):
+    domain = pick_domain_id()
+    home = tmp_path_factory.mktemp("ros_home")
+    params = {"model_path": str(tiny_model_path), "input_topic": TOPIC, "max_points": MAX_POINTS,
+              "warn_throttle_sec": 0.0, "num_threads": 1}
+    node = RosProcess(node_command(CONFIG, params=params), ros_env(domain, home))
+    try:
+        assert node.wait_for_line("ready", 90), f"the node did not start:\n{node.output}"
+        import os
+
+        for key, value in ros_env(domain, home).items():  # this process joins the same local domain
+            if key.startswith("ROS_"):
+                os.environ[key] = value
+        probe = Probe(domain)
+        assert probe.client.wait_for_service(timeout_sec=30), "rotate_goal service not discovered"
+        assert probe.params.wait_for_service(timeout_sec=30)
+        yield SimpleNamespace(node=node, probe=probe)
+        probe.close()
+    finally:
+        code = node.stop()
+        print(node.output)
+    assert code == 0, f"the node exited with {code} on SIGINT"
+
+
+@pytest.fixture(scope="module")
+def local(tiny_model_path):
+    """The same pipeline in this process: what the node must publish."""
+    return Pipeline(tiny_model_path, config=PipelineConfig(max_points=MAX_POINTS))
+
+
+def header(frame, sec):
+    h = Header(frame_id=frame)
+    h.stamp.sec = sec
+    return h
+
+
+def marker_points(marker):
+    return np.array([[p.x, p.y, p.z] for p in marker.points])
+
+
+def test_call_before_any_cloud_is_refused(ros):
+    response = ros.probe.call(0.5)
+    assert not response.success
+    assert "no usable cloud received" in response.message and TOPIC in response.message
+
+
+def test_cloud_gives_keypoint_markers_and_poses(ros, local, mug_cloud):
+    cloud = make_xyz_cloud(mug_cloud, header=header("camera_a", 101))
+    msg = ros.probe.publish_until(cloud, "markers", lambda m: m.markers[0].header.frame_id == "camera_a")
+    spheres = msg.markers[0]
+    assert spheres.type == Marker.SPHERE_LIST and spheres.header.stamp.sec == 101
+    expected = local.encode(read_xyz(cloud)).keypoints
+    np.testing.assert_allclose(marker_points(spheres), expected, atol=1e-5)
+    assert len(spheres.colors) == 8 and len({(c.r, c.g, c.b) for c in spheres.colors}) == 8
+    labels = [m for m in msg.markers[1:] if m.type == Marker.TEXT_VIEW_FACING]
+    assert sorted(m.text for m in labels) == sorted(str(i) for i in range(8))
+    poses = ros.probe.wait_for("poses", lambda m: m.header.frame_id == "camera_a")
+    np.testing.assert_allclose([[p.position.x, p.position.y, p.position.z] for p in poses.poses], expected, atol=1e-5)
+
+
+def test_service_on_the_latest_cloud(ros, local, mug_cloud):
+    cloud = make_xyz_cloud(mug_cloud + [0.5, 0.25, 0.0], header=header("camera_b", 202))
+    ros.probe.publish_until(cloud, "markers", lambda m: m.markers[0].header.frame_id == "camera_b")
+    angle = 2.0
+    response = ros.probe.call(angle, include_occupancy=True)
+    assert response.success, response.message
+    assert response.header.frame_id == "camera_b" and response.header.stamp.sec == 202
+    enc = local.encode(read_xyz(cloud))
+    goal = local.goal(enc, angle, include_probabilities=True)
+    got = read_xyz(response.goal_cloud, dtype=np.float64)
+    assert response.goal_cloud.header.frame_id == "camera_b"
+    assert 0 < len(got) == len(goal.points)
+    np.testing.assert_allclose(got, goal.points, atol=1e-5)
+    np.testing.assert_allclose([[p.x, p.y, p.z] for p in response.keypoints], goal.keypoints, atol=1e-5)
+    assert response.voxel_size == pytest.approx(goal.voxel_size, rel=1e-6)
+    o = response.grid_origin
+    np.testing.assert_allclose([o.x, o.y, o.z], enc.grid_map.center, atol=1e-9)
+    occupancy = np.asarray(response.occupancy, dtype=np.float32).reshape(64, 64, 64)
+    np.testing.assert_allclose(occupancy, goal.probabilities, atol=1e-5)
+    # The occupancy layout the .srv documents: voxel (i, j, k) centred at origin + size * ((i, j, k) - 31.5).
+    idx = np.argwhere(occupancy > 0.5)
+    np.testing.assert_allclose(np.sort(got, axis=0), np.sort(enc.grid_map.center + response.voxel_size * (idx - 31.5), axis=0), atol=1e-5)
+    # The goal also goes out as a CUBE_LIST (after the reply) and as a cloud.
+    markers = ros.probe.wait_for("goal_markers", lambda m: m.markers[0].header.stamp.sec == 202)
+    cubes = markers.markers[0]
+    assert cubes.type == Marker.CUBE_LIST and len(cubes.points) == len(got)
+    assert cubes.scale.x == pytest.approx(response.voxel_size)
+    ros.probe.wait_for("goal_cloud", lambda m: m.header.stamp.sec == 202 and m.width == len(got))
+
+
+def test_service_with_a_cloud_in_the_request(ros, local, mug_cloud):
+    # float64 big-endian x/y/z after an intensity field, with padding: any layout the converter reads.
+    pts = mug_cloud[::2] + [-1.0, 2.0, 0.3]
+    fields = [PointField(name="intensity", offset=0, datatype=PointField.FLOAT32, count=1)] + [
+        PointField(name=n, offset=8 + 8 * i, datatype=PointField.FLOAT64, count=1) for i, n in enumerate("xyz")]
+    data = bytearray(40 * len(pts))
+    for i, p in enumerate(pts):
+        struct.pack_into(">f4x3d", data, 40 * i, 1.0, *p)
+    cloud = PointCloud2(header=header("request_frame", 303), height=1, width=len(pts), fields=fields,
+                        is_bigendian=True, point_step=40, row_step=40 * len(pts), data=bytes(data), is_dense=True)
+    response = ros.probe.call(-0.75, cloud=cloud)
+    assert response.success, response.message
+    assert response.header.frame_id == "request_frame" and len(response.occupancy) == 0
+    goal = local.goal(local.encode(pts), -0.75)
+    np.testing.assert_allclose(read_xyz(response.goal_cloud, dtype=np.float64), goal.points, atol=1e-5)
+
+
+def field_list(names, datatype=PointField.FLOAT32):
+    return [PointField(name=n, offset=4 * i, datatype=datatype, count=1) for i, n in enumerate(names)]
+
+
+def raw_cloud(fields, n, frame="bad", data=None, point_step=12):
+    return PointCloud2(header=header(frame, 1), height=1, width=n, fields=fields, is_bigendian=False,
+                       point_step=point_step, row_step=point_step * n, data=data if data is not None else bytes(point_step * n))
+
+
+BAD_CLOUDS = {
+    "nan_only": (lambda: make_xyz_cloud(np.full((100, 3), np.nan)), "only 0 finite points"),
+    "too_small": (lambda: make_xyz_cloud(np.random.default_rng(0).normal(size=(5, 3))), "min_points"),
+    "no_z": (lambda: raw_cloud(field_list("xy"), 50, point_step=8), "no z field"),
+    "int16_coordinates": (lambda: raw_cloud(field_list("xyz", PointField.INT16), 50), "only FLOAT32 and FLOAT64"),
+    "too_large": (lambda: make_xyz_cloud(np.random.default_rng(0).normal(size=(MAX_POINTS + 1, 3))), "more than the limit"),
+    "short_data": (lambda: raw_cloud(field_list("xyz"), 50, data=bytes(100)), "bytes"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_CLOUDS))
+def test_bad_request_clouds_fail_cleanly(ros, name):
+    make, message = BAD_CLOUDS[name]
+    response = ros.probe.call(0.3, cloud=make())
+    assert not response.success and message in response.message, response.message
+    assert ros.node.alive()
+
+
+@pytest.mark.parametrize("angle", [math.nan, math.inf, -math.inf])
+def test_non_finite_angle_fails_cleanly(ros, angle):
+    response = ros.probe.call(angle)
+    assert not response.success and "finite" in response.message
+
+
+def test_bad_topic_clouds_warn_and_the_node_keeps_serving(ros, mug_cloud):
+    for name, (make, message) in sorted(BAD_CLOUDS.items()):
+        # Keep publishing: with the sensor-data QoS (depth 1) the node may drop a cloud behind another.
+        cloud, deadline = make(), time.monotonic() + 20
+        while not any("ignoring a cloud" in line and message in line for line in list(ros.node.lines)):
+            assert time.monotonic() < deadline, f"no warning for {name}:\n{ros.node.output[-3000:]}"
+            ros.probe.pub.publish(cloud)
+            time.sleep(0.1)
+    assert ros.node.alive()
+    # Still serving, on the last usable cloud (bad clouds do not replace it).
+    response = ros.probe.call(1.0)
+    assert response.success, response.message
+    cloud = make_xyz_cloud(mug_cloud, header=header("camera_after", 404))
+    ros.probe.publish_until(cloud, "markers", lambda m: m.markers[0].header.frame_id == "camera_after")
+
+
+def test_service_calls_while_clouds_stream(ros, mug_cloud):
+    stop = threading.Event()
+    sent = [0]
+
+    def stream():
+        rng = np.random.default_rng(1)
+        while not stop.is_set():
+            ros.probe.pub.publish(make_xyz_cloud(mug_cloud + rng.normal(scale=1e-3, size=3), header=header("stream", 500)))
+            sent[0] += 1
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=stream)
+    thread.start()
+    try:
+        ros.probe.wait_for("markers", lambda m: m.markers[0].header.frame_id == "stream")
+        results = [ros.probe.call(0.1 * i, cloud=make_xyz_cloud(mug_cloud) if i % 2 else None) for i in range(8)]
+    finally:
+        stop.set()
+        thread.join()
+    assert all(r.success for r in results), [r.message for r in results]
+    assert sent[0] > 10 and ros.node.alive()
+
+
+def test_parameters_are_validated_and_applied(ros, mug_cloud):
+    bad = ros.probe.set_param("crop.max", [-5.0, -5.0, -5.0], ParameterType.PARAMETER_DOUBLE_ARRAY)
+    assert not bad.successful and "crop box" in bad.reason
+    out_of_range = ros.probe.set_param("object_size", -1.0, ParameterType.PARAMETER_DOUBLE)
+    assert not out_of_range.successful
+    ok = ros.probe.set_param("object_size", 0.5, ParameterType.PARAMETER_DOUBLE)
+    assert ok.successful
+    try:
+        response = ros.probe.call(0.0, cloud=make_xyz_cloud(mug_cloud))
+        assert response.success
+        assert response.voxel_size == pytest.approx(0.5 / 2 / 0.96 / 32, rel=1e-5)  # half extent / 32
+    finally:
+        assert ros.probe.set_param("object_size", 0.0, ParameterType.PARAMETER_DOUBLE).successful
+
+
+def test_node_refuses_a_missing_model_with_a_clear_message(tmp_path):
+    proc = RosProcess(node_command(CONFIG, params={"model_path": str(tmp_path / "none.safetensors")}),
+                      ros_env(pick_domain_id(), tmp_path))
+    try:
+        assert proc.wait_for_line("cannot start", 60), proc.output
+        proc.proc.wait(timeout=20)
+    finally:
+        proc.stop()
+    assert proc.proc.returncode == 2
+    assert "checkpoint metadata not found" in proc.output
