@@ -121,7 +121,7 @@ def ros(tiny_model_path, tmp_path_factory):
         probe = Probe(domain)
         assert probe.client.wait_for_service(timeout_sec=30), "rotate_goal service not discovered"
         assert probe.params.wait_for_service(timeout_sec=30)
-        yield SimpleNamespace(node=node, probe=probe)
+        yield SimpleNamespace(node=node, probe=probe, domain=domain)
         probe.close()
     finally:
         code = node.stop()
@@ -309,3 +309,41 @@ def test_node_refuses_a_missing_model_with_a_clear_message(tmp_path):
         proc.stop()
     assert proc.proc.returncode == 2
     assert "checkpoint metadata not found" in proc.output
+
+
+def run_client(ros, tmp_path, *args, timeout=60):
+    import subprocess
+    import sys
+
+    env = ros_env(ros.domain, tmp_path / "client_home")
+    return subprocess.run([sys.executable, "-m", "kp_perception.client", *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_client_cli_saves_the_goal(ros, local, mug_cloud, tmp_path):
+    np.save(tmp_path / "cloud.npy", mug_cloud)
+    out = tmp_path / "out" / "goal"
+    result = run_client(ros, tmp_path, "90", "--degrees", "--cloud", tmp_path / "cloud.npy", "--frame-id", "cli_frame",
+                        "--out", out, "--occupancy", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    import json
+
+    summary = json.loads(result.stdout)
+    assert summary["success"] and summary["frame_id"] == "cli_frame"
+    goal = local.goal(local.encode(mug_cloud.astype(np.float32)), math.pi / 2)
+    saved = np.load(out.with_name("goal.npy"))
+    assert summary["goal_voxels"] == len(goal.points) == len(saved)
+    np.testing.assert_allclose(saved, goal.points, atol=1e-5)
+    body = out.with_name("goal.ply").read_bytes().split(b"end_header\n", 1)[1]
+    np.testing.assert_array_equal(np.frombuffer(body, "<f4").reshape(-1, 3), saved)
+    assert np.load(out.with_name("goal_keypoints.npy")).shape == (8, 3)
+    assert np.load(out.with_name("goal_occupancy.npy")).shape == (64, 64, 64)
+
+
+def test_client_cli_reports_refusals_and_missing_services(ros, tmp_path):
+    refused = run_client(ros, tmp_path, "nan", "--out", tmp_path / "g")
+    assert refused.returncode == 1 and "finite" in refused.stdout
+    missing = run_client(ros, tmp_path, "1.0", "--service", "/nobody/rotate_goal", "--timeout", "1")
+    assert missing.returncode == 2 and "not available" in missing.stderr
+    bad_file = run_client(ros, tmp_path, "1.0", "--cloud", tmp_path / "missing.npy")
+    assert bad_file.returncode == 3 and "no such file" in bad_file.stderr
