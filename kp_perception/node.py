@@ -85,6 +85,9 @@ PARAMETERS = [
     Param("object_size", 0.0, "object size in metres, max(diameter about its vertical axis, height); 0: measured "
           "from each cloud's bounding box (best for whole clouds; set it for partial views)", P.PARAMETER_DOUBLE,
           float_range=(0.0, 100.0)),
+    Param("centering", "circle", "grid origin: circle (x, y: centre of the smallest circle around the cloud seen "
+          "from above, z: mid-height; invariant to the object's yaw) or box (bounding-box centre)",
+          P.PARAMETER_STRING),
     Param("crop.enabled", False, "keep only points inside the crop box (input frame)", P.PARAMETER_BOOL),
     Param("crop.min", [-1.0, -1.0, -1.0], "crop box minimum corner x, y, z (metres)", P.PARAMETER_DOUBLE_ARRAY),
     Param("crop.max", [1.0, 1.0, 1.0], "crop box maximum corner x, y, z (metres)", P.PARAMETER_DOUBLE_ARRAY),
@@ -174,6 +177,7 @@ class PerceptionNode(Node):
             crop_max=tuple(float(v) for v in get("crop.max")),
             min_points=int(get("min_points")),
             max_points=int(get("max_points")),
+            centering=str(get("centering")),
         ).validate()
 
     @staticmethod

@@ -27,6 +27,7 @@ from kp_training.voxelize import voxelize
 DEFAULT_MODEL_NAME = "mug_fast.safetensors"
 DEFAULT_MARGIN = 0.04
 """Grid units kept free when the extent comes from the cloud (as the training shapes are normalized)."""
+CENTERINGS = ("circle", "box")
 
 
 class PipelineError(ValueError):
@@ -64,6 +65,10 @@ class PipelineConfig:
     min_points: int = 30
     max_points: int = 4_000_000
     margin: float = DEFAULT_MARGIN
+    centering: str = "circle"
+    """Where the grid origin goes: "circle" (x, y: centre of the smallest circle enclosing the points seen
+    from above; z: middle of their height; invariant to the object's yaw) or "box" (the axis-aligned
+    bounding-box centre, which moves with the yaw of an asymmetric object)."""
 
     def validate(self) -> "PipelineConfig":
         if not (np.isfinite(self.object_size) and self.object_size >= 0):
@@ -75,6 +80,8 @@ class PipelineConfig:
             raise PipelineError(f"need 1 <= min_points <= max_points, got {self.min_points}, {self.max_points}")
         if not 0.0 <= self.margin < 1.0:
             raise PipelineError(f"margin must be in [0, 1), got {self.margin}")
+        if self.centering not in CENTERINGS:
+            raise PipelineError(f"centering must be one of {CENTERINGS}, got {self.centering!r}")
         return self
 
 
@@ -144,9 +151,8 @@ class Pipeline:
         return points
 
     def grid_map_for(self, points: np.ndarray) -> MetricGridMap:
-        """Grid frame centred on the points' bounding box; extent from object_size or from the points."""
-        lo, hi = points.min(axis=0), points.max(axis=0)
-        center = (lo + hi) / 2.0
+        """Grid frame centred on the object (see ``centering``); extent from object_size or from the points."""
+        center = object_center(points, self.config.centering)
         if self.config.object_size > 0:
             half_extent = self.config.object_size / 2.0 / (1.0 - self.config.margin)
         else:
@@ -200,6 +206,64 @@ class Pipeline:
             grid_origin=gm.center.copy(),
             probabilities=prob.cpu().numpy().astype(np.float32) if include_probabilities else None,
         )
+
+
+def object_center(points: np.ndarray, centering: str = "circle") -> np.ndarray:
+    """The grid origin for an (N, 3) cloud: see :attr:`PipelineConfig.centering`."""
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    center = (lo + hi) / 2.0
+    if centering == "circle":
+        center[:2] = min_enclosing_circle(points[:, :2])[0]
+    return center
+
+
+def min_enclosing_circle(xy: np.ndarray) -> tuple[np.ndarray, float]:
+    """Smallest circle containing 2-D points: (centre (2,), radius).
+
+    Welzl's incremental algorithm on the convex hull's vertices (expected linear time in their number).
+    """
+    xy = np.asarray(xy, dtype=np.float64)
+    try:
+        from scipy.spatial import ConvexHull, QhullError
+
+        candidates = xy[ConvexHull(xy).vertices]
+    except (QhullError, ValueError):  # collinear or too few points: every distinct point is a candidate
+        candidates = np.unique(xy, axis=0)
+    pts = candidates[np.random.default_rng(0).permutation(len(candidates))].tolist()
+    scale = float(np.abs(candidates).max()) if len(candidates) else 0.0
+    eps = 1e-12 + 1e-9 * scale
+
+    def inside(p, c, r):
+        return (p[0] - c[0]) ** 2 + (p[1] - c[1]) ** 2 <= (r + eps) ** 2
+
+    def two(a, b):
+        c = ((a[0] + b[0]) / 2, (a[1] + b[1]) / 2)
+        return c, float(np.hypot(a[0] - c[0], a[1] - c[1]))
+
+    def three(a, b, p):
+        ax, ay = b[0] - a[0], b[1] - a[1]
+        bx, by = p[0] - a[0], p[1] - a[1]
+        d = 2 * (ax * by - ay * bx)
+        if abs(d) < 1e-18:  # collinear: the widest pair
+            return max((two(a, b), two(a, p), two(b, p)), key=lambda cr: cr[1])
+        ux = (by * (ax * ax + ay * ay) - ay * (bx * bx + by * by)) / d
+        uy = (ax * (bx * bx + by * by) - bx * (ax * ax + ay * ay)) / d
+        return (a[0] + ux, a[1] + uy), float(np.hypot(ux, uy))
+
+    c, r = (tuple(pts[0]) if pts else (0.0, 0.0)), 0.0
+    for i, p in enumerate(pts):
+        if inside(p, c, r):
+            continue
+        c, r = tuple(p), 0.0
+        for j in range(i):
+            q = pts[j]
+            if inside(q, c, r):
+                continue
+            c, r = two(p, q)
+            for k in range(j):
+                if not inside(pts[k], c, r):
+                    c, r = three(p, q, pts[k])
+    return np.array(c, dtype=np.float64), r
 
 
 def rotate_about_vertical(points: np.ndarray, angle: float, center: np.ndarray) -> np.ndarray:

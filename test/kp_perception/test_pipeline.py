@@ -33,7 +33,8 @@ def test_encode_gives_metric_keypoints_in_the_input_frame(pipe, mug_cloud):
     assert enc.keypoints_grid.shape == (8, 3)
     assert enc.num_points == len(mug_cloud) and enc.occupied_voxels > 100
     lo, hi = mug_cloud.min(0), mug_cloud.max(0)
-    np.testing.assert_allclose(enc.grid_map.center, (lo + hi) / 2)
+    assert np.all((enc.grid_map.center >= lo) & (enc.grid_map.center <= hi))
+    assert enc.grid_map.center[2] == pytest.approx((lo[2] + hi[2]) / 2)
     np.testing.assert_allclose(enc.keypoints, enc.keypoints_grid.double().numpy() * enc.grid_map.half_extent + enc.grid_map.center)
     # The grid (cube of half extent h around the centre) contains every keypoint.
     assert np.all(np.abs(enc.keypoints - enc.grid_map.center) <= enc.grid_map.half_extent)
@@ -141,3 +142,28 @@ def test_voxel_iou(pipe, mug_cloud):
     assert voxel_iou(mug_cloud, mug_cloud, enc.grid_map) == 1.0
     turned = rotate_about_vertical(mug_cloud, math.pi, enc.grid_map.center)
     assert 0.0 < voxel_iou(mug_cloud, turned, enc.grid_map) < 0.9
+
+
+def test_min_enclosing_circle():
+    from kp_perception.pipeline import min_enclosing_circle
+
+    rng = np.random.default_rng(0)
+    pts = rng.normal(size=(3000, 2))
+    c, r = min_enclosing_circle(pts)
+    d = np.hypot(*(pts - c).T)
+    assert d.max() <= r + 1e-9 and np.sum(d > r - 1e-9) >= 2  # encloses, and touches at least two points
+    # Minimal: moving the centre in any direction makes the enclosing radius larger.
+    for step in 1e-3 * np.array([[1, 0], [0, 1], [-1, 0], [0, -1], [0.7, 0.7]]):
+        assert np.hypot(*(pts - c - step).T).max() > r
+    np.testing.assert_allclose(min_enclosing_circle(np.array([[0.0, 0], [2, 0], [1, 0]]))[0], [1, 0])  # collinear
+    np.testing.assert_allclose(min_enclosing_circle(np.array([[1.0, 1], [1, 1]]))[0], [1, 1])
+
+
+def test_circle_centering_is_invariant_to_yaw(pipe, mug_cloud, mug):
+    from kp_perception.pipeline import object_center
+
+    centre = np.asarray(mug.normalization["center"])
+    for yaw in (0.3, 1.9, -2.4):
+        turned = rotate_about_vertical(mug_cloud, yaw, centre)
+        np.testing.assert_allclose(object_center(turned), centre, atol=3e-4)
+        assert np.abs(object_center(turned, "box") - centre).max() > 1e-3  # what the box centre would do
