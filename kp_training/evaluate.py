@@ -61,6 +61,11 @@ PAPER_TABLE_I = {
     CNN: {"bce": (0.006, 0.001), "iou": (0.984, 0.003), "chamfer": (9.244, 0.953)},
     KP: {"bce": (0.012, 0.0144), "iou": (0.970, 0.011), "chamfer": (9.366, 0.929)},
 }
+METHOD_FORMULAS = {
+    KP: "KP-Net: g(R_z(psi) f(X)).",
+    KP_INTERP: "KP-Net (Interp.): g((1-a) R_z(psi) f(X) + a R_z(psi-90) f(X*)).",
+    CNN: "CNN-Net: g((1-a) f(X) + a f(X*)).",
+}
 EQUIVARIANCE_MODES = ("rotation", "scale", "rotation+scale")
 # separate sampling streams, so that adding or leaving out a model does not change another's numbers
 _STREAMS = {"transforms": 0, "floor": 1, KP: 2, KP_INTERP: 3, CNN: 4, "poses": 5, "equivariance": 6}
@@ -623,15 +628,18 @@ def results_markdown(results: dict, out: Path, md_path: Path) -> str:
                   "forward plus backward. It is dominated by its sampling floor (the ground-truth row: two random "
                   "subsets of the *same* grid). Mean NN distance: the mean symmetric nearest-neighbour distance over "
                   "all occupied voxels in voxels (exact; 0 for a perfect reconstruction).", "",
-                  image("reconstructions", "Reconstructions (Fig. 5)"),
-                  "Fig. 5 style: a) ground truth, b) keypoints (colour = keypoint index), c) KP-Net, d) CNN-Net "
-                  "reconstruction (surface voxels, coloured by height).", ""]
+                  ]
+        if "reconstructions" in fig:
+            columns = ["a) ground truth"] + (["b) keypoints (colour = keypoint index)", "c) KP-Net reconstruction"]
+                                             if KP in rep["summary"] else []) + (["d) CNN-Net reconstruction"] if CNN in rep["summary"] else [])
+            lines += [image("reconstructions", "Reconstructions (Fig. 5)"),
+                      "Fig. 5 style: " + ", ".join(columns) + " (surface voxels, coloured by height).", ""]
     interp = results.get("interpolation")
     if interp:
         lines += ["## Latent interpolation (Fig. 6)", "",
-                  "Base: the unscaled shape rotated by 180 deg about z; goal: rotated a further 90 deg. Ground truth at "
-                  "each angle psi: the rotated shape voxelized again. KP-Net: g(R_z(psi) f(X)); KP-Net (Interp.): "
-                  "g((1-a) R_z(psi) f(X) + a R_z(psi-90) f(X*)); CNN-Net: g((1-a) f(X) + a f(X*)), a = psi/90.", "",
+                  "Base X: the unscaled shape rotated by 180 deg about z; goal X*: rotated a further 90 deg. Ground "
+                  "truth at each angle psi: the rotated shape voxelized again. a = psi / 90 deg. "
+                  + " ".join(METHOD_FORMULAS[m] for m in interp["curves"]), "",
                   interpolation_markdown(interp), image("interpolation", "Interpolation (Fig. 6)"), ""]
         if "pose_average" in interp:
             lines += ["Averaged over random base poses (rotation and anisotropic scale of the training sampler; "

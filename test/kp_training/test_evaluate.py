@@ -1,0 +1,229 @@
+import csv
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from kp_training import evaluate as ev
+from kp_training.checkpoint import save_checkpoint
+from kp_training.geometry import occupied_points, rotate_z_points
+from kp_training.models import build_model, model_config
+from kp_training.train import main as train_main
+from kp_training.voxelize import voxelize
+
+TINY_EVAL = ["--samples", "3", "--angles", "4", "--poses", "2", "--pose-angles", "3", "--circle-angles", "4",
+             "--equivariance-samples", "2", "--figure-examples", "2", "--strip-angles", "3", "--batch", "4",
+             "--num-threads", "2", "--device", "cpu"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def kp_run(tmp_path_factory):
+    """A really trained (if tiny) KP-Net: kp-train with the fast preset on a handful of pairs."""
+    run = tmp_path_factory.mktemp("kp") / "run"
+    args = ["--preset", "fast", "--decoder-channels", "32", "--epochs", "1", "--batch-pairs", "2",
+            "--pairs-per-epoch", "4", "--val-pairs", "2", "--seed", "1", "--num-threads", "2", "--out", str(run)]
+    assert train_main(args) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def cnn_ckpt(tmp_path_factory):
+    """An untrained, slim CNN-Net saved like a training run would."""
+    torch.manual_seed(0)
+    model = build_model(model_config("cnn", decoder_channels=32))
+    stem = tmp_path_factory.mktemp("cnn") / "cnn"
+    save_checkpoint(stem, model, {"train_config": {"preset": "cnn", "shape": "mug", "up_axis": "z", "epochs": 0}})
+    return stem.with_suffix(".safetensors")
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_full_run_writes_every_output(kp_run, cnn_ckpt, tmp_path):
+    out, md = tmp_path / "results", tmp_path / "docs" / "RESULTS.md"
+    argv = ["--kp", str(kp_run), "--cnn", str(cnn_ckpt), "--out", str(out), "--results-md", str(md),
+            "--note", "tiny test models"] + TINY_EVAL
+    assert ev.main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+
+    rep = results["representation"]
+    assert len(rep["transforms"]["angle"]) == 3
+    for method in ("KP-Net", "CNN-Net"):
+        assert set(rep["per_example"][method]) == {"bce", "iou", "chamfer", "distance"}
+        assert all(len(v) == 3 for v in rep["per_example"][method].values())
+        s = rep["summary"][method]
+        assert 0.0 <= s["iou"]["mean"] <= 1.0 and s["bce"]["mean"] > 0
+    floor = rep["summary"]["Ground truth (sampling floor)"]["chamfer"]
+    assert floor["mean"] > 1.0  # the paper's Chamfer is far from 0 even for a perfect reconstruction
+
+    interp = results["interpolation"]
+    assert interp["psi_deg"] == pytest.approx([0.0, 22.5, 45.0, 67.5])
+    assert set(interp["curves"]) == {"KP-Net", "KP-Net (Interp.)", "CNN-Net"}
+    assert all(len(v) == 4 for m in interp["curves"].values() for v in m.values())
+    avg = interp["pose_average"]
+    assert len(avg["psi_deg"]) == 3 and len(avg["poses"]["angle_deg"]) == 2
+    assert all(len(avg[s][m]["iou"]) == 3 for s in ("mean", "std") for m in interp["curves"])
+    circle = interp["circle"]
+    assert circle["psi_deg"] == pytest.approx([0, 90, 180, 270]) and len(circle["pose_mean_iou"]) == 4
+
+    eq = results["equivariance"]
+    assert set(eq) == {"rotation", "scale", "rotation+scale"}
+    for r in eq.values():
+        assert len(r["per_keypoint_mean"]) == 32 and r["overall"]["n"] == 2 * 32 and r["overall"]["mean"] >= 0
+
+    figures = results["figures"]
+    assert set(figures) == {"reconstructions", "interpolation", "interpolation_pose_average", "circle", "strip",
+                            "equivariance"}
+    for name in figures.values():
+        data = (out / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5000
+
+    assert len(read_csv(out / "representation_per_example.csv")) == 3
+    rows = read_csv(out / "interpolation.csv")
+    assert len(rows) == 4 and "KP-Net (Interp.)_iou" in rows[0]
+    assert len(read_csv(out / "interpolation_pose_average.csv")) == 3
+    assert len(read_csv(out / "circle.csv")) == 4
+    assert len(read_csv(out / "equivariance_per_keypoint.csv")) == 32
+    assert "| KP-Net (paper) | 0.012 (0.0144) | 0.97 (0.011) | 9.366 (0.929)" in (out / "table1.md").read_text()
+
+    text = md.read_text()
+    assert "tiny test models" in text and "only 4 pairs" in text
+    assert "| CNN-Net (paper) | 0.006 (0.001) | 0.984 (0.003) | 9.244 (0.953)" in text
+    assert "kp-eval --kp " in text and "--samples 3" in text
+    assert '"preset": "fast"' in text and '"decoder_channels": 32' in text  # the training config
+    for name in figures.values():
+        assert f"](../results/{name})" in text
+
+
+def test_only_cnn_without_figures(cnn_ckpt, tmp_path):
+    out = tmp_path / "out"
+    assert ev.main(["--cnn", str(cnn_ckpt), "--out", str(out), "--results-md", str(out / "R.md"), "--no-figures",
+                    "--poses", "0"] + TINY_EVAL[:2] + ["--angles", "2", "--device", "cpu"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["representation"]["summary"]) == {"CNN-Net", "Ground truth (sampling floor)"}
+    assert set(results["interpolation"]["curves"]) == {"CNN-Net"}
+    assert "equivariance" not in results and "circle" not in results["interpolation"]
+    assert "pose_average" not in results["interpolation"] and "figures" not in results
+    assert not list(out.glob("*.png"))
+    text = (out / "R.md").read_text()
+    assert "KP-Net" not in text.split("## Checkpoints")[0].replace("KP-Net (Interp.)", "")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--out", "x"], "at least one checkpoint"),
+        (["--kp", "/nonexistent/run", "--out", "x"], "no such checkpoint"),
+        (["--cnn", "/nonexistent/cnn.safetensors"], "no such checkpoint"),
+        (["--kp", "K", "--samples", "0"], "--samples must be >= 1"),
+        (["--kp", "K", "--poses", "-1"], "--poses must be >= 0"),
+        (["--kp", "K", "--scale-min", "0.9", "--scale-max", "0.8"], "scale-min"),
+        (["--kp", "K", "--samples", "many"], "invalid int value"),
+        (["--kp", "K", "--device", "cuda:7"] if not torch.cuda.is_available() else ["--kp", "K", "--device", "tpu"],
+         "device"),
+        (["--kp", "K", "--bogus"], "unrecognized arguments"),
+    ],
+)
+def test_bad_arguments_exit_with_a_clear_message(argv, message, capsys, kp_run):
+    argv = [str(kp_run) if a == "K" else a for a in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        ev.main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_checkpoint_of_the_wrong_kind_is_refused(cnn_ckpt, kp_run, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        ev.main(["--kp", str(cnn_ckpt), "--out", str(tmp_path)])
+    assert exit_info.value.code == 2 and "expected a 'keypoint' model" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ev.main(["--cnn", str(kp_run), "--out", str(tmp_path)])
+    assert "expected a 'latent' model" in capsys.readouterr().err
+
+
+def test_corrupt_checkpoint_is_refused(cnn_ckpt, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    save_checkpoint(bad, build_model(model_config("cnn", decoder_channels=32)), {})
+    (tmp_path / "bad.safetensors").write_bytes(b"garbage")
+    with pytest.raises(SystemExit) as exit_info:
+        ev.main(["--cnn", str(bad) + ".json", "--out", str(tmp_path / "o")])
+    assert exit_info.value.code == 2 and "corrupt" in capsys.readouterr().err
+
+
+class CentroidOracle(nn.Module):
+    """An exactly equivariant toy "KP-Net": the keypoint is the centroid of the occupied voxels, and decoding
+    re-voxelizes the shape rotated so that its centroid points the way the keypoint does (unscaled shapes)."""
+
+    kind = "keypoint"
+
+    def __init__(self, points):
+        super().__init__()
+        self.points = points
+        self.canonical = self._centroid(voxelize(points[None]))[0]
+
+    @staticmethod
+    def _centroid(voxels):
+        return torch.stack([p.mean(0) for p in occupied_points(voxels)])
+
+    def encode(self, voxels):
+        return self._centroid(voxels)[:, None, :]
+
+    def decode(self, keypoints):
+        c, c0 = keypoints[:, 0], self.canonical
+        angle = torch.atan2(c[:, 1], c[:, 0]) - torch.atan2(c0[1], c0[0])
+        grids = voxelize(rotate_z_points(self.points.expand(len(c), -1, -1), angle))
+        return (grids * 2 - 1) * 20  # confident logits
+
+
+class Recorder(nn.Module):
+    """A "CNN-Net" that records the latents it is asked to decode."""
+
+    kind = "latent"
+
+    def __init__(self):
+        super().__init__()
+        self.decoded = []
+
+    def encode(self, voxels):
+        return voxels.flatten(1)[:, :: 4096].float() + torch.arange(len(voxels))[:, None].float()
+
+    def decode(self, latent):
+        self.decoded.append(latent)
+        return torch.zeros(len(latent), 1, 64, 64, 64)
+
+
+def test_interpolation_conventions_with_an_equivariant_oracle(mug):
+    points = mug.points
+    oracle, recorder = CentroidOracle(points), Recorder()
+    psi = torch.deg2rad(torch.tensor([0.0, 30.0, 60.0]))
+    curves, _ = ev.interpolation(oracle, recorder, points, math.pi, torch.ones(3), psi, batch=8,
+                                 chamfer_points=200, seed=0)
+    # R_z(psi) applied to the keypoints of the base view reconstructs the base rotated by psi (the sign
+    # conventions of the rotation, the ground truth and the interpolation weights all agree)
+    assert torch.all(curves["KP-Net"]["iou"] > 0.9), curves["KP-Net"]["iou"]
+    assert torch.all(curves["KP-Net (Interp.)"]["iou"] > 0.9), curves["KP-Net (Interp.)"]["iou"]
+    assert torch.all(curves["KP-Net"]["distance"] < 0.5)
+    # the test discriminates: rotating the keypoints the wrong way does not match the ground truth
+    base = ev.make_views(points, torch.tensor([math.pi]), torch.ones(1, 3))
+    target = ev.make_views(points, torch.tensor([math.pi + psi[2]]), torch.ones(1, 3))
+    wrong = oracle.decode(rotate_z_points(oracle.encode(base), -psi[2:]))
+    assert ev.voxel_iou(torch.sigmoid(wrong), target).item() < 0.8
+    # CNN-Net: linear interpolation (1 - a) z_base + a z_goal, a = psi / 90 deg
+    ends = ev.make_views(points, torch.tensor([math.pi, 1.5 * math.pi]), torch.ones(2, 3))
+    z = recorder.encode(ends)
+    latent = torch.cat(recorder.decoded)
+    a = torch.tensor([0.0, 1 / 3, 2 / 3])[:, None]
+    assert torch.allclose(latent, (1 - a) * z[0] + a * z[1], atol=1e-5)
+
+
+def test_equivariance_of_an_equivariant_oracle_is_small(mug):
+    cfg = ev.EvalConfig(kp="unused", equivariance_samples=4, batch=4)
+    result = ev.equivariance(CentroidOracle(mug.points), mug.points, cfg)
+    assert result["rotation"]["overall"]["max"] < 1.0  # voxels: only re-voxelization noise
+    assert result["scale"]["overall"]["max"] < 1.0
+    assert len(result["rotation"]["per_keypoint_mean"]) == 1
