@@ -30,7 +30,7 @@ from .pipeline import default_model_path, rotate_about_vertical, voxel_iou
 from .process import RosProcess, node_command, pick_domain_id, ros_env, use_local_ros
 
 WORLD = "world"
-TOPIC = "/kp_demo/points"
+TOPIC = "/points"  # the node's default topic, as config/kp_perception.rviz shows
 
 
 @dataclass
