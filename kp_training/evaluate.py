@@ -373,13 +373,17 @@ def equivariance(kp_model, points: torch.Tensor, cfg: EvalConfig) -> dict:
 
     Returns:
         mode -> {"per_keypoint_mean": (K,) list, "overall": summary over all samples x keypoints,
-        "per_sample_mean": summary of each sample's mean over keypoints}.
+        "per_sample_mean": summary of each sample's mean over keypoints, "relative_to_spread": mean error /
+        spread}, and "keypoint_spread_voxels": RMS distance of the canonical keypoints from their centroid
+        (collapsed keypoints are trivially "equivariant": read the error against the spread).
     """
     device = points.device
     canonical = make_views(points, torch.zeros(1, device=device), torch.ones(1, 3, device=device))
     kp0 = encode(kp_model, canonical, 1)  # (1, K, 3)
     gen = _generator(cfg.seed, "equivariance")
-    out = {}
+    centred = kp0[0] - kp0[0].mean(0)
+    spread = float(centred.norm(dim=-1).pow(2).mean().sqrt()) * GRID_SIZE / 2.0
+    out = {"keypoint_spread_voxels": spread}
     for mode in EQUIVARIANCE_MODES:
         angle, scale = sample_transforms(cfg.equivariance_samples, gen, device, (cfg.scale_min, cfg.scale_max))
         if mode == "rotation":
@@ -398,6 +402,7 @@ def equivariance(kp_model, points: torch.Tensor, cfg: EvalConfig) -> dict:
             "per_keypoint_median": err.median(0).values.tolist(),
             "overall": summarize(err),
             "per_sample_mean": summarize(err.mean(1)),
+            "relative_to_spread": float(err.mean()) / spread if spread > 0 else math.nan,
         }
     return out
 
@@ -466,13 +471,19 @@ def interpolation_markdown(interp: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _modes(eq: dict) -> dict:
+    return {k: v for k, v in eq.items() if isinstance(v, dict)}
+
+
 def equivariance_markdown(eq: dict) -> str:
-    lines = ["| Transforms | mean | median | 90th percentile | worst keypoint (mean) | best keypoint (mean) |",
-             "|---|---|---|---|---|---|"]
-    for mode, r in eq.items():
+    lines = ["| Transforms | mean [voxels] | median | 90th percentile | mean / keypoint spread | worst keypoint (mean) "
+             "| best keypoint (mean) |", "|---|---|---|---|---|---|---|"]
+    for mode, r in _modes(eq).items():
         o, pk = r["overall"], r["per_keypoint_mean"]
-        lines.append(f"| {mode} | {o['mean']:.2f} | {o['median']:.2f} | {o['p90']:.2f} | "
+        lines.append(f"| {mode} | {o['mean']:.2f} | {o['median']:.2f} | {o['p90']:.2f} | {r['relative_to_spread']:.3f} | "
                      f"{max(pk):.2f} (#{int(np.argmax(pk))}) | {min(pk):.2f} (#{int(np.argmin(pk))}) |")
+    lines.append(f"\nKeypoint spread (RMS distance of the canonical keypoints from their centroid): "
+                 f"{eq['keypoint_spread_voxels']:.2f} voxels.")
     return "\n".join(lines) + "\n"
 
 
@@ -513,9 +524,10 @@ def write_tables_and_csv(out: Path, results: dict) -> None:
     eq = results.get("equivariance")
     if eq:
         (out / "equivariance.md").write_text(equivariance_markdown(eq))
-        k = len(next(iter(eq.values()))["per_keypoint_mean"])
-        _write_csv(out / "equivariance_per_keypoint.csv", ["keypoint"] + [f"{m}_mean_voxels" for m in eq],
-                   [[i] + [eq[m]["per_keypoint_mean"][i] for m in eq] for i in range(k)])
+        modes = _modes(eq)
+        k = len(next(iter(modes.values()))["per_keypoint_mean"])
+        _write_csv(out / "equivariance_per_keypoint.csv", ["keypoint"] + [f"{m}_mean_voxels" for m in modes],
+                   [[i] + [modes[m]["per_keypoint_mean"][i] for m in modes] for i in range(k)])
 
 
 def make_figures(out: Path, results: dict, figure_data: dict) -> dict[str, str]:
@@ -564,7 +576,7 @@ def make_figures(out: Path, results: dict, figure_data: dict) -> dict[str, str]:
             written["strip"] = "fig7_interpolation_strip.png"
     eq = results.get("equivariance")
     if eq:
-        figures.plot_equivariance(out / "equivariance.png", {m: np.asarray(r["per_keypoint_mean"]) for m, r in eq.items()})
+        figures.plot_equivariance(out / "equivariance.png", {m: np.asarray(r["per_keypoint_mean"]) for m, r in _modes(eq).items()})
         written["equivariance"] = "equivariance.png"
     return written
 
@@ -606,7 +618,9 @@ def results_markdown(results: dict, out: Path, md_path: Path) -> str:
         lines += [f"> **Note:** {cfg['note']}", ""]
     for name, info in results["checkpoints"].items():
         progress = info.get("progress", {})
-        if progress and progress.get("pairs_seen", 10**9) < 100_000:
+        if not progress:
+            lines += [f"> **{name}** has no training progress in its metadata (an untrained or hand-made checkpoint?).", ""]
+        elif progress.get("pairs_seen", 10**9) < 100_000:
             lines += [f"> **{name}** was trained on only {progress.get('pairs_seen')} pairs "
                       f"({progress.get('epoch')} epochs; the paper: 400 epochs x 4000 pairs = 1.6 M pairs): "
                       "its numbers are not comparable to the paper's.", ""]
@@ -661,7 +675,7 @@ def results_markdown(results: dict, out: Path, md_path: Path) -> str:
     eq = results.get("equivariance")
     if eq:
         lines += ["## Equivariance error", "",
-                  "|f(phi(X)) - phi(f(X))| per keypoint, in voxels (1 voxel = 2/64 grid units), X the canonical "
+                  "`|f(phi(X)) - phi(f(X))|` per keypoint, in voxels (1 voxel = 2/64 grid units), X the canonical "
                   "(unrotated, unscaled) shape voxelized, phi a random rotation about z (scale 1), a random per-axis "
                   "scale (angle 0), or both; statistics over all transforms x keypoints. Re-voxelization alone "
                   "moves surfaces by up to about half a voxel.", "", equivariance_markdown(eq),

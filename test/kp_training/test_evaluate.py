@@ -72,8 +72,9 @@ def test_full_run_writes_every_output(kp_run, cnn_ckpt, tmp_path):
     assert circle["psi_deg"] == pytest.approx([0, 90, 180, 270]) and len(circle["pose_mean_iou"]) == 4
 
     eq = results["equivariance"]
-    assert set(eq) == {"rotation", "scale", "rotation+scale"}
-    for r in eq.values():
+    assert set(eq) == {"rotation", "scale", "rotation+scale", "keypoint_spread_voxels"}
+    assert eq["keypoint_spread_voxels"] >= 0
+    for r in (eq[m] for m in ("rotation", "scale", "rotation+scale")):
         assert len(r["per_keypoint_mean"]) == 32 and r["overall"]["n"] == 2 * 32 and r["overall"]["mean"] >= 0
 
     figures = results["figures"]
