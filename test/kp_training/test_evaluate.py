@@ -13,7 +13,7 @@ from kp_training.models import build_model, model_config
 from kp_training.train import main as train_main
 from kp_training.voxelize import voxelize
 
-TINY_EVAL = ["--samples", "3", "--angles", "4", "--poses", "2", "--pose-angles", "3", "--circle-angles", "4",
+TINY_EVAL = ["--samples", "3", "--angles", "3", "--poses", "2", "--pose-angles", "3", "--circle-angles", "4",
              "--equivariance-samples", "2", "--figure-examples", "2", "--strip-angles", "3", "--batch", "4",
              "--num-threads", "2", "--device", "cpu"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -33,7 +33,7 @@ def kp_run(tmp_path_factory):
 def cnn_ckpt(tmp_path_factory):
     """An untrained, slim CNN-Net saved like a training run would."""
     torch.manual_seed(0)
-    model = build_model(model_config("cnn", decoder_channels=32))
+    model = build_model(model_config("cnn", decoder_channels=32, encoder_channels=[8, 16, 32, 64]))
     stem = tmp_path_factory.mktemp("cnn") / "cnn"
     save_checkpoint(stem, model, {"train_config": {"preset": "cnn", "shape": "mug", "up_axis": "z", "epochs": 0}})
     return stem.with_suffix(".safetensors")
@@ -62,9 +62,9 @@ def test_full_run_writes_every_output(kp_run, cnn_ckpt, tmp_path):
     assert floor["mean"] > 1.0  # the paper's Chamfer is far from 0 even for a perfect reconstruction
 
     interp = results["interpolation"]
-    assert interp["psi_deg"] == pytest.approx([0.0, 22.5, 45.0, 67.5])
+    assert interp["psi_deg"] == pytest.approx([0.0, 30.0, 60.0])
     assert set(interp["curves"]) == {"KP-Net", "KP-Net (Interp.)", "CNN-Net"}
-    assert all(len(v) == 4 for m in interp["curves"].values() for v in m.values())
+    assert all(len(v) == 3 for m in interp["curves"].values() for v in m.values())
     avg = interp["pose_average"]
     assert len(avg["psi_deg"]) == 3 and len(avg["poses"]["angle_deg"]) == 2
     assert all(len(avg[s][m]["iou"]) == 3 for s in ("mean", "std") for m in interp["curves"])
@@ -86,7 +86,7 @@ def test_full_run_writes_every_output(kp_run, cnn_ckpt, tmp_path):
 
     assert len(read_csv(out / "representation_per_example.csv")) == 3
     rows = read_csv(out / "interpolation.csv")
-    assert len(rows) == 4 and "KP-Net (Interp.)_iou" in rows[0]
+    assert len(rows) == 3 and "KP-Net (Interp.)_iou" in rows[0]
     assert len(read_csv(out / "interpolation_pose_average.csv")) == 3
     assert len(read_csv(out / "circle.csv")) == 4
     assert len(read_csv(out / "equivariance_per_keypoint.csv")) == 32
