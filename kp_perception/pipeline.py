@@ -22,6 +22,7 @@ import torch
 
 from kp_training.checkpoint import load_model
 from kp_training.geometry import GRID_SIZE, MetricGridMap, fitting_half_extent, rotation_z, voxel_centers
+from kp_training.models import spatial_expectation
 from kp_training.voxelize import voxelize
 
 DEFAULT_MODEL_NAME = "mug_fast.safetensors"
@@ -116,7 +117,7 @@ class Pipeline:
     """Model + settings; thread-safe (a lock serializes every use of the model)."""
 
     def __init__(self, model_path: str | Path | None = None, device: str = "cpu",
-                 config: PipelineConfig | None = None, threshold: float = 0.5):
+                 config: PipelineConfig | None = None, threshold: float = 0.5, optimize: bool = False):
         self.model_path = Path(model_path) if model_path else default_model_path()
         self.device = resolve_device(device)
         self.model, self.metadata = load_model(self.model_path, device=self.device)
@@ -125,10 +126,37 @@ class Pipeline:
                 f"{self.model_path} is a {getattr(self.model, 'kind', '?')!r} model; the node needs a keypoint model (KP-Net)"
             )
         self.num_keypoints = int(self.model.num_keypoints)
+        # Channels-last 3-D convolutions are about 20% faster on CPU (oneDNN); same results up to rounding.
+        self.memory_format = torch.channels_last_3d if self.device.type == "cpu" else torch.contiguous_format
+        self.model = self.model.to(memory_format=self.memory_format)
+        self.optimized = False
+        self._heatmaps = self.model.encoder
+        if optimize:
+            self._optimize_encoder()
         self.config = (config or PipelineConfig()).validate()
         self.threshold = threshold
         self._lock = threading.Lock()
         self._centers = voxel_centers(GRID_SIZE).numpy().astype(np.float64)
+
+    def _optimize_encoder(self) -> None:
+        """Trace the encoder and let TorchScript fold it for inference (oneDNN on CPU: ~3x faster).
+
+        Kept only when it reproduces the eager encoder on a test grid; otherwise the eager one stays.
+        """
+        import warnings
+
+        probe = torch.zeros(1, 1, GRID_SIZE, GRID_SIZE, GRID_SIZE, device=self.device)
+        probe[:, :, 16:48, 20:44, 8:56] = 1.0
+        probe = probe.contiguous(memory_format=self.memory_format)
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                traced = torch.jit.optimize_for_inference(torch.jit.trace(self.model.encoder.eval(), probe))
+                same = torch.allclose(traced(probe), self.model.encoder(probe), atol=1e-4, rtol=1e-4)
+        except Exception:  # tracing is an optimization only
+            return
+        if same:
+            self._heatmaps, self.optimized = traced, True
 
     # ---- points -> grid ------------------------------------------------------------------------
     def clean(self, points: np.ndarray) -> np.ndarray:
@@ -166,7 +194,7 @@ class Pipeline:
 
     def voxelize(self, points: np.ndarray, grid_map: MetricGridMap) -> torch.Tensor:
         grid = torch.from_numpy(grid_map.to_grid(points).astype(np.float32))
-        return voxelize(grid[None].to(self.device), GRID_SIZE)
+        return voxelize(grid[None].to(self.device), GRID_SIZE).contiguous(memory_format=self.memory_format)
 
     # ---- model --------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -176,7 +204,8 @@ class Pipeline:
         grid_map = self.grid_map_for(points)
         voxels = self.voxelize(points, grid_map)
         with self._lock:
-            keypoints = self.model.encode(voxels)[0]
+            heatmaps = self._heatmaps(voxels)
+            keypoints = spatial_expectation(heatmaps, self.model.heatmap_temperature)[0][0]
         return Encoding(keypoints, grid_map, len(points), int(voxels.sum().item()))
 
     @torch.inference_mode()
@@ -217,12 +246,18 @@ def object_center(points: np.ndarray, centering: str = "circle") -> np.ndarray:
     return center
 
 
-def min_enclosing_circle(xy: np.ndarray) -> tuple[np.ndarray, float]:
+def min_enclosing_circle(xy: np.ndarray, exact_below: int = 4096, raster: int = 512) -> tuple[np.ndarray, float]:
     """Smallest circle containing 2-D points: (centre (2,), radius).
 
-    Welzl's incremental algorithm on the convex hull's vertices (expected linear time in their number).
+    Up to ``exact_below`` points: exact (Welzl's algorithm on the convex hull's vertices). Above, the
+    points are first binned into a ``raster`` x ``raster`` grid over their extent and the circle is the
+    exact one of the bins' corners (only the first and last occupied bin of each row can matter): it
+    still contains every point and is at most one bin diagonal (extent / raster * 1.42) too large.
     """
     xy = np.asarray(xy, dtype=np.float64)
+    if len(xy) > exact_below:
+        xy = _raster_outline(xy, raster)
+    xy = discard_interior(xy)
     try:
         from scipy.spatial import ConvexHull, QhullError
 
@@ -264,6 +299,46 @@ def min_enclosing_circle(xy: np.ndarray) -> tuple[np.ndarray, float]:
                 if not inside(pts[k], c, r):
                     c, r = three(p, q, pts[k])
     return np.array(c, dtype=np.float64), r
+
+
+def _raster_outline(xy: np.ndarray, n: int) -> np.ndarray:
+    """Corners of the outermost occupied bins of each row of an n x n binning of ``xy`` (see above)."""
+    lo = xy.min(axis=0)
+    span = float((xy.max(axis=0) - lo).max())
+    if span <= 0:
+        return xy[:1]
+    cell = span / n
+    ij = np.minimum(((xy - lo) / cell).astype(np.int64), n - 1)
+    occupied = np.zeros((n, n), dtype=bool)
+    occupied[ij[:, 0], ij[:, 1]] = True
+    rows = np.nonzero(occupied.any(axis=1))[0]
+    first = occupied[rows].argmax(axis=1)
+    last = n - 1 - occupied[rows, ::-1].argmax(axis=1)
+    cells = np.concatenate([np.stack([rows, first], 1), np.stack([rows, last], 1)])
+    offsets = np.array([[0, 0], [0, 1], [1, 0], [1, 1]])
+    return lo + ((cells[:, None, :] + offsets[None]) * cell).reshape(-1, 2)
+
+
+def discard_interior(xy: np.ndarray) -> np.ndarray:
+    """Drop points strictly inside the octagon of the extreme points in 8 directions (Akl-Toussaint).
+
+    They cannot be hull vertices, so neither the convex hull nor the enclosing circle changes; for a dense
+    cloud this leaves a small fraction of the points.
+    """
+    if len(xy) < 64:
+        return xy
+    angles = np.arange(8) * (np.pi / 4)
+    directions = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    corners = xy[np.argmax(xy @ directions.T, axis=0)]  # counter-clockwise
+    if len(np.unique(corners, axis=0)) < 3:  # no interior to speak of
+        return xy
+    inside = np.ones(len(xy), dtype=bool)
+    for a, b in zip(corners, np.roll(corners, -1, axis=0)):
+        edge = b - a
+        if not edge.any():  # the same point is extreme in two directions
+            continue
+        inside &= edge[0] * (xy[:, 1] - a[1]) - edge[1] * (xy[:, 0] - a[0]) > 0
+    return xy[~inside]
 
 
 def rotate_about_vertical(points: np.ndarray, angle: float, center: np.ndarray) -> np.ndarray:

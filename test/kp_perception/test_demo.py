@@ -27,8 +27,8 @@ def test_scene_and_clouds(mug):
     scene = make_scene(seed=3)
     from kp_perception.pipeline import object_center
 
-    # The node's yaw-invariant centre finds the mug's own centre, to a fraction of a millimetre.
-    np.testing.assert_allclose(object_center(scene.solid), scene.center, atol=2e-4)
+    # The node's yaw-invariant centre finds the mug's own centre, to half a millimetre.
+    np.testing.assert_allclose(object_center(scene.solid), scene.center, atol=5e-4)  # < 1/4 voxel
     half = mug.normalization["mesh_units_per_grid_unit"] * (1 - mug.normalization["margin"])
     assert scene.size == pytest.approx(2 * half, rel=0.01)  # the mug's size is yaw-invariant
     clouds = sensor_clouds(scene, noise=0.001, max_points=5000, seed=0)

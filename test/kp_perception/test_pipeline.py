@@ -167,3 +167,38 @@ def test_circle_centering_is_invariant_to_yaw(pipe, mug_cloud, mug):
         turned = rotate_about_vertical(mug_cloud, yaw, centre)
         np.testing.assert_allclose(object_center(turned), centre, atol=3e-4)
         assert np.abs(object_center(turned, "box") - centre).max() > 1e-3  # what the box centre would do
+
+
+def test_discard_interior_keeps_the_hull():
+    from scipy.spatial import ConvexHull
+
+    from kp_perception.pipeline import discard_interior
+
+    rng = np.random.default_rng(1)
+    for pts in (rng.normal(size=(5000, 2)), rng.uniform(-1, 1, size=(5000, 2)), rng.normal(size=(5000, 2)) * [5, 0.1]):
+        kept = discard_interior(pts)
+        assert len(kept) < 0.5 * len(pts)
+        hull = {tuple(p) for p in pts[ConvexHull(pts).vertices]}
+        assert hull <= {tuple(p) for p in kept}
+
+
+def test_min_enclosing_circle_of_large_clouds_is_close_and_conservative():
+    from kp_perception.pipeline import min_enclosing_circle
+
+    pts = np.random.default_rng(2).normal(size=(30000, 2)) * [0.03, 0.05] + [1.0, -2.0]
+    c, r = min_enclosing_circle(pts)  # binned
+    ce, re = min_enclosing_circle(pts, exact_below=10**9)
+    bin_diag = (pts.max(0) - pts.min(0)).max() / 512 * np.sqrt(2)
+    assert np.hypot(*(pts - c).T).max() <= r + 1e-12  # still encloses every point
+    assert re <= r <= re + bin_diag and np.hypot(*(c - ce)) <= bin_diag
+
+
+def test_optimized_encoder_gives_the_same_keypoints(tiny_model_path, mug_cloud):
+    eager = Pipeline(tiny_model_path)
+    fast = Pipeline(tiny_model_path, optimize=True)
+    assert fast.optimized and not eager.optimized
+    kp = eager.encode(mug_cloud).keypoints_grid
+    torch.testing.assert_close(fast.encode(mug_cloud).keypoints_grid, kp, atol=1e-5, rtol=1e-5)
+    # And the eager path is the model's own encode.
+    voxels = eager.voxelize(eager.clean(mug_cloud), eager.encode(mug_cloud).grid_map)
+    torch.testing.assert_close(eager.model.encode(voxels)[0], kp)
