@@ -842,8 +842,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg.validate()
         resolve_device(cfg.device)
         results = evaluate(cfg)
-    except (ValueError, CheckpointError, FileNotFoundError) as err:
+    except (ValueError, CheckpointError, OSError) as err:
         parser.error(str(err))
+    except KeyboardInterrupt:
+        print("\nkp-eval: interrupted", file=sys.stderr)
+        return 130
     out = Path(cfg.out)
     rep = results.get("representation", {}).get("summary", {})
     for method in (CNN, KP):

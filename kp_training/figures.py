@@ -119,7 +119,7 @@ def draw_keypoints(ax, keypoints: torch.Tensor | np.ndarray, grid: torch.Tensor 
         if len(pts) > max_points:
             pts = pts[np.random.default_rng(0).choice(len(pts), max_points, replace=False)]
         if len(pts):
-            ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], c="0.6", s=1.0, alpha=0.12, linewidths=0, depthshade=False)
+            ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], c="0.5", s=1.5, alpha=0.18, linewidths=0, depthshade=False)
     kp = keypoints.detach().cpu().numpy() if isinstance(keypoints, torch.Tensor) else np.asarray(keypoints)
     ax.scatter(kp[:, 0], kp[:, 1], kp[:, 2], c=keypoint_colors(len(kp)), s=36, edgecolors="k", linewidths=0.4,
                depthshade=False)

@@ -128,6 +128,7 @@ def test_only_cnn_without_figures(cnn_ckpt, tmp_path):
         (["--kp", "K", "--device", "cuda:7"] if not torch.cuda.is_available() else ["--kp", "K", "--device", "tpu"],
          "device"),
         (["--kp", "K", "--bogus"], "unrecognized arguments"),
+        (["--kp", "K", "--out", "/proc/kp-eval-cannot-write-here"], "kp-eval-cannot-write-here"),
     ],
 )
 def test_bad_arguments_exit_with_a_clear_message(argv, message, capsys, kp_run):
