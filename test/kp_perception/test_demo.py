@@ -45,7 +45,7 @@ def test_demo_end_to_end(tiny_model_path, tmp_path):
     from kp_perception.demo import main
 
     out = tmp_path / "demo"
-    code = main(["--model", str(tiny_model_path), "--out", str(out), "--angles", "0", "90", "--points", "8000"])
+    code = main(["--model", str(tiny_model_path), "--out", str(out), "--angles", "0", "90", "--points", "100000"])
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     for name in ("whole", "partial"):
@@ -54,6 +54,9 @@ def test_demo_end_to_end(tiny_model_path, tmp_path):
         assert all(0.0 <= g["iou"] <= 1.0 and g["voxels"] > 0 for g in res["goals"])
         assert (out / f"{name}.png").stat().st_size > 10000
     assert (out / "iou.png").is_file()
+    # Frames agree: the whole input cloud fills the ground truth's voxels in the node's grid.
+    assert results["scenarios"]["whole"]["input_vs_truth_iou"] > 0.6
+    assert results["scenarios"]["partial"]["input_vs_truth_iou"] < results["scenarios"]["whole"]["input_vs_truth_iou"]
     assert results["object_size_param"] == pytest.approx(results["object_size_m"], abs=1e-5)
     assert not math.isnan(results["scenarios"]["whole"]["mean_iou"])
 
