@@ -309,6 +309,8 @@ def main(argv=None) -> int:
                 "goals": [{k: g[k] for k in ("angle_deg", "iou", "voxels", "latency_ms")} for g in goals],
                 "snapshot": str(png),
             }
+        if all(g["voxels"] == 0 for res in results.values() for g in res["goals"]):
+            print("kp-demo: note: the model predicted no occupied voxel at all: is it trained (see its .json metrics)?")
         iou_plot(args.out / "iou.png", results)
         summary = {"model": str(model), "object_size_m": scene.size, "mug_center": scene.center.tolist(),
                    "noise_m": args.noise, "object_size_param": params["object_size"], "scenarios": results}
