@@ -131,6 +131,7 @@ class PerceptionNode(Node):
         self.warn_throttle = float(get("warn_throttle_sec"))
         self.pipeline = Pipeline(get("model_path") or None, device=get("device"), config=self.pipeline_config,
                                  optimize=bool(get("optimize")))
+        self.pipeline.warmup()
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self._latest: tuple | None = None  # (header, Encoding) of the latest usable cloud

@@ -158,6 +158,18 @@ class Pipeline:
         if same:
             self._heatmaps, self.optimized = traced, True
 
+    @torch.inference_mode()
+    def warmup(self, runs: int = 3) -> None:
+        """Run the encoder and decoder a few times on a made-up grid, so that the first real cloud does not
+        pay for TorchScript's profiling runs and oneDNN's kernel set-up."""
+        voxels = torch.zeros(1, 1, GRID_SIZE, GRID_SIZE, GRID_SIZE, device=self.device)
+        voxels[:, :, 20:44, 20:44, 12:52] = 1.0
+        voxels = voxels.contiguous(memory_format=self.memory_format)
+        with self._lock:
+            for _ in range(runs):
+                keypoints = spatial_expectation(self._heatmaps(voxels), self.model.heatmap_temperature)[0]
+            self.model.decode(keypoints)
+
     # ---- points -> grid ------------------------------------------------------------------------
     def clean(self, points: np.ndarray) -> np.ndarray:
         """Finite points inside the crop box, as float64 (N, 3); raises PipelineError when too few remain."""

@@ -202,3 +202,10 @@ def test_optimized_encoder_gives_the_same_keypoints(tiny_model_path, mug_cloud):
     # And the eager path is the model's own encode.
     voxels = eager.voxelize(eager.clean(mug_cloud), eager.encode(mug_cloud).grid_map)
     torch.testing.assert_close(eager.model.encode(voxels)[0], kp)
+
+
+def test_warmup_leaves_results_unchanged(tiny_model_path, mug_cloud):
+    pipe = Pipeline(tiny_model_path, optimize=True)
+    before = pipe.encode(mug_cloud).keypoints
+    pipe.warmup()
+    np.testing.assert_allclose(pipe.encode(mug_cloud).keypoints, before, atol=1e-6)
