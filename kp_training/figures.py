@@ -240,7 +240,7 @@ def plot_equivariance(path, per_keypoint: dict[str, np.ndarray]) -> Path:
     """Mean equivariance error per keypoint index (voxels), one bar group per transform family."""
     modes = list(per_keypoint)
     k = len(next(iter(per_keypoint.values())))
-    fig = Figure(figsize=(max(6.0, 0.28 * k * len(modes)), 3.6))
+    fig = Figure(figsize=(min(12.0, max(6.0, 0.12 * k * len(modes) + 2.0)), 3.6))
     ax = fig.add_subplot(1, 1, 1)
     width = 0.8 / max(len(modes), 1)
     colors = {"rotation": "tab:blue", "scale": "tab:orange", "rotation+scale": "tab:gray"}
