@@ -21,6 +21,8 @@ import numpy as np
 import torch
 
 from kp_training.checkpoint import load_model
+from kp_training.devices import resolve_device
+from kp_training.metrics import voxel_iou as grid_iou
 from kp_training.geometry import GRID_SIZE, MetricGridMap, fitting_half_extent, rotation_z, voxel_centers
 from kp_training.models import spatial_expectation
 from kp_training.voxelize import voxelize
@@ -40,18 +42,12 @@ def default_model_path() -> Path:
     return Path(__file__).resolve().parent / "models" / DEFAULT_MODEL_NAME
 
 
-def resolve_device(name: str) -> torch.device:
-    """"auto" -> cuda when available, else cpu; otherwise the named device (checked)."""
-    name = (name or "auto").strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def pipeline_device(name: str) -> torch.device:
+    """:func:`kp_training.devices.resolve_device`, its errors as :class:`PipelineError`."""
     try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise PipelineError(f"unknown device {name!r}: {err}") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PipelineError(f"device {name!r} requested but CUDA is not available")
-    return device
+        return resolve_device(name)
+    except ValueError as err:
+        raise PipelineError(str(err)) from err
 
 
 @dataclass
@@ -119,7 +115,7 @@ class Pipeline:
     def __init__(self, model_path: str | Path | None = None, device: str = "cpu",
                  config: PipelineConfig | None = None, threshold: float = 0.5, optimize: bool = False):
         self.model_path = Path(model_path) if model_path else default_model_path()
-        self.device = resolve_device(device)
+        self.device = pipeline_device(device)
         self.model, self.metadata = load_model(self.model_path, device=self.device)
         if getattr(self.model, "kind", None) != "keypoint":
             raise PipelineError(
@@ -355,16 +351,14 @@ def discard_interior(xy: np.ndarray) -> np.ndarray:
 
 def rotate_about_vertical(points: np.ndarray, angle: float, center: np.ndarray) -> np.ndarray:
     """Rotate metric points by ``angle`` about the z axis through ``center`` (for ground truth in demos)."""
-    c, s = np.cos(angle), np.sin(angle)
-    rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    rot = rotation_z(torch.tensor(float(angle), dtype=torch.float64)).numpy()
     return (np.asarray(points, float) - center) @ rot.T + center
 
 
 def voxel_iou(pred_points: np.ndarray, true_points: np.ndarray, grid_map: MetricGridMap) -> float:
     """IoU of the 64^3 occupancy of two metric point sets in the grid of ``grid_map``."""
-    grids = []
-    for pts in (pred_points, true_points):
-        grid = torch.from_numpy(grid_map.to_grid(np.asarray(pts, float).reshape(-1, 3)).astype(np.float32))
-        grids.append(voxelize(grid[None], GRID_SIZE)[0, 0] > 0.5)
-    union = (grids[0] | grids[1]).sum().item()
-    return float((grids[0] & grids[1]).sum().item() / union) if union else 1.0
+    grids = [
+        voxelize(torch.from_numpy(grid_map.to_grid(np.asarray(pts, float).reshape(1, -1, 3)).astype(np.float32)), GRID_SIZE)
+        for pts in (pred_points, true_points)
+    ]
+    return float(grid_iou(*grids)[0])

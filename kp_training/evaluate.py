@@ -43,6 +43,7 @@ import torch
 from . import __version__
 from .checkpoint import CheckpointError, checkpoint_paths, load_model
 from .data import SCALE_RANGE, make_views, sample_transforms
+from .devices import resolve_device
 from .geometry import GRID_SIZE, rotate_z_points, transform_points
 from .metrics import (
     binary_cross_entropy,
@@ -118,18 +119,6 @@ class EvalConfig:
             raise ValueError(f"need 0 < --scale-min <= --scale-max <= 1, got {self.scale_min}, {self.scale_max}")
         if self.up_axis is not None and self.up_axis not in UP_AXES:
             raise ValueError(f"--up-axis must be one of {UP_AXES}")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"invalid device {name!r}: {err}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
-    return device
 
 
 def _generator(seed: int, stream: str) -> torch.Generator:

@@ -31,7 +31,9 @@ from .checkpoint import (
     save_tensors,
 )
 from .data import ValidationSet, sample_pairs
+from .devices import resolve_device
 from .losses import LossWeights, pair_losses
+from .metrics import voxel_iou
 from .models import PRESETS, build_model, model_config
 from .shapes import UP_AXES, load_shape
 
@@ -96,11 +98,7 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-        if self.device != "auto":
-            try:
-                torch.device(self.device)
-            except RuntimeError as err:
-                raise ValueError(f"invalid device {self.device!r}: {err}") from None
+        resolve_device(self.device)
 
     def architecture(self) -> dict:
         keypoint = PRESETS[self.preset]["model"] == "keypoint"
@@ -108,15 +106,6 @@ class TrainConfig:
         if keypoint:
             overrides.update(num_keypoints=self.num_keypoints, heatmap_temperature=self.heatmap_temperature)
         return model_config(self.preset, **overrides)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
-    return device
 
 
 class Trainer:
@@ -198,9 +187,7 @@ class Trainer:
             with self._autocast():
                 output = self.forward(self._prepare(batch.voxels))
             losses = pair_losses(output, batch.voxels, batch.angle, batch.scale, self.weights, self.keypoint_model)
-            pred = output["logits"].float() > 0
-            target = batch.voxels > 0.5
-            iou = (pred & target).sum((1, 2, 3, 4)) / (pred | target).sum((1, 2, 3, 4)).clamp(min=1)
+            iou = voxel_iou(torch.sigmoid(output["logits"].float()), batch.voxels)
             n = batch.num_pairs
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * n
