@@ -10,6 +10,7 @@ coordinate are dropped.
 
 from __future__ import annotations
 
+import array
 import struct
 from pathlib import Path
 
@@ -72,14 +73,25 @@ def xyz_dtype(msg) -> np.dtype:
     return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": point_step})
 
 
-def read_xyz(msg, dtype=np.float32, max_points: int | None = None, keep_nonfinite: bool = False) -> np.ndarray:
+def coordinate_dtype(msg) -> np.dtype:
+    """float64 if any of x/y/z is FLOAT64, else float32: the precision the cloud carries."""
+    by_name = {}
+    for field in msg.fields:
+        by_name.setdefault(field.name, field)
+    return np.dtype(np.float64 if any(getattr(by_name.get(n), "datatype", None) == FLOAT64 for n in XYZ) else np.float32)
+
+
+def read_xyz(msg, dtype=None, max_points: int | None = None, keep_nonfinite: bool = False) -> np.ndarray:
     """The finite x/y/z points of a PointCloud2 as an (N, 3) array.
 
     Args:
         msg: a sensor_msgs/PointCloud2 (or any object with its attributes).
-        dtype: output dtype.
+        dtype: output dtype; None: the cloud's own precision (:func:`coordinate_dtype`), so float64
+            coordinates (map or UTM frames, far from the origin) are never cut to float32.
         max_points: refuse clouds declaring more points than this (before touching the data).
         keep_nonfinite: keep points with NaN/inf coordinates (organized clouds, in row-major order).
+
+    The result may be a view with a row stride (of a fresh array, never of the message's buffer).
 
     Raises:
         CloudError: see :func:`xyz_dtype`, plus inconsistent sizes (``point_step``, ``row_step`` or a
@@ -90,8 +102,9 @@ def read_xyz(msg, dtype=np.float32, max_points: int | None = None, keep_nonfinit
     if max_points is not None and count > max_points:
         raise CloudError(f"the cloud has {count} points, more than the limit of {max_points}")
     point_step, row_step = int(msg.point_step), int(msg.row_step)
+    out_dtype = np.dtype(dtype) if dtype is not None else coordinate_dtype(msg)
     if count == 0:
-        return np.zeros((0, 3), dtype=dtype)
+        return np.zeros((0, 3), dtype=out_dtype)
     if point_step <= 0:
         raise CloudError(f"point_step is {point_step}")
     record = xyz_dtype(msg)
@@ -109,14 +122,39 @@ def read_xyz(msg, dtype=np.float32, max_points: int | None = None, keep_nonfinit
         data = np.ascontiguousarray(rows).reshape(-1)
     else:
         data = data[:needed]
-    points = np.frombuffer(data, dtype=record, count=count)
-    out = np.empty((count, 3), dtype=dtype)
+    # Whole points as opaque records: selecting records is a plain copy of point_step bytes each, much cheaper
+    # than selecting rows of an (N, 3) array or of a structured array.
+    records = data.view(np.dtype((np.void, point_step)))
+    if keep_nonfinite:
+        selected = records.copy()
+    else:
+        fields = records.view(record)
+        # One pass per coordinate over its own strided view: several times faster than isfinite(...).all(axis=1)
+        # on an (N, 3) array, whose reduction runs along a length-3 axis.
+        finite = np.isfinite(fields["x"])
+        finite &= np.isfinite(fields["y"])
+        finite &= np.isfinite(fields["z"])
+        selected = records[finite]
+    return _coordinates(selected, record, out_dtype)
+
+
+def _coordinates(records: np.ndarray, record: np.dtype, out_dtype: np.dtype) -> np.ndarray:
+    """(M, 3) x/y/z of opaque point records: a strided view when x, y, z are evenly spaced fields of one type."""
+    formats = {record.fields[n][0] for n in XYZ}
+    offsets = [record.fields[n][1] for n in XYZ]
+    if len(formats) == 1:
+        item = formats.pop()
+        size, step = item.itemsize, offsets[1] - offsets[0]
+        if (record.itemsize % size == 0 and offsets[0] % size == 0 and step > 0 and step % size == 0
+                and offsets[2] - offsets[1] == step):
+            table = records.view(item).reshape(len(records), record.itemsize // size)
+            first, every = offsets[0] // size, step // size
+            view = table[:, first:first + 2 * every + 1:every]
+            return view.astype(out_dtype, copy=False) if item.isnative else view.astype(out_dtype)
+    fields = records.view(record)
+    out = np.empty((len(records), 3), dtype=out_dtype)
     for axis, name in enumerate(XYZ):
-        out[:, axis] = points[name]
-    if not keep_nonfinite:
-        finite = np.isfinite(out).all(axis=1)
-        if not finite.all():
-            out = out[finite]
+        out[:, axis] = fields[name]
     return out
 
 
@@ -126,8 +164,9 @@ def xyz_fields(point_field_cls, dtype=np.float32):
     return [point_field_cls(name=n, offset=i * size, datatype=datatype, count=1) for i, n in enumerate(XYZ)]
 
 
-def make_xyz_cloud(points: np.ndarray, header=None, msg_cls=None, field_cls=None):
-    """A dense, unorganized little-endian PointCloud2 with float32 x, y, z (point_step 12).
+def make_xyz_cloud(points: np.ndarray, header=None, msg_cls=None, field_cls=None, dtype=np.float32):
+    """A dense, unorganized little-endian PointCloud2 with x, y, z of ``dtype`` (float32: point_step 12,
+    float64: 24).
 
     ``msg_cls``/``field_cls`` default to the sensor_msgs classes (imported lazily).
     """
@@ -135,17 +174,22 @@ def make_xyz_cloud(points: np.ndarray, header=None, msg_cls=None, field_cls=None
         from sensor_msgs.msg import PointCloud2, PointField
 
         msg_cls, field_cls = msg_cls or PointCloud2, field_cls or PointField
-    points = np.ascontiguousarray(np.asarray(points, dtype="<f4").reshape(-1, 3))
+    dtype = np.dtype(dtype)
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"x/y/z must be float32 or float64, got {dtype}")
+    points = np.ascontiguousarray(np.asarray(points, dtype=dtype.newbyteorder("<")).reshape(-1, 3))
     msg = msg_cls()
     if header is not None:
         msg.header = header
     msg.height = 1
     msg.width = len(points)
-    msg.fields = xyz_fields(field_cls)
+    msg.fields = xyz_fields(field_cls, dtype)
     msg.is_bigendian = False
-    msg.point_step = 12
-    msg.row_step = 12 * len(points)
-    msg.data = points.tobytes()
+    msg.point_step = 3 * dtype.itemsize
+    msg.row_step = msg.point_step * len(points)
+    # An array.array('B') is taken as is; bytes would be checked one by one by the generated setter (~50 ms
+    # for a 30k-point cloud).
+    msg.data = array.array("B", points.tobytes())
     msg.is_dense = True
     return msg
 

@@ -144,3 +144,43 @@ def test_write_ply(tmp_path, points):
     head, body = raw.split(b"end_header\n", 1)
     assert b"element vertex 24" in head
     np.testing.assert_allclose(np.frombuffer(body, "<f4").reshape(-1, 3), points.astype(np.float32))
+
+
+def test_native_precision_by_default(points):
+    """float64 coordinates stay float64 (a map frame 1e5 m away keeps its millimetres); float32 stay float32."""
+    far = points + [1.0e5, -2.0e5, 3.0]
+    f64 = read_xyz(build_cloud(far, LAYOUTS["xyz_f64"]))
+    assert f64.dtype == np.float64
+    np.testing.assert_array_equal(f64, far)
+    assert read_xyz(build_cloud(points, LAYOUTS["xyz_f32"])).dtype == np.float32
+    assert read_xyz(build_cloud(points, LAYOUTS["mixed_scattered"])).dtype == np.float64
+
+
+@pytest.mark.parametrize("bigendian", [False, True])
+def test_organized_rgb_cloud_with_nans_matches_reference(bigendian):
+    """The depth-camera layout (x, y, z, rgb; point_step 16) with 40% NaN, row-major order kept."""
+    rng = np.random.default_rng(7)
+    pts = rng.normal(size=(6 * 40, 3))
+    pts[rng.random(len(pts)) < 0.4] = np.nan
+    pts[3, 1] = np.inf  # one bad coordinate is enough to drop a point
+    msg = build_cloud(pts, LAYOUTS["xyz_f32"], height=6, bigendian=bigendian, extra=[("rgb", 12, "f")])
+    ref = read_xyz_reference(msg)
+    keep = np.isfinite(ref).all(axis=1)
+    got = read_xyz(msg)
+    assert got.dtype == np.float32 and got.shape == (keep.sum(), 3)
+    np.testing.assert_array_equal(got, ref[keep].astype(np.float32))
+    np.testing.assert_array_equal(read_xyz(msg, keep_nonfinite=True, dtype=np.float64), ref)
+
+
+def test_unevenly_spaced_fields_and_odd_point_step(points):
+    layout = [("x", 1, "f"), ("y", 9, "f"), ("z", 13, "f")]  # unaligned, uneven: the per-field path
+    msg = build_cloud(points, layout, point_step=19)
+    np.testing.assert_array_equal(read_xyz(msg, dtype=np.float64), read_xyz_reference(msg))
+
+
+def test_make_xyz_cloud_float64(points):
+    pytest.importorskip("sensor_msgs.msg")
+    far = points + 1.0e5
+    msg = make_xyz_cloud(far, dtype=np.float64)
+    assert (msg.point_step, msg.fields[0].datatype) == (24, FLOAT64)
+    np.testing.assert_array_equal(read_xyz(msg), far)
