@@ -35,7 +35,8 @@ setup(
         "PyYAML>=6.0",
     ],
     extras_require={
-        "test": ["pytest>=7.0", "pytest-timeout>=2.1"],
+        # colcon: test_colcon_build.py builds the workspace the way a ROS user does.
+        "test": ["pytest>=7.0", "pytest-timeout>=2.1", "colcon-common-extensions>=0.3", "rtree>=1.0"],  # rtree: trimesh ray casting (sensor oracle test)
         "tensorboard": ["tensorboard>=2.10"],
     },
     zip_safe=False,
@@ -48,6 +49,7 @@ setup(
             "kp-train = kp_training.train:main",
             "kp-eval = kp_training.evaluate:main",
             "kp_perception_node = kp_perception.node:main",
+            "kp_perception_managed_node = kp_perception.lifecycle_node:main",
             "kp-rotate-goal = kp_perception.client:main",
             "kp-demo = kp_perception.demo:main",
         ],

@@ -196,16 +196,52 @@ def keypoint_poses(header, keypoints: np.ndarray) -> PoseArray:
     return out
 
 
-def fill_goal_response(response, header, goal) -> None:
-    """Write a :class:`kp_perception.pipeline.Goal` into a RotateGoal response (success=True)."""
+class NotFinite(ValueError):
+    """A result with NaN or infinite numbers (coordinates beyond what the message's types hold)."""
+
+
+FLOAT32_KEEPS = 2.0 ** 23 / 100
+"""float32 keeps a coordinate to 1/100 of a voxel up to this many voxels from the frame's origin."""
+
+
+def fill_goal_response(response, header, goal, wide: bool = False) -> None:
+    """Write a :class:`kp_perception.pipeline.Goal` into a RotateGoal response (success=True).
+
+    ``goal_cloud`` has float32 x, y, z, or float64 when ``wide`` (the input was float64) or when float32 would
+    not keep the goal to 1/100 of a voxel (far from the frame's origin). ``rotation_axis`` (when the service
+    type has it) is the goal's ``axis_point``, else the grid origin (older pipelines turn about it).
+
+    Raises:
+        NotFinite: some number of the answer is NaN or infinite as the message would carry it.
+    """
+    points = np.asarray(goal.points, dtype=np.float64).reshape(-1, 3)
+    voxel_size = float(goal.voxel_size)
+    if not wide and len(points) and np.abs(points).max() > voxel_size * FLOAT32_KEEPS:
+        wide = True
+    dtype = np.float64 if wide else np.float32
+    origin = np.asarray(goal.grid_origin, dtype=np.float64).reshape(3)
+    axis = np.asarray(getattr(goal, "axis_point", None) if getattr(goal, "axis_point", None) is not None
+                      else origin, dtype=np.float64).reshape(3)
+    keypoints = np.asarray(goal.keypoints, dtype=np.float64).reshape(-1, 3)
+    probabilities = goal.probabilities
+    checks = {"goal points": points.astype(dtype), "keypoints": keypoints, "grid origin": origin,
+              "rotation axis": axis, "voxel size": np.float32(voxel_size)}
+    if probabilities is not None:
+        checks["occupancy"] = np.asarray(probabilities, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = [name for name, values in checks.items() if not np.all(np.isfinite(values))]
+    if bad:
+        raise NotFinite(f"the goal's {', '.join(bad)} would not be finite (coordinates beyond what the message "
+                        "types hold); nothing is answered")
     response.success = True
     response.header = header
-    response.goal_cloud = make_xyz_cloud(goal.points, header=header)
-    response.keypoints = to_points(goal.keypoints)
-    response.voxel_size = float(goal.voxel_size)
-    ox, oy, oz = (float(v) for v in goal.grid_origin)
-    response.grid_origin = Point(x=ox, y=oy, z=oz)
+    response.goal_cloud = make_xyz_cloud(points, header=header, dtype=dtype)
+    response.keypoints = to_points(keypoints)
+    response.voxel_size = voxel_size
+    response.grid_origin = Point(x=float(origin[0]), y=float(origin[1]), z=float(origin[2]))
+    if hasattr(response, "rotation_axis"):
+        response.rotation_axis = Point(x=float(axis[0]), y=float(axis[1]), z=float(axis[2]))
     occupancy = array.array("f")
-    if goal.probabilities is not None:
-        occupancy.frombytes(np.ascontiguousarray(goal.probabilities, dtype=np.float32).tobytes())
+    if probabilities is not None:
+        occupancy.frombytes(np.ascontiguousarray(probabilities, dtype=np.float32).tobytes())
     response.occupancy = occupancy

@@ -23,6 +23,7 @@ WHEELS=(
   "ros-kilted-geometry-msgs==5.5.1"
   "ros-kilted-std-srvs==5.5.1"
   "ros-kilted-visualization-msgs==5.5.1"
+  "ros-kilted-diagnostic-msgs==5.5.1"
   "ros-kilted-ament-cmake==2.7.3"
   "ros-kilted-ament-cmake-include-directories==2.7.3"
   "ros-kilted-ament-package==0.17.2"

@@ -1,8 +1,15 @@
 """Fixtures for the kp_perception tests: a small untrained KP-Net checkpoint and a metric mug cloud."""
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+
+# Test helpers beside the tests (launch_fakes.py) import by name; --import-mode=importlib leaves this folder
+# off sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 @pytest.fixture(scope="session")

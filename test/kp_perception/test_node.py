@@ -34,7 +34,7 @@ from kp_perception.process import RosProcess, node_command, pick_domain_id, ros_
 
 NODE = "/kp_perception_node"
 TOPIC = "/kp_test/points"
-MAX_POINTS = 60000
+MAX_POINTS = 400_000  # above a 640x480 organized cloud
 CONFIG = str(Path(__file__).resolve().parents[2] / "config" / "kp_perception.yaml")
 
 
@@ -347,3 +347,108 @@ def test_client_cli_reports_refusals_and_missing_services(ros, tmp_path):
     assert missing.returncode == 2 and "not available" in missing.stderr
     bad_file = run_client(ros, tmp_path, "1.0", "--cloud", tmp_path / "missing.npy")
     assert bad_file.returncode == 3 and "no such file" in bad_file.stderr
+
+
+# ---- defects found by the live test (issue 10) ------------------------------------------------------------
+
+def organized_cloud(points, frame, sec, height=480, width=640, nan_fraction=0.4, nanosec=0):
+    """A depth-camera-like organized cloud: x, y, z float32 + packed rgb (point_step 16), NaN where no return."""
+    rng = np.random.default_rng(sec)
+    count = height * width
+    rec = np.zeros(count, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<f4")])
+    valid = rng.random(count) >= nan_fraction
+    xyz = np.full((count, 3), np.nan, dtype=np.float32)
+    pick = rng.choice(len(points), size=int(valid.sum()), replace=True)
+    xyz[valid] = points[pick] + rng.normal(scale=2e-4, size=(int(valid.sum()), 3))
+    rec["x"], rec["y"], rec["z"] = xyz.T
+    rec["rgb"] = rng.random(count)
+    fields = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1) for i, n in enumerate(["x", "y", "z", "rgb"])]
+    h = header(frame, sec)
+    h.stamp.nanosec = nanosec
+    msg = PointCloud2(header=h, height=height, width=width, fields=fields, is_bigendian=False, point_step=16,
+                      row_step=16 * width, is_dense=False)
+    import array
+
+    msg.data = array.array("B", rec.tobytes())
+    return msg, xyz[valid]
+
+
+def test_large_organized_clouds_arrive_with_the_default_qos(ros, mug_cloud):
+    """A 640x480 xyz+rgb cloud (4.9 MB) from a reliable publisher, as depth-camera drivers publish by default."""
+    ros.probe.publish_until(make_xyz_cloud(mug_cloud, header=header("qos_warmup", 600)), "markers",
+                            lambda m: m.markers[0].header.frame_id == "qos_warmup")
+    arrived = 0
+    for i in range(5):
+        cloud, _ = organized_cloud(mug_cloud, "depth_camera", 610 + i)
+        assert len(cloud.data) == 640 * 480 * 16
+        ros.probe.pub.publish(cloud)
+        try:
+            ros.probe.wait_for("markers", lambda m, s=610 + i: m.markers[0].header.stamp.sec == s, timeout=20)
+            arrived += 1
+        except AssertionError:
+            pass
+    assert arrived == 5, f"only {arrived} of 5 large clouds reached the node"
+
+
+def float64_cloud(points, frame, sec):
+    fields = [PointField(name=n, offset=8 * i, datatype=PointField.FLOAT64, count=1) for i, n in enumerate("xyz")]
+    pts = np.ascontiguousarray(points, dtype="<f8")
+    return PointCloud2(header=header(frame, sec), height=1, width=len(pts), fields=fields, is_bigendian=False,
+                       point_step=24, row_step=24 * len(pts), data=pts.tobytes(), is_dense=True)
+
+
+def test_float64_clouds_far_from_the_origin_keep_their_precision(ros, local, mug_cloud):
+    """A mug 1e5 m from the frame's origin (map/UTM frames): the goal is the same as for the mug at the origin."""
+    offset = np.array([1.0e5, -2.5e5, 40.0])
+    far = float64_cloud(mug_cloud + offset, "utm", 701)
+    response = ros.probe.call(0.7, cloud=far)
+    assert response.success, response.message
+    got = read_xyz(response.goal_cloud, dtype=np.float64)
+    near = local.goal(local.encode(mug_cloud), 0.7)
+    assert len(near.points) > 0
+    # Every voxel of the goal near the origin is there, shifted by the offset (to well below a voxel).
+    assert len(got) == len(near.points)
+    np.testing.assert_allclose(np.sort(got - offset, axis=0), np.sort(near.points, axis=0), atol=1e-6)
+    np.testing.assert_allclose([[p.x, p.y, p.z] for p in response.keypoints] - offset, near.keypoints, atol=1e-6)
+    o = response.grid_origin
+    np.testing.assert_allclose(np.array([o.x, o.y, o.z]) - offset, near.grid_origin, atol=1e-6)
+    # The same on the topic: keypoint markers of the far cloud, in float64.
+    msg = ros.probe.publish_until(float64_cloud(mug_cloud + offset, "utm", 702), "markers",
+                                  lambda m: m.markers[0].header.stamp.sec == 702)
+    np.testing.assert_allclose(marker_points(msg.markers[0]) - offset, local.encode(mug_cloud).keypoints, atol=1e-6)
+
+
+@pytest.mark.parametrize("angle", [1e39, 1e300, -1e300, 0.5 + 2 * math.pi * 1e6])
+def test_huge_angles_are_reduced_before_the_rotation(ros, local, mug_cloud, angle):
+    response = ros.probe.call(angle, cloud=make_xyz_cloud(mug_cloud))
+    assert response.success, response.message
+    keypoints = np.array([[p.x, p.y, p.z] for p in response.keypoints])
+    assert np.isfinite(keypoints).all(), keypoints
+    expected = local.goal(local.encode(mug_cloud.astype(np.float32)), math.remainder(angle, 2 * math.pi))
+    np.testing.assert_allclose(keypoints, expected.keypoints, atol=1e-5)
+    got = read_xyz(response.goal_cloud, dtype=np.float64)
+    assert len(got) == len(expected.points) > 0
+    np.testing.assert_allclose(got, expected.points, atol=1e-5)
+
+
+def test_a_goal_float32_cannot_hold_is_never_a_success(ros):
+    """Coordinates near float32's maximum: answering success with inf points would poison a planner."""
+    rng = np.random.default_rng(5)
+    pts = np.stack([np.full(3000, 3.3e38), rng.uniform(-1e38, 1e38, 3000), rng.uniform(-1e38, 1e38, 3000)], axis=1)
+    response = ros.probe.call(0.3, cloud=make_xyz_cloud(pts.astype(np.float32)), include_occupancy=True)
+    if response.success:
+        got = read_xyz(response.goal_cloud, dtype=np.float64, keep_nonfinite=True)
+        values = [got, [[p.x, p.y, p.z] for p in response.keypoints],
+                  [response.grid_origin.x, response.grid_origin.y, response.grid_origin.z], [response.voxel_size],
+                  list(response.occupancy)]
+        assert all(np.isfinite(np.asarray(v, dtype=np.float64)).all() for v in values), response.message
+    else:
+        assert "finite" in response.message or "float32" in response.message, response.message
+    assert ros.node.alive()
+
+
+def test_object_size_below_a_millimetre_is_refused_naming_the_parameter(ros, mug_cloud):
+    result = ros.probe.set_param("object_size", 1e-9, ParameterType.PARAMETER_DOUBLE)
+    assert not result.successful, "object_size = 1e-9 m was accepted"
+    assert "object_size" in result.reason and "0.001" in result.reason, result.reason
+    assert ros.probe.call(0.2, cloud=make_xyz_cloud(mug_cloud)).success

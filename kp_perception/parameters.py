@@ -1,0 +1,181 @@
+"""kp_perception_node's parameters (declared with descriptors) and the settings objects they make.
+
+Shared by the plain node (:mod:`kp_perception.node`) and the managed one (:mod:`kp_perception.lifecycle_node`).
+Read-only parameters are fixed for the life of the node (or, for the managed node, until cleanup); the others
+can be set at run time and are validated as a whole before any is applied.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+
+from .messages import MarkerStyle
+from .pipeline import PipelineConfig, PipelineError
+
+NODE_NAME = "kp_perception_node"
+SERVICE_NAME = "~/rotate_goal"
+KEYPOINT_MARKERS_TOPIC = "~/keypoint_markers"
+KEYPOINTS_TOPIC = "~/keypoints"
+GOAL_MARKERS_TOPIC = "~/goal_markers"
+GOAL_CLOUD_TOPIC = "~/goal_cloud"
+DIAGNOSTICS_TOPIC = "/diagnostics"
+
+MIN_OBJECT_SIZE = 0.001
+"""Smallest ``object_size`` (metres) other than 0: below it every cloud would fill a single voxel."""
+RELIABILITIES = ("auto", "reliable", "best_effort")
+IDENTITY_TRANSFORM = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+
+
+class SettingsError(ValueError):
+    """A parameter value the node cannot use (the message names the parameter)."""
+
+
+def _float_range(lo: float, hi: float) -> list[FloatingPointRange]:
+    return [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+
+
+def _int_range(lo: int, hi: int) -> list[IntegerRange]:
+    return [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: object
+    description: str
+    type: int
+    read_only: bool = False
+    float_range: tuple | None = None
+    int_range: tuple | None = None
+
+    def descriptor(self) -> ParameterDescriptor:
+        d = ParameterDescriptor(name=self.name, type=self.type, description=self.description, read_only=self.read_only)
+        if self.float_range:
+            d.floating_point_range = _float_range(*self.float_range)
+        if self.int_range:
+            d.integer_range = _int_range(*self.int_range)
+        return d
+
+
+P = ParameterType
+PARAMETERS = [
+    Param("model_path", "", "KP-Net checkpoint (.safetensors, its .json, or a run directory); empty: the model "
+          "shipped in the kp_perception package (models/mug_fast.safetensors)", P.PARAMETER_STRING, read_only=True),
+    Param("device", "cpu", "torch device: cpu, cuda, cuda:N or auto", P.PARAMETER_STRING, read_only=True),
+    Param("num_threads", 0, "torch CPU threads (0: torch's default)", P.PARAMETER_INTEGER, read_only=True,
+          int_range=(0, 256)),
+    Param("optimize", True, "trace the encoder with TorchScript and fold it for inference (about 3x faster on "
+          "CPU; checked against the eager model at start, which is kept if they differ)", P.PARAMETER_BOOL, read_only=True),
+    Param("input_topic", "points", "PointCloud2 topic of the object", P.PARAMETER_STRING, read_only=True),
+    Param("qos.reliability", "auto", "input subscription reliability: auto (reliable, which large clouds need, "
+          "switching to best effort if a best-effort publisher appears on the topic), reliable, or best_effort "
+          "(matches every publisher, but clouds over ~0.5 MB are mostly lost)", P.PARAMETER_STRING, read_only=True),
+    Param("qos.depth", 1, "input subscription queue depth (keep last): 1 = always the newest cloud",
+          P.PARAMETER_INTEGER, read_only=True, int_range=(1, 100)),
+    Param("target_frame", "", "frame the node works and answers in (z up for the object); empty: each cloud's "
+          "own frame, untransformed", P.PARAMETER_STRING, read_only=True),
+    Param("use_tf", True, "with target_frame set: transform each cloud with TF (tf2_ros) at its stamp; false: "
+          "with input_transform", P.PARAMETER_BOOL, read_only=True),
+    Param("tf_timeout", 0.1, "seconds to wait for a cloud's transform before refusing it", P.PARAMETER_DOUBLE,
+          float_range=(0.0, 10.0)),
+    Param("input_transform", list(IDENTITY_TRANSFORM), "fixed transform from the clouds' frame to target_frame "
+          "when use_tf is false: translation x, y, z (m) and quaternion x, y, z, w", P.PARAMETER_DOUBLE_ARRAY),
+    Param("object_size", 0.0, f"object size in metres, max(diameter about its vertical axis, height), at least "
+          f"{MIN_OBJECT_SIZE} m; 0: the model's trained size, else measured from each cloud (set it for partial "
+          "views)", P.PARAMETER_DOUBLE, float_range=(0.0, 100.0)),
+    Param("centering", "circle", "grid origin: circle (x, y: centre of the smallest circle around the cloud seen "
+          "from above, z: mid-height; invariant to the object's yaw) or box (bounding-box centre)",
+          P.PARAMETER_STRING),
+    Param("crop.enabled", False, "keep only points inside the crop box (target frame)", P.PARAMETER_BOOL),
+    Param("crop.min", [-1.0, -1.0, -1.0], "crop box minimum corner x, y, z (metres)", P.PARAMETER_DOUBLE_ARRAY),
+    Param("crop.max", [1.0, 1.0, 1.0], "crop box maximum corner x, y, z (metres)", P.PARAMETER_DOUBLE_ARRAY),
+    Param("min_points", 30, "fewest finite points (after cropping) a cloud needs", P.PARAMETER_INTEGER,
+          int_range=(1, 1_000_000)),
+    Param("max_points", 4_000_000, "clouds with more points are refused", P.PARAMETER_INTEGER,
+          int_range=(1, 100_000_000)),
+    Param("marker.scale", 0.0, "keypoint sphere diameter in metres (0: three voxels)", P.PARAMETER_DOUBLE,
+          float_range=(0.0, 10.0)),
+    Param("marker.text_scale", 0.0, "label height in metres (0: the sphere diameter)", P.PARAMETER_DOUBLE,
+          float_range=(0.0, 10.0)),
+    Param("marker.show_labels", True, "publish a text label per keypoint", P.PARAMETER_BOOL),
+    Param("marker.alpha", 1.0, "keypoint marker opacity", P.PARAMETER_DOUBLE, float_range=(0.0, 1.0)),
+    Param("marker.keypoint_colors", [0.0], "flat RGB triples in [0, 1] for the keypoints, cycled; fewer than 3 "
+          "values: evenly spaced hues", P.PARAMETER_DOUBLE_ARRAY),
+    Param("marker.goal_color", [0.2, 0.6, 1.0, 0.6], "RGBA of the goal voxels", P.PARAMETER_DOUBLE_ARRAY),
+    Param("warn_throttle_sec", 5.0, "at most one warning about unusable clouds per this many seconds",
+          P.PARAMETER_DOUBLE, float_range=(0.0, 3600.0)),
+    Param("diagnostics_period", 1.0, "seconds between diagnostic_msgs/DiagnosticArray messages on /diagnostics",
+          P.PARAMETER_DOUBLE, read_only=True, float_range=(0.1, 60.0)),
+]
+PARAMETER_NAMES = [p.name for p in PARAMETERS]
+
+
+def declare_parameters(node) -> None:
+    for p in PARAMETERS:
+        node.declare_parameter(p.name, p.default, p.descriptor())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the parameters decide, validated together."""
+
+    pipeline: PipelineConfig
+    style: MarkerStyle
+    warn_throttle: float
+    input_transform: tuple  # 7 floats: x, y, z, qx, qy, qz, qw (quaternion normalized)
+    tf_timeout: float
+
+
+def read_settings(get) -> Settings:
+    """Settings from ``get(name) -> value``; raises :class:`SettingsError` naming the parameter at fault."""
+    object_size = float(get("object_size"))
+    if not math.isfinite(object_size) or object_size < 0 or 0 < object_size < MIN_OBJECT_SIZE:
+        raise SettingsError(f"object_size must be 0 (automatic) or at least {MIN_OBJECT_SIZE} m (1 mm), got "
+                            f"{object_size:g} m: below that every cloud would fill a single voxel")
+    try:
+        pipeline = PipelineConfig(
+            object_size=object_size,
+            crop_enabled=bool(get("crop.enabled")),
+            crop_min=tuple(float(v) for v in get("crop.min")),
+            crop_max=tuple(float(v) for v in get("crop.max")),
+            min_points=int(get("min_points")),
+            max_points=int(get("max_points")),
+            centering=str(get("centering")),
+        ).validate()
+    except PipelineError as err:
+        raise SettingsError(str(err)) from err
+    style = MarkerStyle(
+        scale=float(get("marker.scale")),
+        text_scale=float(get("marker.text_scale")),
+        show_labels=bool(get("marker.show_labels")),
+        alpha=float(get("marker.alpha")),
+        keypoint_colors=tuple(float(v) for v in get("marker.keypoint_colors")),
+        goal_color=tuple(float(v) for v in get("marker.goal_color")),
+    )
+    if len(style.goal_color) not in (3, 4) or not all(0.0 <= v <= 1.0 for v in style.goal_color + style.keypoint_colors):
+        raise SettingsError("marker colours need values in [0, 1] and marker.goal_color 3 or 4 of them")
+    return Settings(pipeline=pipeline, style=style, warn_throttle=float(get("warn_throttle_sec")),
+                    input_transform=normalized_transform(get("input_transform")), tf_timeout=float(get("tf_timeout")))
+
+
+def normalized_transform(values) -> tuple:
+    """``input_transform`` checked (7 finite numbers, a non-zero quaternion) with its quaternion normalized."""
+    v = np.asarray(list(values), dtype=np.float64)
+    if v.shape != (7,) or not np.all(np.isfinite(v)):
+        raise SettingsError(f"input_transform needs 7 finite numbers (x, y, z, qx, qy, qz, qw), got {list(values)}")
+    norm = float(np.linalg.norm(v[3:]))
+    if not 0.5 < norm < 2.0:  # far from a unit quaternion: more likely a typo than a rotation
+        raise SettingsError(f"input_transform's quaternion (qx, qy, qz, qw) must have norm 1, got {norm:g}")
+    v[3:] /= norm
+    return tuple(float(x) for x in v)
+
+
+def check_read_only(get) -> None:
+    """The read-only parameters that need checking before anything is loaded."""
+    reliability = str(get("qos.reliability")).lower()
+    if reliability not in RELIABILITIES:
+        raise SettingsError(f"qos.reliability must be one of {', '.join(RELIABILITIES)}, got {reliability!r}")

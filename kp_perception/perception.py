@@ -1,0 +1,437 @@
+"""The node's work, shared by the plain node (:mod:`kp_perception.node`) and the managed (lifecycle) node
+(:mod:`kp_perception.lifecycle_node`): clouds in, keypoints out, rotate-goal answers, /diagnostics.
+
+The steps follow the ROS 2 managed-node life cycle: ``configure`` reads the parameters, loads and warms the
+model and creates the publishers; ``activate`` subscribes and serves; ``deactivate`` stops both; ``cleanup``
+releases everything. The plain node runs configure and activate at start.
+
+All the model work is in :mod:`kp_perception.pipeline` (ROS-free); this module only adapts ROS to it. Bad input
+never stops the node: clouds it cannot use give a throttled warning, service calls it cannot answer return
+success=false with the reason, and no answer is ever a success with non-finite numbers in it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from geometry_msgs.msg import PoseArray
+from sensor_msgs.msg import PointCloud2
+from std_msgs.msg import Header
+from visualization_msgs.msg import MarkerArray
+
+from kp_interfaces.srv import RotateGoal
+
+from .cloud_io import CloudError, cloud_size, read_xyz
+from .diagnostics import OK, WARN, PerceptionStats, diagnostic_array, model_key_values
+from .frames import FrameMapper, TransformUnavailable, fixed_lookup
+from .messages import NotFinite, fill_goal_response, goal_markers, keypoint_markers, keypoint_poses
+from .parameters import (
+    DIAGNOSTICS_TOPIC, GOAL_CLOUD_TOPIC, GOAL_MARKERS_TOPIC, KEYPOINT_MARKERS_TOPIC, KEYPOINTS_TOPIC, SERVICE_NAME,
+    SettingsError, check_read_only, read_settings,
+)
+from .pipeline import Pipeline, PipelineError
+
+TWO_PI = 2.0 * math.pi
+NO_CLOUD_WARNING_S = 5.0  # /diagnostics warns when an active node has had no cloud for this long
+
+
+def refusal_category(err: Exception) -> str:
+    """A short, bounded key for /diagnostics' refusal counts."""
+    if isinstance(err, CloudError):
+        return "unreadable cloud" if "more than the limit" not in str(err) else "too many points"
+    if isinstance(err, TransformUnavailable):
+        return "no transform"
+    if isinstance(err, NotFinite):
+        return "not finite"
+    if isinstance(err, PipelineError):
+        text = str(err)
+        if "finite points" in text:
+            return "too few points"
+        if "more than max_points" in text:
+            return "too many points"
+        return "unusable geometry"
+    return "internal error"
+
+
+@dataclass
+class Located:
+    """An encoding and where it is: its header (frame and stamp of the answers) and the offset (whole metres,
+    float64) its points were moved by before encoding; every position that comes out is moved back."""
+
+    header: Header
+    encoding: object  # kp_perception.pipeline.Encoding
+    offset: np.ndarray
+    wide: bool  # the points were float64: answer in float64
+
+    @property
+    def keypoints(self) -> np.ndarray:
+        return self.encoding.keypoints + self.offset
+
+    def goal(self, pipeline: Pipeline, angle: float, include_probabilities: bool):
+        goal = pipeline.goal(self.encoding, angle, include_probabilities=include_probabilities)
+        moved = {name: np.asarray(getattr(goal, name), dtype=np.float64) + self.offset
+                 for name in ("points", "keypoints", "grid_origin", "axis_point")
+                 if getattr(goal, name, None) is not None}
+        return dataclasses.replace(goal, **moved)
+
+
+class Perception:
+    """Subscriptions, publishers, service and diagnostics of one node (``node``: a Node or a LifecycleNode)."""
+
+    def __init__(self, node, managed: bool = False):
+        self.node = node
+        self.managed = managed
+        self.logger = node.get_logger()
+        self.settings = None
+        self.pipeline: Pipeline | None = None
+        self.frames: FrameMapper | None = None
+        self.stats = PerceptionStats()
+        self.active = False
+        self._tf = None
+        self._latest: Located | None = None  # the latest usable cloud's encoding
+        self._latest_lock = threading.Lock()
+        self._cloud_lock = threading.Lock()  # held while a cloud is processed (deactivate waits for it)
+        self._service_lock = threading.Lock()
+        self._cloud_group = MutuallyExclusiveCallbackGroup()
+        self._service_group = MutuallyExclusiveCallbackGroup()
+        self._subscription = None
+        self._service = None
+        self._publishers: list = []
+        self._diagnostics_pub = None
+        self._timer = None
+        self.input_topic = ""
+        self.reliability = ReliabilityPolicy.RELIABLE
+
+    def _get(self, name):
+        return self.node.get_parameter(name).value
+
+    # ---- life cycle -----------------------------------------------------------------------------
+    def configure(self) -> None:
+        """Read the parameters, load and warm up the model, create the publishers and the diagnostics timer.
+
+        Raises:
+            SettingsError, PipelineError, TransformUnavailable, CheckpointError...: the node cannot run (the
+            message says why); nothing is left half-created.
+        """
+        import torch
+
+        get = self._get
+        check_read_only(get)
+        self.settings = read_settings(get)
+        if get("num_threads") > 0:
+            torch.set_num_threads(get("num_threads"))
+        try:
+            self.pipeline = Pipeline(get("model_path") or None, device=get("device"),
+                                     config=self._pipeline_config(self.settings), optimize=bool(get("optimize")))
+            self.pipeline.warmup()
+            self.frames = self._frame_mapper(get)
+            self.input_topic = str(get("input_topic"))
+            create = self.node.create_lifecycle_publisher if self.managed else self.node.create_publisher
+            self.keypoint_marker_pub = create(MarkerArray, KEYPOINT_MARKERS_TOPIC, 10)
+            self.keypoints_pub = create(PoseArray, KEYPOINTS_TOPIC, 10)
+            self.goal_marker_pub = create(MarkerArray, GOAL_MARKERS_TOPIC, 1)
+            self.goal_cloud_pub = create(PointCloud2, GOAL_CLOUD_TOPIC, 1)
+            self._publishers = [self.keypoint_marker_pub, self.keypoints_pub, self.goal_marker_pub, self.goal_cloud_pub]
+            # Diagnostics go out in every state, so a monitor sees an inactive node too.
+            from diagnostic_msgs.msg import DiagnosticArray
+
+            self._diagnostics_pub = self.node.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
+            self._timer = self.node.create_timer(float(get("diagnostics_period")), self._on_timer,
+                                                 callback_group=self._cloud_group)
+        except Exception:
+            self.cleanup(log=False)
+            raise
+        meta = self.pipeline.metadata
+        self.model_description = (
+            f"model {self.pipeline.model_path} ({meta['architecture'].get('encoder', '?')} encoder, "
+            f"K={self.pipeline.num_keypoints}) on {self.pipeline.device}"
+            f"{', optimized encoder' if self.pipeline.optimized else ''}, {torch.get_num_threads()} torch threads"
+        )
+
+    def _frame_mapper(self, get) -> FrameMapper:
+        target = str(get("target_frame"))
+        if not target:
+            return FrameMapper("")
+        if bool(get("use_tf")):
+            from .frames import TfLookup
+
+            self._tf = TfLookup(self.node, lambda: self.settings.tf_timeout)
+            return FrameMapper(target, self._tf)
+        return FrameMapper(target, fixed_lookup(lambda: self.settings.input_transform))
+
+    def activate(self) -> None:
+        """Subscribe to the input topic and serve ~/rotate_goal."""
+        self._subscribe(self._initial_reliability())
+        self._service = self.node.create_service(RotateGoal, SERVICE_NAME, self._on_rotate_goal,
+                                                 callback_group=self._service_group)
+        self.active = True
+        frames = f", answering in {self.frames.target_frame!r}" if self.frames.target_frame else ""
+        self.logger.info(
+            f"ready: {self.model_description}; listening on {self.node.resolve_topic_name(self.input_topic)} "
+            f"({self._reliability_name()}){frames}, service {self.node.resolve_service_name(SERVICE_NAME)}"
+        )
+
+    def deactivate(self) -> None:
+        """Stop taking clouds and calls (waits for the one in progress, if any)."""
+        self.active = False
+        with self._cloud_lock:
+            if self._subscription is not None:
+                self.node.destroy_subscription(self._subscription)
+                self._subscription = None
+        with self._service_lock:
+            if self._service is not None:
+                self.node.destroy_service(self._service)
+                self._service = None
+
+    def cleanup(self, log: bool = True) -> None:
+        """Release the publishers, timer, transform listener and model (after :meth:`deactivate`)."""
+        if log and self.pipeline is not None:
+            self.logger.info(f"stopping: {self.stats.summary()}")
+        self.deactivate()
+        if self._timer is not None:
+            self.node.destroy_timer(self._timer)
+            self._timer = None
+        destroy = self.node.destroy_lifecycle_publisher if self.managed else self.node.destroy_publisher
+        for pub in self._publishers:
+            destroy(pub)
+        self._publishers = []
+        if self._diagnostics_pub is not None:
+            self.node.destroy_publisher(self._diagnostics_pub)
+            self._diagnostics_pub = None
+        if self._tf is not None:
+            self._tf.close()
+            self._tf = None
+        with self._latest_lock:
+            self._latest = None
+        self.pipeline = None  # the model's memory goes with it
+
+    # ---- input QoS ------------------------------------------------------------------------------
+    def _initial_reliability(self):
+        choice = str(self._get("qos.reliability")).lower()
+        return ReliabilityPolicy.BEST_EFFORT if choice == "best_effort" else ReliabilityPolicy.RELIABLE
+
+    def _reliability_name(self) -> str:
+        name = "reliable" if self.reliability == ReliabilityPolicy.RELIABLE else "best effort"
+        return f"{name}, depth {self._get('qos.depth')}"
+
+    def _subscribe(self, reliability) -> None:
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(self._get("qos.depth")), reliability=reliability,
+                         durability=DurabilityPolicy.VOLATILE)
+        events = SubscriptionEventCallbacks(message_lost=self._on_message_lost,
+                                            incompatible_qos=self._on_incompatible_qos)
+        try:
+            self._subscription = self.node.create_subscription(
+                PointCloud2, self.input_topic, self._on_cloud, qos, callback_group=self._cloud_group,
+                event_callbacks=events)
+        except Exception:  # an rmw without the message-lost event: counts stay at 0
+            self._subscription = self.node.create_subscription(
+                PointCloud2, self.input_topic, self._on_cloud, qos, callback_group=self._cloud_group,
+                event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos))
+        self.reliability = reliability
+
+    def _on_message_lost(self, info) -> None:
+        self.stats.clouds_lost(info.total_count_change)
+
+    def _on_incompatible_qos(self, info) -> None:
+        if str(self._get("qos.reliability")).lower() == "auto":
+            return  # _check_publishers switches to best effort on the next timer tick
+        self.logger.warning(
+            f"a publisher on {self.node.resolve_topic_name(self.input_topic)} offers QoS this node's subscription "
+            f"({self._reliability_name()}) cannot match, so none of its clouds arrive: set qos.reliability to "
+            "best_effort (or auto), or make the publisher reliable", throttle_duration_sec=30.0)
+
+    def _check_publishers(self) -> None:
+        """qos.reliability: auto: a best-effort publisher cannot reach a reliable subscription; switch to best
+        effort (which matches both kinds) when one appears."""
+        if (self._subscription is None or self.reliability != ReliabilityPolicy.RELIABLE
+                or str(self._get("qos.reliability")).lower() != "auto"):
+            return
+        infos = self.node.get_publishers_info_by_topic(self.node.resolve_topic_name(self.input_topic))
+        best_effort = [i for i in infos if i.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT]
+        if not best_effort:
+            return
+        self.node.destroy_subscription(self._subscription)
+        self._subscription = None
+        self._subscribe(ReliabilityPolicy.BEST_EFFORT)
+        names = ", ".join(sorted({f"{i.node_namespace.rstrip('/')}/{i.node_name}" for i in best_effort}))
+        self.logger.warning(
+            f"qos.reliability auto: {names} publishes {self.node.resolve_topic_name(self.input_topic)} best effort; "
+            "subscribed best effort now (clouds over ~0.5 MB may be lost; a reliable publisher avoids that)")
+
+    # ---- parameters -----------------------------------------------------------------------------
+    def on_set_parameters(self, params) -> SetParametersResult:
+        """Validate a change of the run-time parameters as a whole and apply it atomically."""
+        new = {p.name: p.value for p in params}
+
+        def get(name):
+            return new[name] if name in new else self._get(name)
+
+        try:
+            settings = read_settings(get)
+        except (SettingsError, ValueError, TypeError) as err:
+            return SetParametersResult(successful=False, reason=str(err))
+        self.settings = settings
+        if self.pipeline is not None:
+            self.pipeline.config = self._pipeline_config(settings)
+        return SetParametersResult(successful=True)
+
+    @staticmethod
+    def _pipeline_config(settings):
+        """The pipeline's settings: cropping is done here, in the answer frame (:meth:`_localize`)."""
+        return dataclasses.replace(settings.pipeline, crop_enabled=False)
+
+    # ---- clouds ---------------------------------------------------------------------------------
+    def _encode(self, cloud: PointCloud2) -> Located:
+        """A cloud's keypoints, in the frame the node answers in."""
+        points = read_xyz(cloud, max_points=self.settings.pipeline.max_points)
+        frame, points = self.frames(cloud.header, points)
+        wide = points.dtype == np.float64
+        points, offset = self._localize(points)
+        located = Located(Header(stamp=cloud.header.stamp, frame_id=frame), self.pipeline.encode(points), offset, wide)
+        if not np.isfinite(located.keypoints).all():
+            raise NotFinite("the keypoints are not finite (the cloud's coordinates are out of range)")
+        return located
+
+    def _localize(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Crop (in the answer frame), then move the points near the origin by a whole number of metres.
+
+        Far from the frame's origin (map or UTM frames, 1e5 m away) the pipeline's tolerances, which scale with
+        the coordinates, would move the grid by up to a voxel; near the origin nothing moves (offset 0). The
+        crop box is in the answer frame, so cropping happens here, before the shift (the pipeline is given a
+        config without it, see :meth:`_pipeline_config`).
+        """
+        cfg = self.settings.pipeline
+        if cfg.crop_enabled and len(points):
+            keep = np.ones(len(points), dtype=bool)
+            for axis in range(3):  # one pass per axis: much cheaper than .all(axis=1) on (N, 3)
+                keep &= (points[:, axis] >= cfg.crop_min[axis]) & (points[:, axis] <= cfg.crop_max[axis])
+            points = points[keep]
+            if len(points) < cfg.min_points:
+                raise PipelineError(f"only {len(points)} finite points inside the crop box; at least "
+                                    f"min_points = {cfg.min_points} are needed")
+        offset = np.round(np.asarray(points[0], dtype=np.float64)) if len(points) else np.zeros(3)
+        if not np.isfinite(offset).all():
+            offset = np.zeros(3)
+        if offset.any():
+            points = np.asarray(points, dtype=np.float64) - offset
+        return points, offset
+
+    def _refuse_cloud(self, err: Exception) -> None:
+        category = refusal_category(err)
+        text = str(err) if category != "internal error" else f"{type(err).__name__}: {err}"
+        self.stats.cloud_refused(category, text)
+        refused = self.stats.refused_total()
+        log = self.logger.error if category == "internal error" else self.logger.warning
+        log(f"ignoring a cloud on {self.input_topic}: {text} ({refused} ignored so far)",
+            throttle_duration_sec=self.settings.warn_throttle)
+
+    def _on_cloud(self, msg: PointCloud2) -> None:
+        with self._cloud_lock:
+            if not self.active:
+                return
+            start = time.perf_counter()
+            self.stats.cloud_received()
+            try:
+                located = self._encode(msg)
+            except Exception as err:  # never let one message take the node down
+                self._refuse_cloud(err)
+                return
+            with self._latest_lock:
+                self._latest = located
+            keypoints, header = located.keypoints, located.header
+            self.keypoint_marker_pub.publish(keypoint_markers(header, keypoints, located.encoding.grid_map.voxel_size,
+                                                              self.settings.style))
+            self.keypoints_pub.publish(keypoint_poses(header, keypoints))
+            self.stats.cloud_used((time.perf_counter() - start) * 1000)
+
+    # ---- service --------------------------------------------------------------------------------
+    def _on_rotate_goal(self, request: RotateGoal.Request, response: RotateGoal.Response) -> RotateGoal.Response:
+        with self._service_lock:
+            return self._rotate_goal(request, response)
+
+    def _rotate_goal(self, request, response):
+        start = time.perf_counter()
+        try:
+            if not self.active:
+                raise PipelineError("the node is not active")
+            angle = float(request.angle)
+            if not math.isfinite(angle):
+                raise PipelineError(f"angle must be a finite number of radians, got {angle}")
+            # In float64 before anything rounds to float32: 1e39 or 0.5 + 2 pi 1e6 are fine angles.
+            reduced = math.remainder(angle, TWO_PI)
+            if cloud_size(request.cloud) > 0:
+                located = self._encode(request.cloud)
+                source = "the request's cloud"
+            else:
+                with self._latest_lock:
+                    located = self._latest
+                if located is None:
+                    raise PipelineError(
+                        f"no usable cloud received on {self.node.resolve_topic_name(self.input_topic)} yet; "
+                        "publish one there or pass one in the request")
+                stamp = located.header.stamp
+                source = f"the latest cloud from {self.input_topic} (stamp {stamp.sec}.{stamp.nanosec:09d})"
+            header = located.header
+            goal = located.goal(self.pipeline, reduced, bool(request.include_occupancy))
+            fill_goal_response(response, header, goal, wide=located.wide)
+        except Exception as err:  # keep serving whatever happens
+            known = isinstance(err, (CloudError, PipelineError, TransformUnavailable, NotFinite))
+            response = RotateGoal.Response(success=False)
+            response.message = str(err) if known else f"internal error: {type(err).__name__}: {err}"
+            self.stats.goal_refused(response.message)
+            (self.logger.warning if known else self.logger.error)(f"rotate_goal refused: {response.message}")
+            return response
+        reduced_note = f" (reduced to {reduced:.6f})" if reduced != angle else ""
+        response.message = (
+            f"{len(goal.points)} occupied voxels ({goal.voxel_size * 1000:.2f} mm) for a rotation of {angle:.6g} rad"
+            f"{reduced_note} of {source}, in {(time.perf_counter() - start) * 1000:.1f} ms")
+        self.stats.goal_answered((time.perf_counter() - start) * 1000)
+        self.goal_cloud_pub.publish(response.goal_cloud)
+        if self.goal_marker_pub.get_subscription_count() > 0:  # only when watched (e.g. by RViz)
+            self.goal_marker_pub.publish(goal_markers(header, goal.points, goal.keypoints, goal.voxel_size,
+                                                      self.settings.style))
+        return response
+
+    # ---- housekeeping and /diagnostics ------------------------------------------------------------
+    def _on_timer(self) -> None:
+        if self.active:
+            self._check_publishers()
+        self._publish_diagnostics()
+
+    def _publish_diagnostics(self) -> None:
+        if self._diagnostics_pub is None or self.pipeline is None:
+            return
+        now = time.monotonic()
+        rate = self.stats.input_rate(now)
+        idle = self.stats.seconds_since_last_cloud(now)
+        topic = self.node.resolve_topic_name(self.input_topic)
+        if not self.active:
+            level, message = OK, "inactive (configured, not subscribed)"
+        elif idle is None or idle > NO_CLOUD_WARNING_S:
+            level, message = WARN, f"no cloud on {topic} for {'ever' if idle is None else f'{idle:.0f} s'}"
+        else:
+            refused, received = self.stats.refused_total(), self.stats.received
+            if refused and refused >= received / 2:
+                level, message = WARN, f"most clouds refused; last: {self.stats.last_refusal}"
+            else:
+                level, message = OK, f"{rate:.1f} clouds/s"
+        pairs = [
+            ("state", "active" if self.active else "inactive"),
+            ("input topic", topic),
+            ("input QoS", self._reliability_name()),
+            ("target frame", self.frames.target_frame or "each cloud's own"),
+            ("input rate", f"{rate:.2f} Hz"),
+            *self.stats.key_values(),
+            *model_key_values(self.pipeline),
+        ]
+        name = f"{self.node.get_fully_qualified_name().lstrip('/')}: perception"
+        self._diagnostics_pub.publish(diagnostic_array(name, level, message, pairs, self.node.get_clock().now().to_msg()))

@@ -1,0 +1,62 @@
+"""Running a node until SIGINT or SIGTERM, and stopping it without races.
+
+rclpy's own signal handlers shut the context down from the signal, while executor threads may still be waiting
+on it or publishing: that gave exit status 1 (``RCLError: failed to initialize wait set``) and "Failed to
+publish" noise on stops. Here a signal only sets an event; the main thread stops spinning, lets the callbacks in
+flight finish while the context is still valid, destroys the node (which logs its summary), and only then shuts
+rclpy down.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import rclpy
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.signals import SignalHandlerOptions
+
+START_FAILED = 2
+EXECUTOR_THREADS = 4  # clouds, the service, parameters/lifecycle services, TF (when used)
+
+
+class _Executor(MultiThreadedExecutor):
+    """MultiThreadedExecutor whose shutdown lets the callbacks in flight finish first.
+
+    rclpy's shutdown destroys the executor's guard condition before joining its worker threads; a callback
+    that was just handed to a worker then fails on that guard ("exception was never retrieved: cannot use
+    Destroyable"). Joining the workers first closes that window.
+    """
+
+    def shutdown(self, timeout_sec=None, **kwargs) -> bool:
+        pool = getattr(self, "_executor", None)  # the worker pool (rclpy Foxy to Rolling)
+        if pool is not None:
+            pool.shutdown(wait=True)
+        return super().shutdown(timeout_sec, **kwargs)
+
+
+def run(make_node, name: str, args=None) -> int:
+    """Build the node with ``make_node()`` and spin it until a signal; 0 on a clean stop, 2 if it cannot start."""
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    node = None
+    try:
+        try:
+            node = make_node()
+        except Exception as err:  # a bad model path, device or parameter: say so plainly and exit
+            rclpy.logging.get_logger(name).fatal(f"cannot start: {type(err).__name__}: {err}")
+            return START_FAILED
+        executor = _Executor(num_threads=EXECUTOR_THREADS)
+        executor.add_node(node)
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+        executor.shutdown()  # waits for the callbacks in flight
+        return 0
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
