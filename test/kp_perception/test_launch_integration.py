@@ -15,6 +15,26 @@ launch_testing = pytest.importorskip("launch_testing")
 pytest.importorskip("launch_ros")
 pytest.importorskip("kp_interfaces.srv")
 
+
+def _installed_share():
+    """kp_perception's share folder from the ament index, or why there is none."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return get_package_share_directory("kp_perception"), None
+    except ImportError as err:
+        return None, f"ament_index_python is missing ({err})"
+    except (KeyError, LookupError, ValueError) as err:  # PackageNotFoundError is a KeyError
+        return None, str(err)
+
+
+_share, _why = _installed_share()
+if _share is None:
+    # launch_ros finds the node's executable and config through the ament index: without the package there it
+    # could only fail. Build and source the workspace (colcon build; source install/setup.bash) to run this.
+    pytest.skip(f"kp_perception is not in an ament index, so launch cannot start it ({_why}); build the colcon "
+                "workspace and source install/setup.bash to run this test", allow_module_level=True)
+
 import launch  # noqa: E402
 import launch_testing.actions  # noqa: E402
 import launch_testing.asserts  # noqa: E402
@@ -92,5 +112,5 @@ class TestNodeServes(unittest.TestCase):
 @launch_testing.post_shutdown_test()
 class TestShutdown(unittest.TestCase):
     def test_exit_code(self, proc_info):
-        # SIGINT from launch: a clean exit (0) or the signal's code.
-        launch_testing.asserts.assertExitCodes(proc_info, allowable_exit_codes=[0, -2, -15])
+        # SIGINT from launch: the node stops cleanly with status 0.
+        launch_testing.asserts.assertExitCodes(proc_info, allowable_exit_codes=[0])

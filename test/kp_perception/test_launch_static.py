@@ -59,27 +59,37 @@ def test_launch_file_defines_generate_launch_description(launch_tree):
     assert "generate_launch_description" in funcs
 
 
-def test_launch_starts_a_real_entry_point(launch_tree):
-    nodes = [kwargs(c) for c in calls(launch_tree, "Node")]
-    ours = [k for k in nodes if const(k.get("executable")) == "kp_perception_node"]
-    assert len(ours) == 1
-    assert const(ours[0]["name"]) == NODE_NAME
-    package = ours[0]["package"]
-    assert const(package) == "kp_perception" or (isinstance(package, ast.Name) and package.id == "PACKAGE")
-    target = console_scripts().get("kp_perception_node")
-    assert target == "kp_perception.node:main", "setup.py must declare the kp_perception_node console script"
-    module, func = target.split(":")
+def test_launch_uses_only_the_standard_launch_api(launch_tree):
+    """The launch file imports nothing but launch, launch_ros and lifecycle_msgs (what a ROS 2 install has)."""
+    modules = {n.module.split(".")[0] for n in ast.walk(launch_tree) if isinstance(n, ast.ImportFrom)}
+    modules |= {a.name.split(".")[0] for n in ast.walk(launch_tree) if isinstance(n, ast.Import) for a in n.names}
+    assert modules <= {"launch", "launch_ros", "lifecycle_msgs"}, modules
+
+
+def test_launch_starts_real_entry_points(launch_tree):
+    executables = {const(kwargs(c).get("executable")) for c in calls(launch_tree, "Node") + calls(launch_tree, "LifecycleNode")}
+    assert {"kp_perception_node", "kp_perception_managed_node"} <= executables
+    scripts = console_scripts()
     import importlib
 
-    assert callable(getattr(importlib.import_module(module), func))
+    for name, target in (("kp_perception_node", "kp_perception.node:main"),
+                         ("kp_perception_managed_node", "kp_perception.lifecycle_node:main")):
+        assert scripts.get(name) == target, f"setup.py must declare the {name} console script"
+        module, func = target.split(":")
+        assert callable(getattr(importlib.import_module(module), func))
 
 
 def test_launch_arguments_are_declared_and_used(launch_tree):
     declared = {const(c.args[0]) for c in calls(launch_tree, "DeclareLaunchArgument")}
-    used = {const(c.args[0]) for c in calls(launch_tree, "LaunchConfiguration")}
-    assert {"model_path", "input_topic", "use_sim_time", "params_file"} <= declared
+    used = {const(c.args[0]) for c in calls(launch_tree, "LaunchConfiguration") if isinstance(c.args[0], ast.Constant)}
+    overrides = [n for n in launch_tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "OVERRIDES"]
+    assert len(overrides) == 1
+    used |= {const(k) for k in overrides[0].value.keys}  # read in a loop: LaunchConfiguration(name)
+    assert {"model_path", "input_topic", "use_sim_time", "params_file", "managed", "target_frame"} <= declared
     assert used <= declared, f"undeclared launch arguments: {used - declared}"
     assert declared <= used, f"declared but unused: {declared - used}"
+    names = {p.name for p in PARAMETERS} | {"use_sim_time"}
+    assert {const(k) for k in overrides[0].value.keys} <= names, "an override that is not a node parameter"
 
 
 def test_launch_params_file_exists_and_is_installed(launch_tree):
