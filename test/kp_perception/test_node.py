@@ -17,91 +17,18 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("kp_interfaces.srv")
 
-from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
-from rcl_interfaces.msg import ParameterType, ParameterValue  # noqa: E402
-from rcl_interfaces.srv import SetParameters  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
-from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
-from geometry_msgs.msg import PoseArray  # noqa: E402
+from rcl_interfaces.msg import ParameterType  # noqa: E402
 from sensor_msgs.msg import PointCloud2, PointField  # noqa: E402
-from std_msgs.msg import Header  # noqa: E402
-from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
+from visualization_msgs.msg import Marker  # noqa: E402
 
-from kp_interfaces.srv import RotateGoal  # noqa: E402
 from kp_perception.cloud_io import make_xyz_cloud, read_xyz  # noqa: E402
 from kp_perception.pipeline import Pipeline, PipelineConfig  # noqa: E402
 from kp_perception.process import RosProcess, node_command, pick_domain_id, ros_env  # noqa: E402
+from ros_probe import NODE, Probe, diagnostic_values, header  # noqa: E402  (test helper beside this file)
 
-NODE = "/kp_perception_node"
 TOPIC = "/kp_test/points"
 MAX_POINTS = 400_000  # above a 640x480 organized cloud
 CONFIG = str(Path(__file__).resolve().parents[2] / "config" / "kp_perception.yaml")
-
-
-class Probe:
-    """The test side: publisher, subscriptions collecting messages, service and parameter clients."""
-
-    def __init__(self, domain_id):
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = rclpy.create_node("kp_test_probe", context=self.context)
-        self.lock = threading.Lock()
-        self.messages = {"markers": [], "poses": [], "goal_markers": [], "goal_cloud": []}
-        sub = lambda kind, typ, topic: self.node.create_subscription(  # noqa: E731
-            typ, topic, lambda m: self._keep(kind, m), 10)
-        sub("markers", MarkerArray, f"{NODE}/keypoint_markers")
-        sub("poses", PoseArray, f"{NODE}/keypoints")
-        sub("goal_markers", MarkerArray, f"{NODE}/goal_markers")
-        sub("goal_cloud", PointCloud2, f"{NODE}/goal_cloud")
-        self.pub = self.node.create_publisher(PointCloud2, TOPIC, QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
-        self.client = self.node.create_client(RotateGoal, f"{NODE}/rotate_goal")
-        self.params = self.node.create_client(SetParameters, f"{NODE}/set_parameters")
-        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
-
-    def _keep(self, kind, msg):
-        with self.lock:
-            self.messages[kind].append(msg)
-
-    def wait_for(self, kind, predicate, timeout=20.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                for msg in self.messages[kind]:
-                    if predicate(msg):
-                        return msg
-            time.sleep(0.02)
-        raise AssertionError(f"no matching {kind} message within {timeout} s")
-
-    def publish_until(self, cloud, kind, predicate, timeout=30.0):
-        """Publish ``cloud`` repeatedly (the subscription may not be matched yet) until a message matches."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.pub.publish(cloud)
-            try:
-                return self.wait_for(kind, predicate, timeout=0.5)
-            except AssertionError:
-                pass
-        raise AssertionError(f"no {kind} message for the published cloud within {timeout} s")
-
-    def call(self, angle=0.0, cloud=None, include_occupancy=False, timeout=30.0):
-        request = RotateGoal.Request(angle=float(angle), include_occupancy=include_occupancy)
-        if cloud is not None:
-            request.cloud = cloud
-        return self.client.call(request, timeout_sec=timeout)
-
-    def set_param(self, name, value, kind):
-        field = {ParameterType.PARAMETER_DOUBLE: "double_value", ParameterType.PARAMETER_DOUBLE_ARRAY: "double_array_value"}[kind]
-        value_msg = ParameterValue(type=kind, **{field: value})
-        result = self.params.call(SetParameters.Request(parameters=[ParameterMsg(name=name, value=value_msg)]), timeout_sec=10)
-        return result.results[0]
-
-    def close(self):
-        self.executor.shutdown(timeout_sec=2.0)
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +45,7 @@ def ros(tiny_model_path, tmp_path_factory):
         for key, value in ros_env(domain, home).items():  # this process joins the same local domain
             if key.startswith("ROS_"):
                 os.environ[key] = value
-        probe = Probe(domain)
+        probe = Probe(domain, TOPIC)
         assert probe.client.wait_for_service(timeout_sec=30), "rotate_goal service not discovered"
         assert probe.params.wait_for_service(timeout_sec=30)
         yield SimpleNamespace(node=node, probe=probe, domain=domain)
@@ -133,12 +60,6 @@ def ros(tiny_model_path, tmp_path_factory):
 def local(tiny_model_path):
     """The same pipeline in this process: what the node must publish."""
     return Pipeline(tiny_model_path, config=PipelineConfig(max_points=MAX_POINTS))
-
-
-def header(frame, sec):
-    h = Header(frame_id=frame)
-    h.stamp.sec = sec
-    return h
 
 
 def marker_points(marker):
@@ -191,6 +112,9 @@ def test_service_on_the_latest_cloud(ros, local, mug_cloud):
     markers = ros.probe.wait_for("goal_markers", lambda m: m.markers[0].header.stamp.sec == 202)
     cubes = markers.markers[0]
     assert cubes.type == Marker.CUBE_LIST and len(cubes.points) == len(got)
+    np.testing.assert_allclose(marker_points(cubes), got, atol=1e-6)  # the goal's voxels, in order
+    assert cubes.header.frame_id == "camera_b"
+    np.testing.assert_allclose(marker_points(markers.markers[1]), goal.keypoints, atol=1e-6)
     assert cubes.scale.x == pytest.approx(response.voxel_size)
     ros.probe.wait_for("goal_cloud", lambda m: m.header.stamp.sec == 202 and m.width == len(got))
 
@@ -452,3 +376,31 @@ def test_object_size_below_a_millimetre_is_refused_naming_the_parameter(ros, mug
     assert not result.successful, "object_size = 1e-9 m was accepted"
     assert "object_size" in result.reason and "0.001" in result.reason, result.reason
     assert ros.probe.call(0.2, cloud=make_xyz_cloud(mug_cloud)).success
+
+
+def test_diagnostics_report_rate_refusals_latency_and_model(ros, mug_cloud, tiny_model_path):
+    for _ in range(3):
+        ros.probe.call(0.1, cloud=make_xyz_cloud(np.zeros((5, 3))))  # refused: too few points
+        ros.probe.pub.publish(make_xyz_cloud(np.zeros((5, 3)), header=header("diag", 800)))  # and on the topic
+        time.sleep(0.2)
+    ros.probe.publish_until(make_xyz_cloud(mug_cloud, header=header("diag", 801)), "markers",
+                            lambda m: m.markers[0].header.stamp.sec == 801)
+    assert ros.probe.call(0.3).success
+    ros.probe.clear("diagnostics")
+
+    def ours(array):
+        return any(s.name == "kp_perception_node: perception" for s in array.status)
+
+    array = ros.probe.wait_for("diagnostics", ours, timeout=15)
+    status = next(s for s in array.status if s.name == "kp_perception_node: perception")
+    values = diagnostic_values(status)
+    assert values["state"] == "active" and values["input topic"] == TOPIC
+    assert values["input QoS"].startswith("reliable")
+    assert float(values["input rate"].split()[0]) > 0
+    assert int(values["clouds used"]) >= 1 and int(values["clouds received"]) >= int(values["clouds used"])
+    assert int(values["clouds refused: too few points"]) >= 1
+    assert "p50" in values["encode latency"] and "p50" in values["rotate_goal latency"]
+    assert int(values["rotate_goal refused"]) >= 3 and "min_points" in values["last rotate_goal refusal"]
+    assert values["model file"] == str(tiny_model_path)
+    assert "K=8" in values["model"]
+    assert status.level in (b"\x00", b"\x01")

@@ -1,0 +1,193 @@
+"""Any input frame: clouds brought into target_frame with a fixed input_transform (everywhere) or TF (where
+tf2_ros is installed), and every answer in that frame. Unit checks of the transform maths, then the node over
+loopback DDS with a depth camera's optical frame (z forward) and a z-up table frame."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from kp_perception.frames import FrameMapper, RigidTransform, TransformUnavailable, fixed_lookup
+from kp_perception.parameters import SettingsError, normalized_transform
+
+# The camera: 0.6 m above the table origin, 0.4 m back, looking forward and 30 deg down, optical axes
+# (x right, y down, z forward). table_from_camera maps optical-frame points into the table frame.
+CAMERA_IN_TABLE = np.array([-0.4, 0.05, 0.6])
+TABLE_FROM_CAMERA = Rotation.from_euler("xyz", [-90 - 30, 0, -90], degrees=True)
+INPUT_TRANSFORM = [*CAMERA_IN_TABLE, *TABLE_FROM_CAMERA.as_quat()]  # x, y, z, qx, qy, qz, qw
+
+
+def camera_cloud(points_table):
+    """Table-frame points as the camera sees them (optical frame)."""
+    return TABLE_FROM_CAMERA.inv().apply(np.asarray(points_table) - CAMERA_IN_TABLE)
+
+
+def test_rigid_transform_matches_scipy():
+    rng = np.random.default_rng(0)
+    pts = rng.normal(size=(100, 3))
+    t = RigidTransform.from_xyz_quaternion(*INPUT_TRANSFORM)
+    np.testing.assert_allclose(t.apply(pts), TABLE_FROM_CAMERA.apply(pts) + CAMERA_IN_TABLE, atol=1e-12)
+    np.testing.assert_allclose(t.apply(camera_cloud(pts)), pts, atol=1e-12)
+    assert RigidTransform.from_xyz_quaternion(0, 0, 0, 0, 0, 0, 1).is_identity
+
+
+def test_far_frames_keep_float64_precision():
+    t = RigidTransform.from_xyz_quaternion(4.5e5, -5.2e6, 10.0, 0, 0, math.sin(0.3), math.cos(0.3))
+    pts = np.array([[0.001, 0.002, 0.003]], dtype=np.float32)
+    out = t.apply(pts)
+    assert out.dtype == np.float64
+    back = (out - t.translation) @ t.rotation  # inverse
+    np.testing.assert_allclose(back, pts.astype(np.float64), atol=1e-9)
+
+
+def test_input_transform_is_validated():
+    assert normalized_transform([1, 2, 3, 0, 0, 0, 1.5])[3:] == (0.0, 0.0, 0.0, 1.0)  # a rounded one: fine
+    for bad in ([0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0], [0, 0, math.nan, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0, 10]):
+        with pytest.raises(SettingsError, match="input_transform"):
+            normalized_transform(bad)
+
+
+class Stamp:
+    sec, nanosec = 5, 0
+
+
+class Hdr:
+    def __init__(self, frame):
+        self.frame_id, self.stamp = frame, Stamp()
+
+
+def test_frame_mapper_rules():
+    pts = np.ones((4, 3))
+    assert FrameMapper("")(Hdr("camera"), pts)[0] == "camera"  # no target: each cloud's own frame
+    mapper = FrameMapper("table", fixed_lookup(lambda: INPUT_TRANSFORM))
+    frame, out = mapper(Hdr("camera"), pts)
+    assert frame == "table"
+    np.testing.assert_allclose(out, TABLE_FROM_CAMERA.apply(pts) + CAMERA_IN_TABLE)
+    assert mapper(Hdr("table"), pts)[1] is pts  # already there
+    with pytest.raises(TransformUnavailable, match="no frame_id"):
+        mapper(Hdr(""), pts)
+
+
+# ---- over loopback DDS --------------------------------------------------------------------------------------
+rclpy = pytest.importorskip("rclpy")
+pytest.importorskip("kp_interfaces.srv")
+
+from kp_perception.cloud_io import make_xyz_cloud, read_xyz  # noqa: E402
+from kp_perception.pipeline import Pipeline  # noqa: E402
+from kp_perception.process import node_command  # noqa: E402
+from ros_probe import Probe, header, join_domain, start_node  # noqa: E402
+
+TOPIC = "/kp_frames_test/points"
+
+
+def marker_points(marker):
+    return np.array([[p.x, p.y, p.z] for p in marker.points])
+
+
+@pytest.fixture(scope="module")
+def fixed(tiny_model_path, tmp_path_factory):
+    home = tmp_path_factory.mktemp("frames_home")
+    params = {"model_path": str(tiny_model_path), "input_topic": TOPIC, "num_threads": 1, "target_frame": "table",
+              "use_tf": False, "input_transform": [float(v) for v in INPUT_TRANSFORM]}
+    node, domain = start_node(node_command(params=params), home)
+    join_domain(domain, home)
+    probe = Probe(domain, TOPIC, name="kp_frames_probe")
+    try:
+        yield node, probe
+    finally:
+        probe.close()
+        code = node.stop()
+        print(node.output)
+    assert code == 0
+
+
+def test_fixed_transform_answers_in_the_target_frame(fixed, tiny_model_path, mug_cloud):
+    node, probe = fixed
+    assert "answering in 'table'" in node.output
+    mug_on_table = mug_cloud + [0.1, -0.05, 0.0]
+    cloud = make_xyz_cloud(camera_cloud(mug_on_table), header=header("camera_optical", 31))
+    msg = probe.publish_until(cloud, "markers", lambda m: m.markers[0].header.stamp.sec == 31)
+    assert msg.markers[0].header.frame_id == "table"
+    # What the node should see: the float32 camera cloud, moved into the table frame in float64.
+    seen = TABLE_FROM_CAMERA.apply(read_xyz(cloud, dtype=np.float64)) + CAMERA_IN_TABLE
+    local = Pipeline(tiny_model_path)
+    expected = local.encode(seen)
+    np.testing.assert_allclose(marker_points(msg.markers[0]), expected.keypoints, atol=1e-5)
+    poses = probe.wait_for("poses", lambda m: m.header.stamp.sec == 31)
+    assert poses.header.frame_id == "table"
+
+    response = probe.call(0.8)
+    assert response.success, response.message
+    assert response.header.frame_id == "table" and response.goal_cloud.header.frame_id == "table"
+    goal = local.goal(expected, 0.8)
+    np.testing.assert_allclose(read_xyz(response.goal_cloud, dtype=np.float64), goal.points, atol=1e-5)
+    np.testing.assert_allclose([[p.x, p.y, p.z] for p in response.keypoints], goal.keypoints, atol=1e-5)
+    # The goal is about the table's vertical: its voxels' heights stay within the mug's height band.
+    z = read_xyz(response.goal_cloud, dtype=np.float64)[:, 2]
+    assert z.min() > mug_on_table[:, 2].min() - 0.2 and z.max() < mug_on_table[:, 2].max() + 0.2
+
+
+def test_clouds_already_in_the_target_frame_are_not_moved(fixed, tiny_model_path, mug_cloud):
+    node, probe = fixed
+    response = probe.call(0.0, cloud=make_xyz_cloud(mug_cloud, header=header("table", 32)))
+    assert response.success and response.header.frame_id == "table"
+    local = Pipeline(tiny_model_path)
+    expected = local.goal(local.encode(mug_cloud.astype(np.float32)), 0.0)
+    np.testing.assert_allclose([[p.x, p.y, p.z] for p in response.keypoints], expected.keypoints, atol=1e-5)
+
+
+def test_a_cloud_without_a_frame_is_refused_with_the_reason(fixed, mug_cloud):
+    node, probe = fixed
+    response = probe.call(0.0, cloud=make_xyz_cloud(mug_cloud, header=header("", 33)))
+    assert not response.success and "no frame_id" in response.message
+
+
+def test_target_frame_with_tf_but_no_tf2_ros_fails_clearly(tiny_model_path, tmp_path):
+    try:
+        import tf2_ros  # noqa: F401
+
+        pytest.skip("tf2_ros is installed: the TF path runs instead (test_tf_transform_at_the_cloud_stamp)")
+    except ImportError:
+        pass
+    from kp_perception.process import RosProcess, pick_domain_id, ros_env
+
+    params = {"model_path": str(tiny_model_path), "target_frame": "base_link", "use_tf": True}
+    proc = RosProcess(node_command(params=params), ros_env(pick_domain_id(), tmp_path))
+    try:
+        proc.proc.wait(timeout=120)
+    finally:
+        proc.stop()
+    assert proc.proc.returncode == 2
+    assert "needs tf2_ros" in proc.output and "input_transform" in proc.output
+
+
+def test_tf_transform_at_the_cloud_stamp(tiny_model_path, mug_cloud, tmp_path):
+    """The TF path, written to tf2_ros's standard API (runs where tf2_ros is installed)."""
+    pytest.importorskip("tf2_ros")
+    from geometry_msgs.msg import TransformStamped
+    from tf2_ros import StaticTransformBroadcaster
+
+    params = {"model_path": str(tiny_model_path), "input_topic": TOPIC, "num_threads": 1, "target_frame": "table",
+              "use_tf": True, "tf_timeout": 1.0, "warn_throttle_sec": 0.0}
+    node, domain = start_node(node_command(params=params), tmp_path)
+    join_domain(domain, tmp_path)
+    probe = Probe(domain, TOPIC, name="kp_tf_probe")
+    try:
+        cloud = make_xyz_cloud(camera_cloud(mug_cloud), header=header("camera_optical", 41))
+        probe.pub.publish(cloud)
+        assert node.wait_for_line("no transform from 'camera_optical' to 'table'", 30), node.output[-2000:]
+        broadcaster = StaticTransformBroadcaster(probe.node)
+        t = TransformStamped()
+        t.header.frame_id, t.child_frame_id = "table", "camera_optical"
+        t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = CAMERA_IN_TABLE
+        q = TABLE_FROM_CAMERA.as_quat()
+        t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z, t.transform.rotation.w = q
+        broadcaster.sendTransform(t)
+        msg = probe.publish_until(cloud, "markers", lambda m: m.markers[0].header.stamp.sec == 41, timeout=60)
+        assert msg.markers[0].header.frame_id == "table"
+        seen = TABLE_FROM_CAMERA.apply(read_xyz(cloud, dtype=np.float64)) + CAMERA_IN_TABLE
+        np.testing.assert_allclose(marker_points(msg.markers[0]), Pipeline(tiny_model_path).encode(seen).keypoints, atol=1e-4)
+    finally:
+        probe.close()
+        node.stop()

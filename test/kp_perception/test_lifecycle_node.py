@@ -1,0 +1,160 @@
+"""kp_perception_managed_node over loopback DDS, driven through the lifecycle services as a launch file or a
+lifecycle manager would: configure loads the model (diagnostics say inactive), activate subscribes and serves,
+deactivate withdraws both, cleanup releases, a failed configure leaves the node unconfigured and alive. Also
+the input QoS in auto mode meeting a best-effort publisher.
+"""
+
+import sys
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+pytest.importorskip("kp_interfaces.srv")
+
+from lifecycle_msgs.msg import State, Transition  # noqa: E402
+from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import PointCloud2  # noqa: E402
+
+from kp_perception.cloud_io import make_xyz_cloud  # noqa: E402
+from kp_perception.process import format_param  # noqa: E402
+from ros_probe import NODE, Probe, diagnostic_values, header, join_domain, start_node  # noqa: E402
+
+TOPIC = "/kp_managed_test/points"
+
+
+def managed_command(params):
+    cmd = [sys.executable, "-m", "kp_perception.lifecycle_node", "--ros-args"]
+    for name, value in params.items():
+        cmd += ["-p", f"{name}:={format_param(value)}"]
+    return cmd
+
+
+class Lifecycle:
+    def __init__(self, probe):
+        self.probe = probe
+        self.change = probe.node.create_client(ChangeState, f"{NODE}/change_state")
+        self.get = probe.node.create_client(GetState, f"{NODE}/get_state")
+        assert self.change.wait_for_service(timeout_sec=30) and self.get.wait_for_service(timeout_sec=30)
+
+    def state(self) -> int:
+        return self.get.call(GetState.Request(), timeout_sec=30).current_state.id
+
+    def transition(self, transition_id) -> bool:
+        request = ChangeState.Request()
+        request.transition.id = transition_id
+        return self.change.call(request, timeout_sec=120).success
+
+
+def service_listed(probe, present, timeout=15.0) -> bool:
+    """Whether a ~/rotate_goal server is (or is not, ``present=False``) matched within ``timeout``. (The graph's
+    service names list clients too, so the probe's own client would count there.)"""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if probe.client.service_is_ready() == present:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture(scope="module")
+def managed(tiny_model_path, tmp_path_factory):
+    home = tmp_path_factory.mktemp("managed_home")
+    params = {"model_path": str(tiny_model_path), "input_topic": TOPIC, "num_threads": 1, "warn_throttle_sec": 0.0,
+              "diagnostics_period": 0.5}
+    node, domain = start_node(managed_command(params), home, ready="unconfigured")
+    join_domain(domain, home)
+    probe = Probe(domain, TOPIC, name="kp_managed_probe")
+    try:
+        yield node, probe, Lifecycle(probe)
+    finally:
+        probe.close()
+        code = node.stop()
+        print(node.output)
+    assert code == 0, f"the managed node exited with {code} on SIGINT"
+
+
+def test_lifecycle_configure_activate_deactivate_cleanup(managed, mug_cloud):
+    node, probe, lifecycle = managed
+    assert lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED
+    assert not service_listed(probe, True, timeout=2), "serving before configure"
+
+    assert lifecycle.transition(Transition.TRANSITION_CONFIGURE)
+    assert lifecycle.state() == State.PRIMARY_STATE_INACTIVE
+    assert node.wait_for_line("configured: model", 10)
+    diag = probe.wait_for("diagnostics", lambda a: any(s.name.endswith("perception") for s in a.status))
+    assert diagnostic_values(diag.status[0])["state"] == "inactive"
+    assert service_listed(probe, False), "serving while inactive"
+    cloud = make_xyz_cloud(mug_cloud, header=header("managed", 11))
+    for _ in range(5):
+        probe.pub.publish(cloud)
+        time.sleep(0.1)
+    time.sleep(1.0)
+    assert not probe.messages["markers"], "keypoints published while inactive"
+
+    assert lifecycle.transition(Transition.TRANSITION_ACTIVATE)
+    assert lifecycle.state() == State.PRIMARY_STATE_ACTIVE
+    assert probe.client.wait_for_service(timeout_sec=30)
+    probe.publish_until(cloud, "markers", lambda m: m.markers[0].header.frame_id == "managed")
+    response = probe.call(0.5)
+    assert response.success, response.message
+    probe.clear("diagnostics")
+    diag = probe.wait_for("diagnostics", lambda a: diagnostic_values(a.status[0]).get("state") == "active")
+    assert int(diagnostic_values(diag.status[0])["clouds used"]) >= 1
+
+    assert lifecycle.transition(Transition.TRANSITION_DEACTIVATE)
+    assert lifecycle.state() == State.PRIMARY_STATE_INACTIVE
+    assert service_listed(probe, False), "still serving after deactivate"
+    probe.clear("markers")
+    for _ in range(5):
+        probe.pub.publish(make_xyz_cloud(mug_cloud, header=header("after_deactivate", 12)))
+        time.sleep(0.1)
+    time.sleep(1.0)
+    assert not probe.messages["markers"], "keypoints published after deactivate"
+
+    assert lifecycle.transition(Transition.TRANSITION_CLEANUP)
+    assert lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED
+    assert node.wait_for_line("stopping:", 10)
+    # And up again: configure reloads the model.
+    assert lifecycle.transition(Transition.TRANSITION_CONFIGURE)
+    assert lifecycle.transition(Transition.TRANSITION_ACTIVATE)
+    probe.publish_until(make_xyz_cloud(mug_cloud, header=header("again", 13)), "markers",
+                        lambda m: m.markers[0].header.frame_id == "again")
+    assert node.alive()
+
+
+def test_auto_qos_switches_to_best_effort_for_a_best_effort_publisher(managed, mug_cloud):
+    """A sensor publishing best effort cannot reach a reliable subscription; auto subscribes best effort then."""
+    node, probe, lifecycle = managed
+    if lifecycle.state() != State.PRIMARY_STATE_ACTIVE:
+        if lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED:
+            assert lifecycle.transition(Transition.TRANSITION_CONFIGURE)
+        assert lifecycle.transition(Transition.TRANSITION_ACTIVATE)
+    sensor = probe.node.create_publisher(PointCloud2, TOPIC, QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+    try:
+        probe.publish_until(make_xyz_cloud(mug_cloud, header=header("best_effort_sensor", 21)), "markers",
+                            lambda m: m.markers[0].header.frame_id == "best_effort_sensor", publisher=sensor, timeout=60)
+    finally:
+        probe.node.destroy_publisher(sensor)
+    assert node.wait_for_line("subscribed best effort now", 5)
+    diag = probe.wait_for("diagnostics", lambda a: diagnostic_values(a.status[0]).get("input QoS", "").startswith("best"))
+    assert diag is not None
+
+
+def test_a_failed_configure_leaves_the_node_unconfigured_and_alive(tmp_path):
+    params = {"model_path": str(tmp_path / "missing.safetensors"), "input_topic": TOPIC}
+    node, domain = start_node(managed_command(params), tmp_path, ready="unconfigured")
+    join_domain(domain, tmp_path)
+    probe = Probe(domain, TOPIC, name="kp_managed_fail_probe")
+    try:
+        lifecycle = Lifecycle(probe)
+        assert not lifecycle.transition(Transition.TRANSITION_CONFIGURE)
+        assert lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED
+        assert node.wait_for_line("configure failed", 10) and "missing.json" in node.output
+        assert node.alive()
+    finally:
+        probe.close()
+        code = node.stop()
+    assert code == 0
