@@ -1,20 +1,24 @@
-"""Benchmark kp_perception_node: cloud -> markers latency, service round trips, resident memory.
+"""Benchmark kp_perception_node: cloud -> markers and rotate_goal latency (p50/p99) with the node's default QoS,
+for a 50k-point cloud and a 640x480 organized depth-camera cloud (xyz + rgb, 40% NaN), each with and without a
+subscriber on the goal markers (as RViz has); the PointCloud2 reader against a structured-array reader; memory.
 
     .venv/bin/python bench/bench_perception.py                      # the shipped model
-    .venv/bin/python bench/bench_perception.py --model runs/x/best.safetensors --points 50000
+    .venv/bin/python bench/bench_perception.py --model runs/x/best.safetensors
     .venv/bin/python bench/bench_perception.py --untrained           # same cost, no trained model needed
 
-The node runs as a subprocess on a private, localhost-only ROS domain. Cloud -> markers: a 50k-point
-cloud of the mug (whole, noisy) is published with the current time as its stamp; the latency is the
-arrival time of the keypoint markers (which carry that stamp) minus the stamp, one cloud at a time.
-Service: round trips of rotate_goal on the latest cloud, and with a 50k-point cloud in the request.
-Memory: the node's VmRSS / VmHWM from /proc. Targets (default model, this 2-core CPU): p50 < 50 ms
-cloud -> markers, p50 < 100 ms service. Prints figures; not a test.
+The node runs as a subprocess on a private, localhost-only ROS domain with its parameters file's defaults
+(only model_path, input_topic and device are set; QoS, everything else as shipped). Cloud -> markers: a cloud
+is published with the current time as its stamp and the latency is the arrival of the keypoint markers
+(which carry that stamp) minus the stamp, one cloud at a time. Service: round trips of rotate_goal on the
+latest cloud, in alternating blocks without and with a goal-marker subscriber. Targets on the project's
+2-core CPU: cloud -> markers p50 <= 30 ms for 50k points, service p50 <= 60 ms, watching the goal costs
+< 10% of the service time. Prints figures; not a test.
 """
 
 from __future__ import annotations
 
 import argparse
+import array
 import json
 import math
 import os
@@ -28,11 +32,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kp_perception.demo import make_scene  # noqa: E402
 from kp_perception.pipeline import default_model_path  # noqa: E402
 from kp_perception.process import RosProcess, node_command, pick_domain_id, ros_env, use_local_ros  # noqa: E402
 
 TOPIC = "/kp_bench/points"
+NODE = "/kp_perception_node"
 
 
 def untrained_model(folder: Path) -> Path:
@@ -52,6 +56,74 @@ def untrained_model(folder: Path) -> Path:
     return save_checkpoint(folder / "untrained_fast", model, {})
 
 
+def mug_points(count: int, seed: int = 0) -> np.ndarray:
+    """``count`` points of the built-in mug in metres (its solid samples, 1 mm noise), 0.8 m in front of the origin."""
+    from kp_training.shapes import load_shape
+
+    shape = load_shape("mug")
+    norm = shape.normalization
+    solid = shape.points.numpy().astype(np.float64) * norm["mesh_units_per_grid_unit"]
+    rng = np.random.default_rng(seed)
+    pts = solid[rng.choice(len(solid), count, replace=len(solid) < count)]
+    return pts + rng.normal(scale=0.001, size=pts.shape) + [0.8, 0.0, 0.1]
+
+
+def organized_record(height: int = 480, width: int = 640, nan_fraction: float = 0.4, seed: int = 1) -> np.ndarray:
+    """A depth camera's organized cloud as a structured array: x, y, z, rgb (float32), NaN where no return."""
+    rng = np.random.default_rng(seed)
+    count = height * width
+    rec = np.zeros(count, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<f4")])
+    valid = rng.random(count) >= nan_fraction
+    xyz = np.full((count, 3), np.nan, dtype=np.float32)
+    xyz[valid] = mug_points(int(valid.sum()), seed)
+    rec["x"], rec["y"], rec["z"] = xyz.T
+    rec["rgb"] = rng.random(count).astype(np.float32)
+    return rec
+
+
+def organized_cloud(rec: np.ndarray, height: int = 480, width: int = 640):
+    from sensor_msgs.msg import PointCloud2, PointField
+
+    fields = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1) for i, n in enumerate("xyz")]
+    fields.append(PointField(name="rgb", offset=12, datatype=PointField.FLOAT32, count=1))
+    msg = PointCloud2(height=height, width=width, fields=fields, is_bigendian=False, point_step=16, row_step=16 * width,
+                      is_dense=False)
+    msg.data = array.array("B", rec.tobytes())
+    return msg
+
+
+def structured_reader(msg) -> np.ndarray:
+    """The structured-array method (sensor_msgs_py's read_points_numpy with skip_nans): a record view of the
+    x/y/z fields, a NaN mask per field, boolean selection of the records, then a plain (N, 3) array."""
+    from numpy.lib.recfunctions import structured_to_unstructured
+
+    offsets = {f.name: f.offset for f in msg.fields}
+    dtype = np.dtype({"names": list("xyz"), "formats": ["<f4"] * 3, "offsets": [offsets[n] for n in "xyz"],
+                      "itemsize": msg.point_step})
+    records = np.ndarray(shape=(msg.width * msg.height,), dtype=dtype, buffer=msg.data)
+    keep = np.ones(len(records), dtype=bool)
+    for name in "xyz":
+        keep &= ~np.isnan(records[name])
+    return structured_to_unstructured(records[keep])
+
+
+def reader_figures(msg, repeats: int = 40) -> dict:
+    from kp_perception.cloud_io import read_xyz
+
+    def timed(fn):
+        fn(msg)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn(msg)
+            times.append((time.perf_counter() - t0) * 1000)
+        return float(np.median(times))
+
+    ours, theirs = read_xyz(msg), structured_reader(msg)
+    assert np.array_equal(ours, theirs), "the readers disagree"
+    return {"read_xyz_ms": timed(read_xyz), "structured_reader_ms": timed(structured_reader), "points": len(ours)}
+
+
 def memory_kb(pid: int) -> dict:
     out = {}
     with open(f"/proc/{pid}/status") as f:
@@ -63,29 +135,145 @@ def memory_kb(pid: int) -> dict:
 
 
 def percentiles(values_ms: list[float]) -> dict:
-    a = np.asarray(values_ms)
+    a = np.asarray(values_ms, dtype=np.float64)
+    if not len(a):
+        return {"n": 0, "p50": math.nan, "p99": math.nan, "mean": math.nan, "max": math.nan}
     return {"n": len(a), "p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)),
             "mean": float(a.mean()), "max": float(a.max())}
+
+
+class Probe:
+    """The bench's side: cloud publisher (rclpy's default QoS: reliable, keep last 10), marker timing, service."""
+
+    def __init__(self, domain: int):
+        import rclpy
+        from rclpy.executors import MultiThreadedExecutor
+        from sensor_msgs.msg import PointCloud2
+        from visualization_msgs.msg import MarkerArray
+
+        from kp_interfaces.srv import RotateGoal
+
+        self.rclpy, self.MarkerArray, self.RotateGoal = rclpy, MarkerArray, RotateGoal
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain)
+        self.node = rclpy.create_node("kp_bench", context=self.context)
+        self.arrived: dict = {}
+        self.goals = 0
+        self.cond = threading.Condition()
+        self.node.create_subscription(MarkerArray, f"{NODE}/keypoint_markers", self._on_markers, 10)
+        self.pub = self.node.create_publisher(PointCloud2, TOPIC, 10)
+        self.client = self.node.create_client(RotateGoal, f"{NODE}/rotate_goal")
+        self.goal_sub = None
+        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+        self.executor.add_node(self.node)
+        threading.Thread(target=self.executor.spin, daemon=True).start()
+
+    def _on_markers(self, msg):
+        now = time.time()
+        s = msg.markers[0].header.stamp
+        with self.cond:
+            self.arrived[(s.sec, s.nanosec)] = now
+            self.cond.notify_all()
+
+    def _on_goal(self, msg):
+        with self.cond:
+            self.goals += 1
+            self.cond.notify_all()
+
+    def publish_stamped(self, cloud, timeout: float = 20.0) -> float | None:
+        """Publish with the current time as stamp; seconds until its markers arrived (None: none came)."""
+        t = time.time()
+        sec, nsec = int(t), int((t - int(t)) * 1e9)
+        cloud.header.stamp.sec, cloud.header.stamp.nanosec = sec, nsec
+        self.pub.publish(cloud)
+        with self.cond:
+            if not self.cond.wait_for(lambda: (sec, nsec) in self.arrived, timeout=timeout):
+                return None
+            return self.arrived[(sec, nsec)] - (sec + nsec * 1e-9)
+
+    def wait_until_matched(self, cloud, timeout: float = 60.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.publish_stamped(cloud, timeout=1.0) is not None:
+                return True
+        return False
+
+    def watch_goals(self, on: bool) -> None:
+        if on and self.goal_sub is None:
+            # Taken serialized (raw), as RViz, a C++ subscriber, costs this process nothing: turning 30k points into
+            # Python objects here would slow the bench's own service client, not the node.
+            self.goal_sub = self.node.create_subscription(self.MarkerArray, f"{NODE}/goal_markers", self._on_goal, 1,
+                                                          raw=True)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # until the node sees the subscriber and sends it a goal
+                before = self.goals
+                self.call(0.2)
+                with self.cond:
+                    if self.cond.wait_for(lambda: self.goals > before, timeout=1.0):
+                        return
+            raise RuntimeError("the node never sent goal markers to the subscriber")
+        if not on and self.goal_sub is not None:
+            self.node.destroy_subscription(self.goal_sub)
+            self.goal_sub = None
+            time.sleep(2.0)  # until the node's publisher has seen it go
+
+    def call(self, angle: float):
+        response = self.client.call(self.RotateGoal.Request(angle=float(angle)), timeout_sec=60)
+        if response is None or not response.success:
+            raise RuntimeError(getattr(response, "message", "rotate_goal timed out"))
+        return response
+
+    def round_trips(self, n: int) -> tuple[list[float], int]:
+        times, voxels = [], 0
+        for i in range(n):
+            t0 = time.perf_counter()
+            response = self.call(0.1 * i)
+            times.append((time.perf_counter() - t0) * 1000)
+            voxels = response.goal_cloud.width
+            time.sleep(0.02)
+        return times, voxels
+
+    def close(self):
+        self.executor.shutdown(timeout_sec=2)
+        self.node.destroy_node()
+        self.rclpy.shutdown(context=self.context)
+
+
+def measure(probe: Probe, cloud, clouds: int, calls: int, blocks: int = 4) -> dict:
+    if not probe.wait_until_matched(cloud):
+        raise RuntimeError("the node never answered a cloud (is it subscribed?)")
+    latencies, missed = [], 0
+    for i in range(clouds + 3):
+        latency = probe.publish_stamped(cloud)
+        if latency is None:
+            missed += 1
+        elif i >= 3:
+            latencies.append(latency * 1000)
+        time.sleep(0.02)
+    probe.call(0.0)  # warm
+    unwatched, watched, voxels = [], [], 0
+    per_block = max(calls // blocks, 3)
+    for block in range(blocks):  # alternate, so a drifting machine load hits both alike
+        for watching, store in ((False, unwatched), (True, watched)) if block % 2 == 0 else ((True, watched), (False, unwatched)):
+            probe.watch_goals(watching)
+            times, voxels = probe.round_trips(per_block)
+            store.extend(times)
+    probe.watch_goals(False)
+    return {"cloud_to_markers_ms": percentiles(latencies), "clouds_without_markers": missed,
+            "service_ms": percentiles(unwatched), "service_goal_watched_ms": percentiles(watched), "goal_voxels": voxels}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="checkpoint (default: the shipped model)")
     parser.add_argument("--untrained", action="store_true", help="benchmark the fast architecture with random weights")
-    parser.add_argument("--points", type=int, default=50000)
-    parser.add_argument("--clouds", type=int, default=60, help="clouds timed (after 5 warm-up)")
-    parser.add_argument("--calls", type=int, default=40, help="service calls timed per kind (after 3 warm-up)")
+    parser.add_argument("--points", type=int, default=50000, help="points of the unorganized cloud")
+    parser.add_argument("--clouds", type=int, default=60, help="clouds timed per cloud kind (after 3 warm-up)")
+    parser.add_argument("--calls", type=int, default=48, help="service calls timed per cloud kind and watcher state")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--num-threads", type=int, default=None, help="the node's num_threads (default: its params file's)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
 
-    import rclpy
-    from rclpy.executors import MultiThreadedExecutor
-    from sensor_msgs.msg import PointCloud2
-    from visualization_msgs.msg import MarkerArray
-
-    from kp_interfaces.srv import RotateGoal
     from kp_perception.cloud_io import make_xyz_cloud
 
     tmp = Path(tempfile.mkdtemp(prefix="kp_bench_"))
@@ -93,121 +281,69 @@ def main(argv=None) -> int:
     if not model.exists():
         print(f"bench: no model at {model}; pass --model or --untrained", file=sys.stderr)
         return 2
-    scene = make_scene(0)
-    rng = np.random.default_rng(0)
-    pts = scene.solid[rng.choice(len(scene.solid), args.points, replace=len(scene.solid) < args.points)]
-    pts = pts + rng.normal(scale=0.001, size=pts.shape)
+    unorganized = make_xyz_cloud(mug_points(args.points).astype(np.float32))
+    unorganized.header.frame_id = "world"
+    organized = organized_cloud(organized_record())
+    organized.header.frame_id = "camera"
+    reader = reader_figures(organized)
 
     domain = pick_domain_id()
     use_local_ros(domain, tmp / "ros")
-    node = RosProcess(node_command(params={"model_path": str(model), "input_topic": TOPIC, "device": args.device,
-                                           "object_size": round(scene.size, 6), "qos.reliability": "reliable",
-                                           **({} if args.num_threads is None else {"num_threads": args.num_threads})}),
+    node = RosProcess(node_command(params={"model_path": str(model), "input_topic": TOPIC, "device": args.device}),
                       ros_env(domain, tmp / "ros"))
-    ctx = rclpy.Context()
+    figures = {"model": str(model) + (" (untrained weights)" if args.untrained else ""), "cpu_cores": os.cpu_count(),
+               "reader_640x480": reader, "clouds": {}}
+    probe = None
     try:
-        if not node.wait_for_line("ready", 120):
+        if not node.wait_for_line("ready", 180):
             print(node.output, file=sys.stderr)
             return 1
+        qos = next((line.split("listening on ", 1)[1].split(")")[0] + ")" for line in node.lines if "listening on" in line), "?")
+        figures["node_input"] = qos
         rss_idle = memory_kb(node.proc.pid)
-        rclpy.init(context=ctx, domain_id=domain)
-        probe = rclpy.create_node("kp_bench", context=ctx)
-        arrived = {}
-        cond = threading.Condition()
-
-        def on_markers(msg):
-            now = time.time()
-            s = msg.markers[0].header.stamp
-            with cond:
-                arrived[(s.sec, s.nanosec)] = now
-                cond.notify_all()
-
-        probe.create_subscription(MarkerArray, "/kp_perception_node/keypoint_markers", on_markers, 10)
-        pub = probe.create_publisher(PointCloud2, TOPIC, 10)
-        client = probe.create_client(RotateGoal, "/kp_perception_node/rotate_goal")
-        executor = MultiThreadedExecutor(num_threads=2, context=ctx)
-        executor.add_node(probe)
-        threading.Thread(target=executor.spin, daemon=True).start()
-        assert client.wait_for_service(timeout_sec=60), "service not found"
-        cloud = make_xyz_cloud(pts.astype(np.float32))
-        cloud.header.frame_id = "world"
-
-        # Cloud -> markers, one cloud in flight at a time.
-        latencies = []
-        deadline = time.monotonic() + 60
-        while not arrived and time.monotonic() < deadline:  # wait until the subscription is matched
-            cloud.header.stamp = probe.get_clock().now().to_msg()
-            pub.publish(cloud)
-            time.sleep(0.3)
-        for i in range(args.clouds + 5):
-            t = time.time()
-            sec, nsec = int(t), int((t - int(t)) * 1e9)
-            cloud.header.stamp.sec, cloud.header.stamp.nanosec = sec, nsec
-            pub.publish(cloud)
-            with cond:
-                if not cond.wait_for(lambda: (sec, nsec) in arrived, timeout=10):
-                    print(f"bench: cloud {i} got no markers in 10 s", file=sys.stderr)
-                    continue
-                latency = arrived[(sec, nsec)] - (sec + nsec * 1e-9)
-            if i >= 5:
-                latencies.append(latency * 1000)
-            time.sleep(0.02)
-
-        def round_trips(make_request, n):
-            times = []
-            for i in range(n + 3):
-                request = make_request(i)
-                t0 = time.perf_counter()
-                response = client.call(request, timeout_sec=30)
-                dt = (time.perf_counter() - t0) * 1000
-                assert response is not None and response.success, getattr(response, "message", "timeout")
-                if i >= 3:
-                    times.append(dt)
-                time.sleep(0.05)
-            return times, response
-
-        latest, response = round_trips(lambda i: RotateGoal.Request(angle=0.1 * i), args.calls)
-        goal_voxels = response.goal_cloud.width
-        with_cloud, _ = round_trips(lambda i: RotateGoal.Request(angle=0.1 * i, cloud=cloud), max(args.calls // 2, 5))
-        occupancy, _ = round_trips(lambda i: RotateGoal.Request(angle=0.1 * i, include_occupancy=True), max(args.calls // 2, 5))
+        probe = Probe(domain)
+        if not probe.client.wait_for_service(timeout_sec=60):
+            raise RuntimeError("service not found")
+        kinds = ((f"{args.points // 1000}k points ({len(unorganized.data) / 1e6:.1f} MB)", unorganized),
+                 (f"640x480 organized xyz+rgb, 40% NaN ({len(organized.data) / 1e6:.1f} MB)", organized))
+        for label, cloud in kinds:
+            figures["clouds"][label] = measure(probe, cloud, args.clouds, args.calls)
         rss = memory_kb(node.proc.pid)
-        executor.shutdown(timeout_sec=2)
-        probe.destroy_node()
     finally:
-        if rclpy.ok(context=ctx):
-            rclpy.shutdown(context=ctx)
+        if probe is not None:
+            probe.close()
         node.stop()
-        summary = [line for line in node.lines if "stopping:" in line]
+    summary = [line for line in node.lines if "stopping:" in line]
 
-    figures = {
-        "model": str(model) + (" (untrained weights)" if args.untrained else ""),
-        "points": args.points,
-        "cpu_cores": os.cpu_count(),
-        "node_num_threads": args.num_threads if args.num_threads is not None else "params file default",
-        "cloud_to_markers_ms": percentiles(latencies),
-        "service_latest_cloud_ms": percentiles(latest),
-        "service_with_50k_cloud_ms": percentiles(with_cloud),
-        "service_latest_with_occupancy_ms": percentiles(occupancy),
-        "goal_voxels": int(goal_voxels),
-        "node_rss_mb": {"idle": rss_idle.get("VmRSS", 0) / 1024, "after": rss.get("VmRSS", 0) / 1024,
-                        "peak": rss.get("VmHWM", 0) / 1024},
-    }
-    print(f"kp_perception bench: {figures['model']}, {args.points} points, {os.cpu_count()} CPU cores")
-    rows = [("cloud -> markers", "cloud_to_markers_ms", 50.0), ("service (latest cloud)", "service_latest_cloud_ms", 100.0),
-            ("service (+50k cloud in request)", "service_with_50k_cloud_ms", None),
-            ("service (latest, +64^3 occupancy)", "service_latest_with_occupancy_ms", None)]
-    for label, key, target in rows:
-        f = figures[key]
-        verdict = "" if target is None else f"   target p50 < {target:.0f} ms: {'met' if f['p50'] < target else 'MISSED'}"
-        print(f"  {label:<34} p50 {f['p50']:7.1f} ms   p99 {f['p99']:7.1f} ms   (n={f['n']}){verdict}")
+    print(f"kp_perception bench: {figures['model']}, {os.cpu_count()} CPU cores, node input {figures['node_input']} "
+          "(its defaults)")
+    print(f"  {'cloud':<44} {'cloud->markers p50/p99':>24} {'service p50/p99':>20} {'+ goal watched p50/p99':>24} "
+          f"{'watching costs':>15}")
+    for label, f in figures["clouds"].items():
+        c, s, w = f["cloud_to_markers_ms"], f["service_ms"], f["service_goal_watched_ms"]
+        cost = (w["p50"] - s["p50"]) / s["p50"] * 100
+        f["watching_costs_percent"] = cost
+        print(f"  {label:<44} {c['p50']:9.1f} / {c['p99']:6.1f} ms {s['p50']:8.1f} / {s['p99']:6.1f} ms "
+              f"{w['p50']:10.1f} / {w['p99']:6.1f} ms {cost:+13.1f} %")
+        if f["clouds_without_markers"]:
+            print(f"    {f['clouds_without_markers']} clouds got no markers within 20 s")
+    first = next(iter(figures["clouds"].values()))
+    checks = [("cloud->markers p50 <= 30 ms (50k points)", first["cloud_to_markers_ms"]["p50"] <= 30.0),
+              ("service p50 <= 60 ms", all(f["service_ms"]["p50"] <= 60.0 for f in figures["clouds"].values())),
+              ("watching the goal costs < 10%", all(f["watching_costs_percent"] < 10.0 for f in figures["clouds"].values()))]
+    print("  targets: " + "; ".join(f"{name}: {'met' if ok else 'MISSED'}" for name, ok in checks))
+    print(f"  goal voxels per call: {', '.join(str(f['goal_voxels']) for f in figures['clouds'].values())}")
+    print(f"  reader, 640x480 xyz+rgb with 40% NaN ({reader['points']} finite points): read_xyz "
+          f"{reader['read_xyz_ms']:.2f} ms, structured-array reader (sensor_msgs_py's method) {reader['structured_reader_ms']:.2f} ms")
+    figures["node_rss_mb"] = {"idle": rss_idle.get("VmRSS", 0) / 1024, "after": rss.get("VmRSS", 0) / 1024,
+                              "peak": rss.get("VmHWM", 0) / 1024}
     m = figures["node_rss_mb"]
-    print(f"  goal voxels per call: {goal_voxels}")
     print(f"  node resident memory: {m['idle']:.0f} MB after start, {m['after']:.0f} MB after the run, peak {m['peak']:.0f} MB")
     if summary:
         print("  node's own account: " + summary[-1].split("stopping: ", 1)[1])
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
-    return 0 if not math.isnan(figures["cloud_to_markers_ms"]["p50"]) else 1
+    return 0
 
 
 if __name__ == "__main__":

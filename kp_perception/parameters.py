@@ -66,8 +66,10 @@ PARAMETERS = [
     Param("model_path", "", "KP-Net checkpoint (.safetensors, its .json, or a run directory); empty: the model "
           "shipped in the kp_perception package (models/mug_fast.safetensors)", P.PARAMETER_STRING, read_only=True),
     Param("device", "cpu", "torch device: cpu, cuda, cuda:N or auto", P.PARAMETER_STRING, read_only=True),
-    Param("num_threads", 0, "torch CPU threads (0: torch's default)", P.PARAMETER_INTEGER, read_only=True,
-          int_range=(0, 256)),
+    Param("num_threads", 1, "torch CPU threads per operation; 1 keeps latency steady on a CPU shared with other "
+          "work (a robot's always is: several threads per operation then wait on each other, 10x slower on a busy "
+          "2-core CPU) and lets a cloud and a service call run side by side; 0: torch's default, one per core",
+          P.PARAMETER_INTEGER, read_only=True, int_range=(0, 256)),
     Param("optimize", True, "trace the encoder with TorchScript and fold it for inference (about 3x faster on "
           "CPU; checked against the eager model at start, which is kept if they differ)", P.PARAMETER_BOOL, read_only=True),
     Param("input_topic", "points", "PointCloud2 topic of the object", P.PARAMETER_STRING, read_only=True),

@@ -41,7 +41,8 @@ from .parameters import (
 from .pipeline import Pipeline, PipelineError
 
 TWO_PI = 2.0 * math.pi
-NO_CLOUD_WARNING_S = 5.0  # /diagnostics warns when an active node has had no cloud for this long
+NO_CLOUD_WARNING_S = 5.0
+LOCAL_RANGE = 100.0  # metres: clouds farther from their frame's origin are moved near it before encoding  # /diagnostics warns when an active node has had no cloud for this long
 
 
 def refusal_category(err: Exception) -> str:
@@ -305,7 +306,7 @@ class Perception:
         """Crop (in the answer frame), then move the points near the origin by a whole number of metres.
 
         Far from the frame's origin (map or UTM frames, 1e5 m away) the pipeline's tolerances, which scale with
-        the coordinates, would move the grid by up to a voxel; near the origin nothing moves (offset 0). The
+        the coordinates, would move the grid by up to a voxel; within LOCAL_RANGE nothing moves (offset 0). The
         crop box is in the answer frame, so cropping happens here, before the shift (the pipeline is given a
         config without it, see :meth:`_pipeline_config`).
         """
@@ -318,11 +319,12 @@ class Perception:
             if len(points) < cfg.min_points:
                 raise PipelineError(f"only {len(points)} finite points inside the crop box; at least "
                                     f"min_points = {cfg.min_points} are needed")
-        offset = np.round(np.asarray(points[0], dtype=np.float64)) if len(points) else np.zeros(3)
-        if not np.isfinite(offset).all():
-            offset = np.zeros(3)
-        if offset.any():
-            points = np.asarray(points, dtype=np.float64) - offset
+        offset = np.zeros(3)
+        if len(points):
+            first = np.asarray(points[0], dtype=np.float64)
+            if np.isfinite(first).all() and np.abs(first).max() > LOCAL_RANGE:
+                offset = np.round(first)
+                points = np.asarray(points, dtype=np.float64) - offset
         return points, offset
 
     def _refuse_cloud(self, err: Exception) -> None:
