@@ -3,8 +3,8 @@
     kp-rotate-goal 90 --degrees                 # the latest cloud the node received on its topic
     kp-rotate-goal 1.2 --cloud mug.ply --frame-id camera_link --out /tmp/goal --occupancy
 
-Prints a summary and saves the goal cloud as <out>.ply and <out>.npy ((M, 3) float32 metres, in the
-response's frame), the rotated keypoints as <out>_keypoints.npy and, with --occupancy, the 64^3
+Prints a summary and saves the goal cloud as <out>.ply and <out>.npy ((M, 3) metres in the response's frame;
+float32, or float64 when the node answered in float64, e.g. for a cloud far from its frame's origin), the rotated keypoints as <out>_keypoints.npy and, with --occupancy, the 64^3
 probabilities as <out>_occupancy.npy. Exit status: 0 success, 1 the node refused (its message is printed),
 2 no answer (service not found or timed out), 3 bad arguments or input file.
 """
@@ -39,7 +39,7 @@ def parse_args(argv):
 
 
 def load_cloud_file(path: Path) -> np.ndarray:
-    """(N, 3) float64 points from .npy or a point/mesh file trimesh reads (its vertices)."""
+    """(N, 3) points from .npy (its float32 or float64 kept) or a point/mesh file trimesh reads (its vertices)."""
     if not path.is_file():
         raise ValueError(f"no such file: {path}")
     if path.suffix.lower() == ".npy":
@@ -49,7 +49,9 @@ def load_cloud_file(path: Path) -> np.ndarray:
 
         loaded = trimesh.load(path, process=False)
         points = np.asarray(getattr(loaded, "vertices", np.zeros((0, 3))))
-    points = np.asarray(points, dtype=np.float64)
+    points = np.asarray(points)
+    if points.dtype not in (np.float32, np.float64):
+        points = points.astype(np.float64)
     if points.ndim != 2 or points.shape[1] != 3:
         raise ValueError(f"{path}: expected (N, 3) points, got shape {points.shape}")
     return points
@@ -58,7 +60,7 @@ def load_cloud_file(path: Path) -> np.ndarray:
 def summarize(response) -> dict:
     from .cloud_io import read_xyz
 
-    goal = read_xyz(response.goal_cloud, dtype=np.float64)
+    goal = read_xyz(response.goal_cloud)  # float32, or float64 when the node answered in float64
     summary = {
         "success": bool(response.success),
         "message": response.message,
@@ -82,7 +84,7 @@ def save_outputs(response, goal: np.ndarray, stem: Path) -> list[Path]:
     stem.parent.mkdir(parents=True, exist_ok=True)
     written = [write_ply(stem.with_name(stem.name + ".ply"), goal)]
     npy = stem.with_name(stem.name + ".npy")
-    np.save(npy, goal.astype(np.float32))
+    np.save(npy, goal)
     kp = stem.with_name(stem.name + "_keypoints.npy")
     np.save(kp, np.array([[p.x, p.y, p.z] for p in response.keypoints], dtype=np.float32).reshape(-1, 3))
     written += [npy, kp]
@@ -120,7 +122,8 @@ def main(argv=None) -> int:
             return 2
         request = RotateGoal.Request(angle=float(angle), include_occupancy=args.occupancy)
         if cloud_points is not None:
-            request.cloud = make_xyz_cloud(cloud_points)
+            # In the file's own precision: float64 coordinates (a map frame far from its origin) stay float64.
+            request.cloud = make_xyz_cloud(cloud_points, dtype=np.float64 if cloud_points.dtype == np.float64 else np.float32)
             request.cloud.header.frame_id = args.frame_id
             request.cloud.header.stamp = node.get_clock().now().to_msg()
         future = client.call_async(request)

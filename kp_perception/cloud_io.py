@@ -216,12 +216,15 @@ def read_xyz_reference(msg) -> np.ndarray:
 
 
 def write_ply(path: str | Path, points: np.ndarray) -> Path:
-    """Write points as a binary little-endian PLY (float32 x, y, z vertices)."""
+    """Write points as a binary little-endian PLY: float32 x, y, z vertices, or double for float64 points (so
+    coordinates far from the origin keep their precision)."""
     path = Path(path)
-    points = np.ascontiguousarray(np.asarray(points, dtype="<f4").reshape(-1, 3))
+    wide = np.asarray(points).dtype == np.float64
+    points = np.ascontiguousarray(np.asarray(points, dtype="<f8" if wide else "<f4").reshape(-1, 3))
+    kind = "double" if wide else "float"
     header = (
         "ply\nformat binary_little_endian 1.0\ncomment kp_perception goal cloud\n"
-        f"element vertex {len(points)}\nproperty float x\nproperty float y\nproperty float z\nend_header\n"
+        f"element vertex {len(points)}\nproperty {kind} x\nproperty {kind} y\nproperty {kind} z\nend_header\n"
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:

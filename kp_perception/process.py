@@ -45,9 +45,12 @@ def use_local_ros(domain_id: int, ros_home: str | os.PathLike | None = None) -> 
     os.environ.pop("ROS_LOCALHOST_ONLY", None)
 
 
-def node_command(params_file: str | None = None, params: dict | None = None, remaps: dict | None = None) -> list[str]:
-    """Command line running kp_perception_node with this interpreter (no console script needed)."""
-    cmd = [sys.executable, "-m", "kp_perception.node", "--ros-args"]
+def node_command(params_file: str | None = None, params: dict | None = None, remaps: dict | None = None,
+                 managed: bool = False) -> list[str]:
+    """Command line running kp_perception_node (``managed``: kp_perception_managed_node, the lifecycle node)
+    with this interpreter (no console script needed)."""
+    module = "kp_perception.lifecycle_node" if managed else "kp_perception.node"
+    cmd = [sys.executable, "-m", module, "--ros-args"]
     if params_file:
         cmd += ["--params-file", str(params_file)]
     for name, value in (params or {}).items():

@@ -139,7 +139,7 @@ def test_make_xyz_cloud_round_trip_with_ros_messages(points):
 
 
 def test_write_ply(tmp_path, points):
-    path = write_ply(tmp_path / "g.ply", points)
+    path = write_ply(tmp_path / "g.ply", points.astype(np.float32))
     raw = path.read_bytes()
     head, body = raw.split(b"end_header\n", 1)
     assert b"element vertex 24" in head
@@ -184,3 +184,10 @@ def test_make_xyz_cloud_float64(points):
     msg = make_xyz_cloud(far, dtype=np.float64)
     assert (msg.point_step, msg.fields[0].datatype) == (24, FLOAT64)
     np.testing.assert_array_equal(read_xyz(msg), far)
+
+
+def test_write_ply_double_for_float64(tmp_path, points):
+    far = points + 1.0e5
+    head, body = write_ply(tmp_path / "g.ply", far).read_bytes().split(b"end_header\n", 1)
+    assert b"property double z" in head
+    np.testing.assert_array_equal(np.frombuffer(body, "<f8").reshape(-1, 3), far)

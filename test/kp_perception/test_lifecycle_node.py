@@ -4,7 +4,6 @@ deactivate withdraws both, cleanup releases, a failed configure leaves the node 
 the input QoS in auto mode meeting a best-effort publisher.
 """
 
-import sys
 import time
 
 import numpy as np
@@ -19,17 +18,10 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import PointCloud2  # noqa: E402
 
 from kp_perception.cloud_io import make_xyz_cloud  # noqa: E402
-from kp_perception.process import format_param  # noqa: E402
+from kp_perception.process import node_command  # noqa: E402
 from ros_probe import NODE, Probe, diagnostic_values, header, join_domain, start_node  # noqa: E402
 
 TOPIC = "/kp_managed_test/points"
-
-
-def managed_command(params):
-    cmd = [sys.executable, "-m", "kp_perception.lifecycle_node", "--ros-args"]
-    for name, value in params.items():
-        cmd += ["-p", f"{name}:={format_param(value)}"]
-    return cmd
 
 
 class Lifecycle:
@@ -64,7 +56,7 @@ def managed(tiny_model_path, tmp_path_factory):
     home = tmp_path_factory.mktemp("managed_home")
     params = {"model_path": str(tiny_model_path), "input_topic": TOPIC, "num_threads": 1, "warn_throttle_sec": 0.0,
               "diagnostics_period": 0.5}
-    node, domain = start_node(managed_command(params), home, ready="unconfigured")
+    node, domain = start_node(node_command(params=params, managed=True), home, ready="unconfigured")
     join_domain(domain, home)
     probe = Probe(domain, TOPIC, name="kp_managed_probe")
     try:
@@ -145,7 +137,7 @@ def test_auto_qos_switches_to_best_effort_for_a_best_effort_publisher(managed, m
 
 def test_a_failed_configure_leaves_the_node_unconfigured_and_alive(tmp_path):
     params = {"model_path": str(tmp_path / "missing.safetensors"), "input_topic": TOPIC}
-    node, domain = start_node(managed_command(params), tmp_path, ready="unconfigured")
+    node, domain = start_node(node_command(params=params, managed=True), tmp_path, ready="unconfigured")
     join_domain(domain, tmp_path)
     probe = Probe(domain, TOPIC, name="kp_managed_fail_probe")
     try:

@@ -244,8 +244,10 @@ def run_client(ros, tmp_path, *args, timeout=60):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_client_cli_saves_the_goal(ros, local, mug_cloud, tmp_path):
-    np.save(tmp_path / "cloud.npy", mug_cloud)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_client_cli_saves_the_goal(ros, local, mug_cloud, tmp_path, dtype):
+    """The cloud goes in the file's precision and the goal comes back in the node's answer's."""
+    np.save(tmp_path / "cloud.npy", mug_cloud.astype(dtype))
     out = tmp_path / "out" / "goal"
     result = run_client(ros, tmp_path, "90", "--degrees", "--cloud", tmp_path / "cloud.npy", "--frame-id", "cli_frame",
                         "--out", out, "--occupancy", "--json")
@@ -254,12 +256,14 @@ def test_client_cli_saves_the_goal(ros, local, mug_cloud, tmp_path):
 
     summary = json.loads(result.stdout)
     assert summary["success"] and summary["frame_id"] == "cli_frame"
-    goal = local.goal(local.encode(mug_cloud.astype(np.float32)), math.pi / 2)
+    goal = local.goal(local.encode(mug_cloud.astype(dtype)), math.pi / 2)
     saved = np.load(out.with_name("goal.npy"))
+    assert saved.dtype == dtype
     assert summary["goal_voxels"] == len(goal.points) == len(saved)
     np.testing.assert_allclose(saved, goal.points, atol=1e-5)
-    body = out.with_name("goal.ply").read_bytes().split(b"end_header\n", 1)[1]
-    np.testing.assert_array_equal(np.frombuffer(body, "<f4").reshape(-1, 3), saved)
+    head, body = out.with_name("goal.ply").read_bytes().split(b"end_header\n", 1)
+    assert (b"property double x" in head) == (dtype == np.float64)
+    np.testing.assert_array_equal(np.frombuffer(body, "<f8" if dtype == np.float64 else "<f4").reshape(-1, 3), saved)
     assert np.load(out.with_name("goal_keypoints.npy")).shape == (8, 3)
     assert np.load(out.with_name("goal_occupancy.npy")).shape == (64, 64, 64)
 
