@@ -41,8 +41,8 @@ from .parameters import (
 from .pipeline import Pipeline, PipelineError
 
 TWO_PI = 2.0 * math.pi
-NO_CLOUD_WARNING_S = 5.0
-LOCAL_RANGE = 100.0  # metres: clouds farther from their frame's origin are moved near it before encoding  # /diagnostics warns when an active node has had no cloud for this long
+NO_CLOUD_WARNING_S = 5.0  # /diagnostics warns when an active node has had no cloud for this long
+LOCAL_RANGE = 100.0  # metres: clouds farther from their frame's origin are moved near it before encoding
 
 
 def refusal_category(err: Exception) -> str:
@@ -128,6 +128,7 @@ class Perception:
         get = self._get
         check_read_only(get)
         self.settings = read_settings(get)
+        self.stats = PerceptionStats()  # a new configuration counts afresh
         if get("num_threads") > 0:
             torch.set_num_threads(get("num_threads"))
         try:
@@ -405,8 +406,9 @@ class Perception:
 
     # ---- housekeeping and /diagnostics ------------------------------------------------------------
     def _on_timer(self) -> None:
-        if self.active:
-            self._check_publishers()
+        with self._cloud_lock:  # not while deactivate takes the subscription down
+            if self.active:
+                self._check_publishers()
         self._publish_diagnostics()
 
     def _publish_diagnostics(self) -> None:
