@@ -66,6 +66,8 @@ def managed(tiny_model_path, tmp_path_factory):
         code = node.stop()
         print(node.output)
     assert code == 0, f"the managed node exited with {code} on SIGINT"
+    noise = [line for line in node.lines if any(w in line for w in ("Traceback", "never retrieved", "Failed to publish"))]
+    assert not noise, noise
 
 
 def test_lifecycle_configure_activate_deactivate_cleanup(managed, mug_cloud):
