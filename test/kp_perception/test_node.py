@@ -103,6 +103,10 @@ def test_service_on_the_latest_cloud(ros, local, mug_cloud):
     assert response.voxel_size == pytest.approx(goal.voxel_size, rel=1e-6)
     o = response.grid_origin
     np.testing.assert_allclose([o.x, o.y, o.z], enc.grid_map.center, atol=1e-9)
+    if hasattr(response, "rotation_axis"):  # the service type's newer field: the axis the goal turned about
+        a = response.rotation_axis
+        axis = getattr(goal, "axis_point", None)
+        np.testing.assert_allclose([a.x, a.y, a.z], enc.grid_map.center if axis is None else axis, atol=1e-9)
     occupancy = np.asarray(response.occupancy, dtype=np.float32).reshape(64, 64, 64)
     np.testing.assert_allclose(occupancy, goal.probabilities, atol=1e-5)
     # The occupancy layout the .srv documents: voxel (i, j, k) centred at origin + size * ((i, j, k) - 31.5).
