@@ -140,8 +140,11 @@ class Perception:
             create = self.node.create_lifecycle_publisher if self.managed else self.node.create_publisher
             self.keypoint_marker_pub = create(MarkerArray, KEYPOINT_MARKERS_TOPIC, 10)
             self.keypoints_pub = create(PoseArray, KEYPOINTS_TOPIC, 10)
-            self.goal_marker_pub = create(MarkerArray, GOAL_MARKERS_TOPIC, 1)
-            self.goal_cloud_pub = create(PointCloud2, GOAL_CLOUD_TOPIC, 1)
+            # The last goal stays available (transient local, depth 1) to a viewer that subscribes later.
+            latched = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            self.goal_marker_pub = create(MarkerArray, GOAL_MARKERS_TOPIC, latched)
+            self.goal_cloud_pub = create(PointCloud2, GOAL_CLOUD_TOPIC, latched)
             self._publishers = [self.keypoint_marker_pub, self.keypoints_pub, self.goal_marker_pub, self.goal_cloud_pub]
             # Diagnostics go out in every state, so a monitor sees an inactive node too.
             from diagnostic_msgs.msg import DiagnosticArray

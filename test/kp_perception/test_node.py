@@ -412,3 +412,23 @@ def test_diagnostics_report_rate_refusals_latency_and_model(ros, mug_cloud, tiny
     assert values["model file"] == str(tiny_model_path)
     assert "K=8" in values["model"]
     assert status.level in (b"\x00", b"\x01")
+
+
+def test_a_late_viewer_gets_the_last_goal(ros, mug_cloud):
+    """~/goal_cloud and ~/goal_markers keep the last goal for a subscriber that comes later (RViz opened after
+    the call)."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile
+    from sensor_msgs.msg import PointCloud2 as Cloud
+
+    response = ros.probe.call(0.4, cloud=make_xyz_cloud(mug_cloud, header=header("late", 901)))
+    assert response.success
+    got = []
+    qos = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    sub = ros.probe.node.create_subscription(Cloud, f"{NODE}/goal_cloud", got.append, qos)
+    try:
+        deadline = time.monotonic() + 20
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        ros.probe.node.destroy_subscription(sub)
+    assert got and got[-1].header.stamp.sec == 901 and got[-1].width == response.goal_cloud.width
