@@ -3,6 +3,7 @@ tf2_ros is installed), and every answer in that frame. Unit checks of the transf
 loopback DDS with a depth camera's optical frame (z forward) and a z-up table frame."""
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -67,6 +68,69 @@ def test_frame_mapper_rules():
     assert mapper(Hdr("table"), pts)[1] is pts  # already there
     with pytest.raises(TransformUnavailable, match="no frame_id"):
         mapper(Hdr(""), pts)
+
+
+def test_tf_lookup_reads_tf2_answers_and_explains_failures(monkeypatch):
+    """TfLookup against a stand-in tf2_ros (the real one runs in test_tf_transform_at_the_cloud_stamp where
+    it is installed): the transform it returns is applied, a TF failure names both frames and the stamp."""
+    import types
+
+    pytest.importorskip("rclpy")
+    from geometry_msgs.msg import TransformStamped
+
+    from kp_perception.frames import TfLookup
+
+    class TransformException(Exception):
+        pass
+
+    calls = []
+
+    class Buffer:
+        def lookup_transform(self, target, source, time, timeout):
+            calls.append((target, source, time.nanoseconds, timeout.nanoseconds))
+            if source == "nowhere":
+                raise TransformException(f'"{source}" passed to lookupTransform argument source_frame does not exist')
+            t = TransformStamped()
+            t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = CAMERA_IN_TABLE
+            q = TABLE_FROM_CAMERA.as_quat()
+            t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z, t.transform.rotation.w = q
+            return t
+
+    class TransformListener:
+        def __init__(self, buffer, node, **kwargs):
+            self.buffer, self.node = buffer, node
+
+        def unregister(self):
+            pass
+
+    fake = types.ModuleType("tf2_ros")
+    fake.Buffer, fake.TransformListener, fake.TransformException = Buffer, TransformListener, TransformException
+    monkeypatch.setitem(sys.modules, "tf2_ros", fake)
+    from std_msgs.msg import Header
+
+    def stamped(frame):
+        h = Header(frame_id=frame)
+        h.stamp.sec = 5
+        return h
+
+    lookup = TfLookup(node=object(), timeout_source=lambda: 0.25)
+    mapper = FrameMapper("table", lookup)
+    pts = np.random.default_rng(1).normal(size=(10, 3))
+    frame, out = mapper(stamped("camera_optical"), pts)
+    assert frame == "table"
+    np.testing.assert_allclose(out, TABLE_FROM_CAMERA.apply(pts) + CAMERA_IN_TABLE, atol=1e-12)
+    assert calls[-1] == ("table", "camera_optical", 5_000_000_000, 250_000_000)  # at the cloud's stamp
+    with pytest.raises(TransformUnavailable, match="no transform from 'nowhere' to 'table' at 5.000000000 within 0.25 s"):
+        mapper(stamped("nowhere"), pts)
+    lookup.close()
+
+
+def test_use_tf_without_tf2_ros_says_what_to_do(monkeypatch):
+    from kp_perception.frames import TfLookup
+
+    monkeypatch.setitem(sys.modules, "tf2_ros", None)  # import fails
+    with pytest.raises(TransformUnavailable, match="needs tf2_ros.*input_transform"):
+        TfLookup(node=object(), timeout_source=lambda: 0.1)
 
 
 # ---- over loopback DDS --------------------------------------------------------------------------------------
