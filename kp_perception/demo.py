@@ -1,10 +1,11 @@
 """kp-demo: the perception node on a simulated depth sensor looking at the mug, end to end.
 
 Starts kp_perception_node (a subprocess on a private, localhost-only ROS domain), publishes the built-in
-mug at an arbitrary pose on a z-up "world" frame at 10 Hz, first whole, then as a single-view partial
-cloud (the points a sensor at one viewpoint sees), both with noise. For each it waits for the keypoints,
-calls the rotate_goal service at several angles and scores each goal against ground truth: the whole mug
-rotated by the same angle about its vertical axis through its centre, voxelized in the goal's grid (IoU).
+mug at an arbitrary pose on a z-up "world" frame at 10 Hz as simulated depth-sensor clouds: first whole
+(fused from four cameras around it), then a single camera's view. For each it waits for the keypoints,
+calls the rotate_goal service at psi = 0, 15, ..., 345 deg and scores each goal against ground truth: the
+whole mug turned by psi about its own vertical axis, voxelized in the goal's grid (IoU); it reports the
+mean, minimum and spread (max - min) over psi and how far the service's rotation_axis is from the mug's.
 Writes PNG snapshots (cloud + keypoints, goal voxels + rotated keypoints, IoU against the angle) and a
 results.json into --out.
 
@@ -35,57 +36,46 @@ TOPIC = "/points"  # the node's default topic, as config/kp_perception.rviz show
 
 @dataclass
 class Scene:
-    """The mug (solid samples, metres, world frame) at its pose, and the sensor position."""
+    """The mug (solid samples, metres, world frame) at its pose on a table, and its sensor clouds."""
 
     solid: np.ndarray  # (N, 3) every solid sample of the posed mug (ground truth)
-    center: np.ndarray  # (3,) the mug's centre: its bounding-box centre in its own (unrotated) frame
-    size: float  # max(diameter about the vertical axis through the centre, height)
-    sensor: np.ndarray  # (3,) viewpoint of the partial cloud
+    axis: np.ndarray  # (3,) a point on the mug's own vertical axis (centre of its enclosing circle from above)
+    clouds: dict  # name -> (M, 3) sensor cloud in the world frame ("whole": 4 fused cameras, "partial": one)
+    cameras: dict  # name -> (C, 3) camera positions in the world frame
 
 
-def make_scene(seed: int = 0) -> Scene:
-    """The built-in mug in metres at a random yaw on a table in front of a sensor (world frame, z up)."""
+def make_scene(seed: int = 0, max_points: int = 120_000) -> Scene:
+    """The built-in mug in metres at a random yaw on a table (world frame, z up), seen by simulated depth
+    sensors (:mod:`kp_training.sensor`: surface samples, z-buffer visibility, depth noise, uneven density,
+    a few outliers) as a whole cloud fused from four cameras and as one camera's view."""
+    import torch
+
+    from kp_training.placement import vertical_axis_of
+    from kp_training.sensor import SensorConfig, SensorSimulator, surface_samples
     from kp_training.shapes import load_shape
 
     shape = load_shape("mug")
-    norm = shape.normalization
-    local = shape.points.numpy().astype(np.float64) * norm["mesh_units_per_grid_unit"]  # centred, metres
+    unit = shape.normalization["mesh_units_per_grid_unit"]
     rng = np.random.default_rng(seed)
     yaw = rng.uniform(-math.pi, math.pi)
     position = np.array([0.55, -0.15, 0.75]) + rng.uniform(-0.05, 0.05, size=3)
-    solid = rotate_about_vertical(local, yaw, np.zeros(3)) + position
-    # The mug's own centre (its canonical bounding-box centre, which the training shapes are centred on).
-    center = position
-    radius = np.hypot(*(solid[:, :2] - center[:2]).T).max()
-    size = float(2 * max(radius, np.abs(solid[:, 2] - center[2]).max()))
-    return Scene(solid=solid, center=center, size=size, sensor=np.array([0.0, 0.0, 1.05]))
 
+    def to_world(normalized: np.ndarray) -> np.ndarray:
+        return rotate_about_vertical(normalized * unit, yaw, np.zeros(3)) + position
 
-def visible_points(points: np.ndarray, viewpoint: np.ndarray, pixel_rad: float = 0.004, depth_tol: float = 0.002) -> np.ndarray:
-    """The points a range sensor at ``viewpoint`` sees: per angular pixel, those within ``depth_tol`` of the nearest."""
-    rays = points - viewpoint
-    rng_ = np.linalg.norm(rays, axis=1)
-    azimuth = np.arctan2(rays[:, 1], rays[:, 0])
-    elevation = np.arcsin(np.clip(rays[:, 2] / rng_, -1, 1))
-    u = np.floor(azimuth / pixel_rad).astype(np.int64)
-    v = np.floor(elevation / pixel_rad).astype(np.int64)
-    pixel = (u - u.min()) * (v.max() - v.min() + 1) + (v - v.min())
-    order = np.lexsort((rng_, pixel))
-    first = np.ones(len(order), bool)
-    first[1:] = pixel[order][1:] != pixel[order][:-1]
-    nearest = np.empty(pixel.max() + 1)
-    nearest[pixel[order][first]] = rng_[order][first]
-    return points[rng_ <= nearest[pixel] + depth_tol]
-
-
-def sensor_clouds(scene: Scene, noise: float, max_points: int, seed: int) -> dict[str, np.ndarray]:
-    """Noisy "whole" (every solid sample, subsampled) and "partial" (one view) clouds."""
-    rng = np.random.default_rng(seed)
-    whole = scene.solid[rng.choice(len(scene.solid), size=min(max_points, len(scene.solid)), replace=False)]
-    partial = visible_points(scene.solid, scene.sensor)
-    if len(partial) > max_points:
-        partial = partial[rng.choice(len(partial), size=max_points, replace=False)]
-    return {name: pts + rng.normal(scale=noise, size=pts.shape) for name, pts in (("whole", whole), ("partial", partial))}
+    surface = surface_samples(shape.points, count=max(60_000, max_points))
+    clouds, cameras = {}, {}
+    for name, whole in (("whole", 1.0), ("partial", 0.0)):
+        simulator = SensorSimulator(surface, unit, SensorConfig(whole_fraction=whole))
+        sim = simulator.clouds(surface[None], torch.Generator().manual_seed(seed * 7 + int(whole)))
+        points = sim.points[0][sim.mask[0]].double().numpy()
+        if len(points) > max_points:
+            points = points[rng.choice(len(points), size=max_points, replace=False)]
+        clouds[name] = to_world(points)
+        cameras[name] = to_world(sim.cameras[0][sim.camera_mask[0]].double().numpy())
+    solid = to_world(shape.points.numpy().astype(np.float64))
+    axis = np.append(vertical_axis_of(solid), position[2])
+    return Scene(solid=solid, axis=axis, clouds=clouds, cameras=cameras)
 
 
 class SimSensor:
@@ -228,15 +218,15 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="kp-demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help=f"checkpoint (default: the shipped {default_model_path().name})")
     parser.add_argument("--out", type=Path, default=Path("kp_demo"), help="output folder (default ./kp_demo)")
-    parser.add_argument("--angles", type=float, nargs="+", default=[0, 45, 90, 180, 270], help="goal angles, degrees")
+    parser.add_argument("--angles", type=float, nargs="+", default=[float(a) for a in range(0, 360, 15)],
+                        help="goal angles, degrees (default 0, 15, ..., 345)")
     parser.add_argument("--scenarios", nargs="+", default=["whole", "partial"], choices=["whole", "partial"])
-    parser.add_argument("--noise", type=float, default=0.001, help="sensor noise, metres (default 0.001)")
-    parser.add_argument("--points", type=int, default=120000, help="points per cloud at most (default 120000: enough to fill the whole mug's voxels)")
+    parser.add_argument("--points", type=int, default=120000, help="points per cloud at most (default 120000)")
     parser.add_argument("--rate", type=float, default=10.0, help="sensor rate, Hz (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="pose and noise seed")
     parser.add_argument("--device", default="cpu", help="the node's torch device (default cpu)")
-    parser.add_argument("--auto-size", action="store_true", help="let the node size the grid from each cloud "
-                        "instead of telling it the mug's size (object_size)")
+    parser.add_argument("--object-size", type=float, default=0.0, help="the node's object_size parameter, metres "
+                        "(default 0: the trained mug's size from the checkpoint)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the node at each step")
     parser.add_argument("--verbose", action="store_true", help="echo the node's log")
     return parser.parse_args(argv)
@@ -249,14 +239,14 @@ def main(argv=None) -> int:
         print(f"kp-demo: no model at {model}; train one (kp-train) and pass --model", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    scene = make_scene(args.seed)
-    clouds = sensor_clouds(scene, args.noise, args.points, args.seed)
+    scene = make_scene(args.seed, args.points)
+    clouds = scene.clouds
 
     domain = pick_domain_id()
     home = args.out / "ros_home"
     use_local_ros(domain, home)
     params = {"model_path": str(model.resolve()), "input_topic": TOPIC, "device": args.device,
-              "object_size": 0.0 if args.auto_size else round(scene.size, 6)}
+              "object_size": float(args.object_size)}
     print(f"kp-demo: starting kp_perception_node (ROS_DOMAIN_ID={domain}, localhost only) with {model}")
     node = RosProcess(node_command(params=params), ros_env(domain, home), echo=args.verbose)
     sensor = None
@@ -289,9 +279,12 @@ def main(argv=None) -> int:
                 o = response.grid_origin
                 grid = MetricGridMap(center=[o.x, o.y, o.z], half_extent=response.voxel_size * 32)
                 points = read_xyz(response.goal_cloud, dtype=np.float64)
-                truth = rotate_about_vertical(scene.solid, angle, scene.center)
+                truth = rotate_about_vertical(scene.solid, angle, scene.axis)
                 iou = voxel_iou(points, truth, grid)
+                a = response.rotation_axis
+                axis_error = float(np.hypot(a.x - scene.axis[0], a.y - scene.axis[1]))
                 goals.append({"angle": angle, "angle_deg": deg, "iou": iou, "voxels": len(points), "points": points,
+                              "axis_error_mm": axis_error * 1000,
                               "truth": truth, "latency_ms": latency * 1000,
                               "keypoints": np.array([[p.x, p.y, p.z] for p in response.keypoints])})
                 print(f"  {name:>7} {deg:6.1f} deg: IoU {iou:.3f}  ({len(points)} voxels, {latency * 1000:.0f} ms)")
@@ -301,10 +294,15 @@ def main(argv=None) -> int:
             print(f"  {name:>7} input cloud vs truth at 0 deg: IoU {reference:.3f}")
             shown = [g for g in goals if g["angle_deg"] in (0, 90, 180)] or goals[:3]
             png = args.out / f"{name}.png"
-            snapshot(png, name, cloud, keypoints, shown, scene.center)
+            snapshot(png, name, cloud, keypoints, shown, scene.axis)
+            ious = [g["iou"] for g in goals]
             results[name] = {
                 "cloud_points": len(cloud),
-                "mean_iou": float(np.mean([g["iou"] for g in goals])),
+                "cameras": scene.cameras[name].tolist(),
+                "mean_iou": float(np.mean(ious)),
+                "min_iou": float(np.min(ious)),
+                "spread_iou": float(np.max(ious) - np.min(ious)),
+                "axis_error_mm": goals[0]["axis_error_mm"],
                 "input_vs_truth_iou": reference,
                 "goals": [{k: g[k] for k in ("angle_deg", "iou", "voxels", "latency_ms")} for g in goals],
                 "snapshot": str(png),
@@ -312,11 +310,12 @@ def main(argv=None) -> int:
         if all(g["voxels"] == 0 for res in results.values() for g in res["goals"]):
             print("kp-demo: note: the model predicted no occupied voxel at all: is it trained (see its .json metrics)?")
         iou_plot(args.out / "iou.png", results)
-        summary = {"model": str(model), "object_size_m": scene.size, "mug_center": scene.center.tolist(),
-                   "noise_m": args.noise, "object_size_param": params["object_size"], "scenarios": results}
+        summary = {"model": str(model), "mug_axis": scene.axis.tolist(), "object_size_param": params["object_size"],
+                   "scenarios": results}
         (args.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
         for name, res in results.items():
-            print(f"kp-demo: {name}: mean goal IoU {res['mean_iou']:.3f} over {len(res['goals'])} angles -> {res['snapshot']}")
+            print(f"kp-demo: {name}: goal IoU mean {res['mean_iou']:.3f}, min {res['min_iou']:.3f}, spread {res['spread_iou']:.3f} "
+                  f"over {len(res['goals'])} angles; axis {res['axis_error_mm']:.1f} mm from the mug's -> {res['snapshot']}")
         print(f"kp-demo: wrote {args.out / 'results.json'} and {args.out / 'iou.png'}")
         return 0
     except (TimeoutError, KeyboardInterrupt) as err:

@@ -6,13 +6,17 @@
       -> to_metric -> keypoints in the input frame
     goal(angle): R_z(angle) keypoints -> model.decode -> sigmoid -> voxels > 0.5 -> metric centres
 
-The grid origin is the cleaned cloud's bounding-box centre, so R_z(angle) in the grid frame is a rotation
-about the object's vertical axis (the input frame's z) through its centre. The input frame must be z-up
-for the object, as the model was trained.
+The grid is placed by the same rule the model was trained with (:func:`kp_training.placement.place_grid`):
+origin at the centre of the smallest circle enclosing the cloud seen from above, half extent the object's
+size (``object_size``, else the trained shape's, from the checkpoint) times the checkpoint's zoom. The goal
+turns the keypoints about the object's own vertical axis, the vertical line through the centroid of the
+decoded object (:func:`kp_training.goals.decoded_axis`): attached to the object, not to the part of it one
+camera saw. The input frame must be z-up for the object, as the model was trained.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,15 +26,16 @@ import torch
 
 from kp_training.checkpoint import load_model
 from kp_training.devices import resolve_device
-from kp_training.metrics import voxel_iou as grid_iou
 from kp_training.geometry import GRID_SIZE, MetricGridMap, fitting_half_extent, rotation_z, voxel_centers
-from kp_training.models import spatial_expectation
+from kp_training.goals import decoded_axis, rotate_about_axis
+from kp_training.metrics import voxel_iou as grid_iou
+from kp_training.placement import CENTERINGS, object_center
+from kp_training.shapes import NORMALIZE_MARGIN
 from kp_training.voxelize import voxelize
 
 DEFAULT_MODEL_NAME = "mug_fast.safetensors"
-DEFAULT_MARGIN = 0.04
+DEFAULT_MARGIN = NORMALIZE_MARGIN
 """Grid units kept free when the extent comes from the cloud (as the training shapes are normalized)."""
-CENTERINGS = ("circle", "box")
 
 
 class PipelineError(ValueError):
@@ -55,7 +60,8 @@ class PipelineConfig:
     """Settings of :class:`Pipeline` (the node's parameters of the same names)."""
 
     object_size: float = 0.0
-    """The object's size in metres: max(diameter about its vertical axis, height). 0: from each cloud."""
+    """The object's size in metres: max(diameter about its vertical axis, height). 0: the trained shape's
+    size from the checkpoint when it was in metres, else measured on each cloud."""
     crop_enabled: bool = False
     crop_min: tuple[float, float, float] = (-1e3, -1e3, -1e3)
     crop_max: tuple[float, float, float] = (1e3, 1e3, 1e3)
@@ -89,7 +95,8 @@ class Encoding:
     keypoints_grid: torch.Tensor  # (K, 3) grid frame, on the model's device
     grid_map: MetricGridMap
     num_points: int  # points used after cleaning
-    occupied_voxels: int  # voxels the cloud filled
+    occupied_voxels: int  # input cells the cloud filled
+    axis_grid: torch.Tensor | None = field(default=None, repr=False)  # (3,) the goal's axis, found on first use
 
     @property
     def keypoints(self) -> np.ndarray:
@@ -106,6 +113,7 @@ class Goal:
     keypoints: np.ndarray  # (K, 3) rotated keypoints, metric
     voxel_size: float
     grid_origin: np.ndarray  # (3,) metric position of the grid origin
+    axis_point: np.ndarray  # (3,) metric point on the vertical axis the object was turned about (z: grid origin's)
     probabilities: np.ndarray | None = field(default=None, repr=False)  # (64, 64, 64) float32, axes (x, y, z)
 
 
@@ -125,6 +133,12 @@ class Pipeline:
         # Channels-last 3-D convolutions are about 20% faster on CPU (oneDNN); same results up to rounding.
         self.memory_format = torch.channels_last_3d if self.device.type == "cpu" else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
+        placement = self.metadata.get("placement") or {}
+        self.zoom = float(placement.get("zoom", 1.0))
+        normalization = self.metadata.get("normalization") or {}
+        # The trained shape's half extent in metres, when its mesh was in metres (the built-in mug is).
+        self.trained_half_extent = (float(normalization["mesh_units_per_grid_unit"])
+                                    if normalization.get("units") == "m" and "mesh_units_per_grid_unit" in normalization else None)
         self.optimized = False
         self._heatmaps = self.model.encoder
         if optimize:
@@ -134,6 +148,12 @@ class Pipeline:
         self._lock = threading.Lock()
         self._centers = voxel_centers(GRID_SIZE).numpy().astype(np.float64)
 
+    def _probe_input(self) -> torch.Tensor:
+        """A made-up encoder input (a box of points) for tracing and warm-up."""
+        axes = torch.linspace(-0.5, 0.5, 24)
+        box = torch.stack(torch.meshgrid(axes, axes * 0.8, axes * 1.4, indexing="ij"), -1).reshape(1, -1, 3)
+        return self.model.input_from_points(box.to(self.device)).contiguous(memory_format=self.memory_format)
+
     def _optimize_encoder(self) -> None:
         """Trace the encoder and let TorchScript fold it for inference (oneDNN on CPU: ~3x faster).
 
@@ -141,9 +161,7 @@ class Pipeline:
         """
         import warnings
 
-        probe = torch.zeros(1, 1, GRID_SIZE, GRID_SIZE, GRID_SIZE, device=self.device)
-        probe[:, :, 16:48, 20:44, 8:56] = 1.0
-        probe = probe.contiguous(memory_format=self.memory_format)
+        probe = self._probe_input()
         try:
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -156,14 +174,12 @@ class Pipeline:
 
     @torch.inference_mode()
     def warmup(self, runs: int = 3) -> None:
-        """Run the encoder and decoder a few times on a made-up grid, so that the first real cloud does not
+        """Run the encoder and decoder a few times on a made-up input, so that the first real cloud does not
         pay for TorchScript's profiling runs and oneDNN's kernel set-up."""
-        voxels = torch.zeros(1, 1, GRID_SIZE, GRID_SIZE, GRID_SIZE, device=self.device)
-        voxels[:, :, 20:44, 20:44, 12:52] = 1.0
-        voxels = voxels.contiguous(memory_format=self.memory_format)
+        probe = self._probe_input()
         with self._lock:
             for _ in range(runs):
-                keypoints = spatial_expectation(self._heatmaps(voxels), self.model.heatmap_temperature)[0]
+                keypoints = self.model.keypoints_from_heatmaps(self._heatmaps(probe))[0]
             self.model.decode(keypoints)
 
     # ---- points -> grid ------------------------------------------------------------------------
@@ -187,22 +203,27 @@ class Pipeline:
         return points
 
     def grid_map_for(self, points: np.ndarray) -> MetricGridMap:
-        """Grid frame centred on the object (see ``centering``); extent from object_size or from the points."""
+        """The grid frame on the object, by the training rule: origin from ``centering``, half extent the
+        object's (``object_size``, else the trained shape's, else measured on the cloud) times the zoom."""
         center = object_center(points, self.config.centering)
         if self.config.object_size > 0:
-            half_extent = self.config.object_size / 2.0 / (1.0 - self.config.margin)
+            object_half_extent = self.config.object_size / 2.0 / (1.0 - self.config.margin)
+        elif self.trained_half_extent is not None:
+            object_half_extent = self.trained_half_extent
         else:
             try:
-                half_extent = fitting_half_extent(points - center, self.config.margin)
+                object_half_extent = fitting_half_extent(points - center, self.config.margin)
             except ValueError as err:
                 raise PipelineError(f"cannot size the grid from this cloud: {err}") from err
+        half_extent = object_half_extent * self.zoom
         if not (np.isfinite(half_extent) and half_extent > 1e-6):
             raise PipelineError(f"the cloud is degenerate (extent {half_extent:g} m)")
         return MetricGridMap(center=center, half_extent=half_extent)
 
     def voxelize(self, points: np.ndarray, grid_map: MetricGridMap) -> torch.Tensor:
+        """The model's input grid of metric points (points outside the grid are dropped)."""
         grid = torch.from_numpy(grid_map.to_grid(points).astype(np.float32))
-        return voxelize(grid[None].to(self.device), GRID_SIZE).contiguous(memory_format=self.memory_format)
+        return self.model.input_from_points(grid[None].to(self.device)).contiguous(memory_format=self.memory_format)
 
     # ---- model --------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -212,8 +233,7 @@ class Pipeline:
         grid_map = self.grid_map_for(points)
         voxels = self.voxelize(points, grid_map)
         with self._lock:
-            heatmaps = self._heatmaps(voxels)
-            keypoints = spatial_expectation(heatmaps, self.model.heatmap_temperature)[0][0]
+            keypoints = self.model.keypoints_from_heatmaps(self._heatmaps(voxels))[0][0]
         return Encoding(keypoints, grid_map, len(points), int(voxels.sum().item()))
 
     @torch.inference_mode()
@@ -224,13 +244,24 @@ class Pipeline:
         return torch.sigmoid(logits[0, 0].float())
 
     @torch.inference_mode()
+    def axis(self, encoding: Encoding) -> torch.Tensor:
+        """(3,) grid-frame point (z = 0) on the object's own vertical axis, found once per encoding."""
+        if encoding.axis_grid is None:
+            kp = encoding.keypoints_grid.to(self.device, torch.float32)[None]
+            with self._lock:
+                encoding.axis_grid = decoded_axis(self.model, kp, self.threshold)[0]
+        return encoding.axis_grid
+
+    @torch.inference_mode()
     def goal(self, encoding: Encoding, angle: float, include_probabilities: bool = False) -> Goal:
-        """Decode the keypoints rotated by ``angle`` (radians, about the grid's z axis)."""
+        """Decode the keypoints turned by ``angle`` (radians) about the object's own vertical axis."""
         angle = float(angle)
         if not np.isfinite(angle):
             raise PipelineError(f"the angle must be a finite number of radians, got {angle}")
+        angle = math.remainder(angle, 2 * math.pi)  # in float64, before any float32 rounding
         kp = encoding.keypoints_grid.to(self.device, torch.float32)
-        rotated = kp @ rotation_z(torch.tensor(angle, dtype=torch.float32, device=kp.device)).T
+        axis = self.axis(encoding)
+        rotated = rotate_about_axis(kp[None], torch.tensor(angle, dtype=torch.float32, device=kp.device), axis[None])[0]
         prob = self.decode_probabilities(rotated)
         occupied = torch.nonzero(prob > self.threshold).cpu().numpy()
         grid_points = self._centers[occupied] if len(occupied) else np.zeros((0, 3))
@@ -241,112 +272,9 @@ class Pipeline:
             keypoints=gm.to_metric(rotated.cpu().double().numpy()),
             voxel_size=gm.voxel_size,
             grid_origin=gm.center.copy(),
+            axis_point=gm.to_metric(axis.cpu().double().numpy()),
             probabilities=prob.cpu().numpy().astype(np.float32) if include_probabilities else None,
         )
-
-
-def object_center(points: np.ndarray, centering: str = "circle") -> np.ndarray:
-    """The grid origin for an (N, 3) cloud: see :attr:`PipelineConfig.centering`."""
-    lo, hi = points.min(axis=0), points.max(axis=0)
-    center = (lo + hi) / 2.0
-    if centering == "circle":
-        center[:2] = min_enclosing_circle(points[:, :2])[0]
-    return center
-
-
-def min_enclosing_circle(xy: np.ndarray, exact_below: int = 4096, raster: int = 512) -> tuple[np.ndarray, float]:
-    """Smallest circle containing 2-D points: (centre (2,), radius).
-
-    Up to ``exact_below`` points: exact (Welzl's algorithm on the convex hull's vertices). Above, the
-    points are first binned into a ``raster`` x ``raster`` grid over their extent and the circle is the
-    exact one of the bins' corners (only the first and last occupied bin of each row can matter): it
-    still contains every point and is at most one bin diagonal (extent / raster * 1.42) too large.
-    """
-    xy = np.asarray(xy, dtype=np.float64)
-    if len(xy) > exact_below:
-        xy = _raster_outline(xy, raster)
-    xy = discard_interior(xy)
-    try:
-        from scipy.spatial import ConvexHull, QhullError
-
-        candidates = xy[ConvexHull(xy).vertices]
-    except (QhullError, ValueError):  # collinear or too few points: every distinct point is a candidate
-        candidates = np.unique(xy, axis=0)
-    pts = candidates[np.random.default_rng(0).permutation(len(candidates))].tolist()
-    scale = float(np.abs(candidates).max()) if len(candidates) else 0.0
-    eps = 1e-12 + 1e-9 * scale
-
-    def inside(p, c, r):
-        return (p[0] - c[0]) ** 2 + (p[1] - c[1]) ** 2 <= (r + eps) ** 2
-
-    def two(a, b):
-        c = ((a[0] + b[0]) / 2, (a[1] + b[1]) / 2)
-        return c, float(np.hypot(a[0] - c[0], a[1] - c[1]))
-
-    def three(a, b, p):
-        ax, ay = b[0] - a[0], b[1] - a[1]
-        bx, by = p[0] - a[0], p[1] - a[1]
-        d = 2 * (ax * by - ay * bx)
-        if abs(d) < 1e-18:  # collinear: the widest pair
-            return max((two(a, b), two(a, p), two(b, p)), key=lambda cr: cr[1])
-        ux = (by * (ax * ax + ay * ay) - ay * (bx * bx + by * by)) / d
-        uy = (ax * (bx * bx + by * by) - bx * (ax * ax + ay * ay)) / d
-        return (a[0] + ux, a[1] + uy), float(np.hypot(ux, uy))
-
-    c, r = (tuple(pts[0]) if pts else (0.0, 0.0)), 0.0
-    for i, p in enumerate(pts):
-        if inside(p, c, r):
-            continue
-        c, r = tuple(p), 0.0
-        for j in range(i):
-            q = pts[j]
-            if inside(q, c, r):
-                continue
-            c, r = two(p, q)
-            for k in range(j):
-                if not inside(pts[k], c, r):
-                    c, r = three(p, q, pts[k])
-    return np.array(c, dtype=np.float64), r
-
-
-def _raster_outline(xy: np.ndarray, n: int) -> np.ndarray:
-    """Corners of the outermost occupied bins of each row of an n x n binning of ``xy`` (see above)."""
-    lo = xy.min(axis=0)
-    span = float((xy.max(axis=0) - lo).max())
-    if span <= 0:
-        return xy[:1]
-    cell = span / n
-    ij = np.minimum(((xy - lo) / cell).astype(np.int64), n - 1)
-    occupied = np.zeros((n, n), dtype=bool)
-    occupied[ij[:, 0], ij[:, 1]] = True
-    rows = np.nonzero(occupied.any(axis=1))[0]
-    first = occupied[rows].argmax(axis=1)
-    last = n - 1 - occupied[rows, ::-1].argmax(axis=1)
-    cells = np.concatenate([np.stack([rows, first], 1), np.stack([rows, last], 1)])
-    offsets = np.array([[0, 0], [0, 1], [1, 0], [1, 1]])
-    return lo + ((cells[:, None, :] + offsets[None]) * cell).reshape(-1, 2)
-
-
-def discard_interior(xy: np.ndarray) -> np.ndarray:
-    """Drop points strictly inside the octagon of the extreme points in 8 directions (Akl-Toussaint).
-
-    They cannot be hull vertices, so neither the convex hull nor the enclosing circle changes; for a dense
-    cloud this leaves a small fraction of the points.
-    """
-    if len(xy) < 64:
-        return xy
-    angles = np.arange(8) * (np.pi / 4)
-    directions = np.stack([np.cos(angles), np.sin(angles)], axis=1)
-    corners = xy[np.argmax(xy @ directions.T, axis=0)]  # counter-clockwise
-    if len(np.unique(corners, axis=0)) < 3:  # no interior to speak of
-        return xy
-    inside = np.ones(len(xy), dtype=bool)
-    for a, b in zip(corners, np.roll(corners, -1, axis=0)):
-        edge = b - a
-        if not edge.any():  # the same point is extreme in two directions
-            continue
-        inside &= edge[0] * (xy[:, 1] - a[1]) - edge[1] * (xy[:, 0] - a[0]) > 0
-    return xy[~inside]
 
 
 def rotate_about_vertical(points: np.ndarray, angle: float, center: np.ndarray) -> np.ndarray:

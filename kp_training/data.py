@@ -1,13 +1,17 @@
-"""The paper's augmentation: pairs of randomly scaled and z-rotated views of one shape, voxelized."""
+"""Training views: the paper's augmentation (random z-rotation and per-axis scale) of one shape, shown as
+solid voxel grids (the paper) or as simulated sensor clouds, in pairs for the consistency loss."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import torch
 
 from .geometry import GRID_SIZE, transform_points
+from .placement import object_center
+from .sensor import SensorConfig, SensorSimulator, surface_samples
 from .voxelize import voxelize
 
 SCALE_RANGE = (0.75, 1.0)
@@ -63,36 +67,103 @@ def make_views(
 class PairBatch:
     """Two augmented views of a batch of ``B`` pairs, stacked as ``[view 1; view 2]``.
 
+    A view's grid frame relates to the shape's normalized frame by the augmentation and the grid placement:
+    ``p_grid = (R_z(angle) S p - center) / half_extent`` (solid views: center 0, half_extent 1).
+
     Attributes:
-        voxels: (2B, 1, G, G, G) occupancy, first the B first views, then the B second views.
-        angle: (2B,) rotations; scale: (2B, 3) scales, in the same order.
+        inputs: (2B, 1, ...) encoder input (the model's ``input_from_points`` of what the view shows).
+        targets: (2B, 1, G, G, G) occupancy of the whole solid in the view's grid frame.
+        angle: (2B,) rotations; scale: (2B, 3) scales; center: (2B, 3) grid origins in the posed shape's
+            frame; half_extent: (2B,) normalized units per grid unit, all in the same order.
     """
 
-    voxels: torch.Tensor
+    inputs: torch.Tensor
+    targets: torch.Tensor
     angle: torch.Tensor
     scale: torch.Tensor
+    center: torch.Tensor
+    half_extent: torch.Tensor
 
     @property
     def num_pairs(self) -> int:
         return len(self.angle) // 2
 
+    def to_posed(self, points: torch.Tensor) -> torch.Tensor:
+        """(2B, K, 3) grid-frame points -> the posed shape's frame (``R_z S p``), undoing the placement."""
+        return points * self.half_extent[:, None, None] + self.center[:, None, :]
 
-def sample_pairs(
-    points: torch.Tensor,
-    num_pairs: int,
-    generator: torch.Generator,
-    grid_size: int = GRID_SIZE,
-    scale_range: tuple[float, float] = SCALE_RANGE,
-) -> PairBatch:
-    """Draw ``num_pairs`` pairs of independent augmentations of ``points`` and voxelize them."""
-    angle, scale = sample_transforms(2 * num_pairs, generator, points.device, scale_range)
-    return PairBatch(make_views(points, angle, scale, grid_size), angle, scale)
+
+class ViewSampler:
+    """Draws views of one shape: the paper's solid voxel grids, or simulated sensor clouds.
+
+    Solid views voxelize the augmented solid, as the paper does. Sensor views show what a depth sensor
+    delivers (:mod:`kp_training.sensor`); their grid is placed on the cloud by the node's own rule
+    (:func:`kp_training.placement.place_grid`, half extent ``zoom`` normalized units), and the target is the
+    whole solid in the same grid, so the model completes the side the sensor did not see.
+    """
+
+    def __init__(self, points: torch.Tensor, input_from_points=None, sensor: SensorConfig | None = None,
+                 metres_per_unit: float | None = None, zoom: float = 1.0, scale_range=SCALE_RANGE,
+                 grid_size: int = GRID_SIZE):
+        """Args:
+            points: (N, 3) solid samples in the normalized frame, on the target device.
+            input_from_points: the model's ``(points (B, N, 3), mask) -> input grid``; None: the 64^3 grid.
+            sensor: None for solid views, else the sensor simulation's settings.
+            metres_per_unit: the shape's metres per normalized unit (needed with ``sensor``).
+            zoom: grid half extent in normalized units (> 1 leaves room for a single view's hidden side).
+        """
+        if not zoom >= 1.0:
+            raise ValueError(f"zoom must be >= 1 (the shape fills the unit cube), got {zoom}")
+        self.points = points
+        self.input_from_points = input_from_points
+        self.zoom = float(zoom)
+        self.scale_range = scale_range
+        self.grid_size = grid_size
+        self.simulator = None
+        if sensor is not None:
+            if metres_per_unit is None:
+                raise ValueError("sensor views need the shape's metres_per_unit")
+            self.simulator = SensorSimulator(surface_samples(points), metres_per_unit, sensor)
+
+    def views(self, angle: torch.Tensor, scale: torch.Tensor, generator: torch.Generator, chunk: int = 16) -> PairBatch:
+        """Views of the shape under each transform (``chunk`` at a time to bound memory); the stacking
+        follows ``angle`` (pairs are made by :meth:`pairs`)."""
+        parts = [self._views(angle[i : i + chunk], scale[i : i + chunk], generator) for i in range(0, len(angle), chunk)]
+        return PairBatch(*(torch.cat(field) for field in zip(*(dataclasses.astuple(p) for p in parts))))
+
+    def pairs(self, num_pairs: int, generator: torch.Generator) -> PairBatch:
+        """``num_pairs`` pairs of independent views."""
+        angle, scale = sample_transforms(2 * num_pairs, generator, self.points.device, self.scale_range)
+        return self.views(angle, scale, generator)
+
+    def _views(self, angle: torch.Tensor, scale: torch.Tensor, generator: torch.Generator) -> PairBatch:
+        n, device = len(angle), self.points.device
+        solid = transform_points(self.points.expand(n, -1, -1), angle, scale)
+        if self.simulator is None:
+            center = torch.zeros(n, 3, device=device)
+            seen, mask = solid, None
+        else:
+            surface = transform_points(self.simulator.surface.expand(n, -1, -1), angle, scale)
+            clouds = self.simulator.clouds(surface, generator)
+            seen, mask = clouds.points, clouds.mask
+            center = torch.stack([
+                torch.as_tensor(object_center(cloud[keep].double().cpu().numpy()), dtype=torch.float32)
+                for cloud, keep in zip(seen, mask)
+            ]).to(device)
+        half_extent = torch.full((n,), self.zoom, device=device)
+        targets = voxelize((solid - center[:, None]) / self.zoom, self.grid_size)
+        if self.simulator is None and self.input_from_points is None and self.zoom == 1.0:
+            inputs = targets  # the paper's setting: the input is the target
+        else:
+            to_input = self.input_from_points or (lambda p, m: voxelize(p, self.grid_size, m))
+            inputs = to_input((seen - center[:, None]) / self.zoom, mask)
+        return PairBatch(inputs, targets, angle, scale, center, half_extent)
 
 
 class ValidationSet:
-    """A fixed, seeded set of augmentation pairs.
+    """A fixed, seeded set of view pairs.
 
-    Only the transforms are stored; the grids are rebuilt batch by batch (deterministically), because
+    Only the seeds are stored; the grids are rebuilt batch by batch (deterministically), because
     4000 pairs of 64^3 grids would take 2 GB.
     """
 
@@ -102,12 +173,14 @@ class ValidationSet:
         generator = torch.Generator().manual_seed(seed)
         self.angle, self.scale = sample_transforms(2 * num_pairs, generator, "cpu", scale_range)
         self.num_pairs = num_pairs
+        self.seed = seed
 
-    def batches(self, points: torch.Tensor, batch_pairs: int, grid_size: int = GRID_SIZE):
+    def batches(self, sampler: ViewSampler, batch_pairs: int):
         """Yield :class:`PairBatch` es of up to ``batch_pairs`` pairs covering the whole set."""
         n = self.num_pairs
+        device = sampler.points.device
         for start in range(0, n, batch_pairs):
             stop = min(start + batch_pairs, n)
             index = torch.cat([torch.arange(start, stop), torch.arange(n + start, n + stop)])
-            angle, scale = self.angle[index].to(points.device), self.scale[index].to(points.device)
-            yield PairBatch(make_views(points, angle, scale, grid_size), angle, scale)
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + start)
+            yield sampler.views(self.angle[index].to(device), self.scale[index].to(device), generator, chunk=len(index))

@@ -15,7 +15,12 @@ paper's numbers, the figures, the exact command and the checkpoints' training co
    and the KP-Net goal IoU over the whole circle.
 3. Equivariance error ``|f(phi(X)) - phi(f(X))|`` in voxels for rotation-only, scale-only and full
    transforms of the canonical shape, per keypoint and overall.
-4. Figures (Fig. 5 reconstructions, Fig. 6 curves, Fig. 7 strip, circle, equivariance).
+4. What a user sees (KP-Net, and optionally a second KP-Net, ``--kp-compare``, e.g. the previous model):
+   simulated depth-sensor clouds of the shape at its trained size in ``--sensor-poses`` seeded yaw poses,
+   whole (fused from several cameras) and single-view, the grid placed by the node's rule, and the goal
+   IoU at psi = 0, 15, ..., 345 deg against the solid turned about its own vertical axis
+   (:func:`kp_training.goals.sensor_goal_iou`): mean, minimum and spread (max - min) over psi.
+5. Figures (Fig. 5 reconstructions, Fig. 6 curves, Fig. 7 strip, circle, equivariance, sensor goal curves).
 
 Example::
 
@@ -42,9 +47,11 @@ import torch
 
 from . import __version__
 from .checkpoint import CheckpointError, checkpoint_paths, load_model
-from .data import SCALE_RANGE, make_views, sample_transforms
+from .data import SCALE_RANGE, ViewSampler, make_views, sample_transforms
 from .devices import resolve_device
 from .geometry import GRID_SIZE, rotate_z_points, transform_points
+from .goals import psi_grid, sensor_goal_iou
+from .sensor import SensorConfig
 from .metrics import (
     binary_cross_entropy,
     chamfer_paper,
@@ -69,7 +76,9 @@ METHOD_FORMULAS = {
 }
 EQUIVARIANCE_MODES = ("rotation", "scale", "rotation+scale")
 # separate sampling streams, so that adding or leaving out a model does not change another's numbers
-_STREAMS = {"transforms": 0, "floor": 1, KP: 2, KP_INTERP: 3, CNN: 4, "poses": 5, "equivariance": 6}
+_STREAMS = {"transforms": 0, "floor": 1, KP: 2, KP_INTERP: 3, CNN: 4, "poses": 5, "equivariance": 6, "sensor": 7}
+KP_COMPARE = "KP-Net (compared)"
+SENSOR_KINDS = {"whole": 1.0, "single": 0.0}  # share of fused multi-camera clouds
 
 
 @dataclass
@@ -78,6 +87,7 @@ class EvalConfig:
 
     kp: str | None = None
     cnn: str | None = None
+    kp_compare: str | None = None
     out: str = "outputs/eval"
     results_md: str | None = None
     samples: int = 500
@@ -86,6 +96,8 @@ class EvalConfig:
     pose_angles: int = 46
     circle_angles: int = 72
     equivariance_samples: int = 200
+    sensor_poses: int = 24
+    sensor_psi_step: float = 15.0
     figure_examples: int = 3
     strip_angles: int = 5
     chamfer_points: int = 1000
@@ -110,7 +122,9 @@ class EvalConfig:
         for name, value in positive.items():
             if value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-        for name, value in {"poses": self.poses, "figure_examples": self.figure_examples}.items():
+        if not 0 < self.sensor_psi_step <= 360:
+            raise ValueError(f"--sensor-psi-step must be in (0, 360] degrees, got {self.sensor_psi_step}")
+        for name, value in {"poses": self.poses, "figure_examples": self.figure_examples, "sensor_poses": self.sensor_poses}.items():
             if value < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
         if self.poses and self.pose_angles < 1:
@@ -403,6 +417,53 @@ def equivariance(kp_model, points: torch.Tensor, cfg: EvalConfig) -> dict:
 # ----------------------------------------------------------------------------------- outputs
 
 
+def sensor_suite(kp_models: dict, shape, cfg: EvalConfig, device: torch.device) -> dict:
+    """Goal IoU on simulated sensor clouds (whole and single-view) for each KP-Net in ``kp_models``
+    (name -> (model, metadata)); every model sees the same poses and cameras, placed by its own zoom."""
+    unit = float(shape.normalization.get("mesh_units_per_grid_unit", 0.0)) if shape.normalization.get("units") == "m" else None
+    if unit is None:
+        unit = float(load_shape("mug").normalization["mesh_units_per_grid_unit"])
+    psi = psi_grid(cfg.sensor_psi_step)
+    points = shape.points.to(device)
+    angle = torch.rand(cfg.sensor_poses, generator=_generator(cfg.seed, "sensor")) * (2 * math.pi)
+    scale = torch.ones(cfg.sensor_poses, 3)  # the object at its trained size, as the node assumes
+    result: dict = {"psi_deg": torch.rad2deg(psi).tolist(), "pose_angle_deg": torch.rad2deg(angle).tolist(), "models": {}}
+    for name, (model, meta) in kp_models.items():
+        zoom = float((meta.get("placement") or {}).get("zoom", 1.0))
+        per_kind = {}
+        for kind, whole_fraction in SENSOR_KINDS.items():
+            sampler = ViewSampler(points, model.input_from_points, SensorConfig(whole_fraction=whole_fraction),
+                                  metres_per_unit=unit, zoom=zoom)
+            generator = _generator(cfg.seed, "sensor")  # the same cameras for every model
+            scores = sensor_goal_iou(model, sampler, angle, scale, psi, generator, batch=cfg.batch)
+            per_psi = scores["iou"].mean(0)
+            per_kind[kind] = {
+                "iou_per_psi": per_psi.tolist(),
+                "iou_per_psi_std": scores["iou"].std(0).tolist() if len(angle) > 1 else [0.0] * len(psi),
+                "mean": float(per_psi.mean()), "min": float(per_psi.min()),
+                "spread": float(per_psi.max() - per_psi.min()),
+                "recon_iou": float(scores["recon_iou"].mean()),
+                "axis_error_mm": float(scores["axis_error"].mean()) * zoom * unit * 1000,
+                "per_cloud_mean": scores["iou"].mean(1).tolist(),
+            }
+        result["models"][name] = {"zoom": zoom, **per_kind}
+    return result
+
+
+def sensor_markdown(sensor: dict) -> str:
+    lines = ["| model | clouds | mean goal IoU | min over psi | spread over psi | IoU at psi 0 / 90 / 180 / 270 | reconstruction IoU | axis error [mm] |",
+             "|---|---|---|---|---|---|---|---|"]
+    psi = np.asarray(sensor["psi_deg"])
+    at = [int(np.abs(psi - w).argmin()) for w in (0, 90, 180, 270)]
+    for name, res in sensor["models"].items():
+        for kind in SENSOR_KINDS:
+            r = res[kind]
+            lines.append(f"| {name} | {kind} | {r['mean']:.3f} | {r['min']:.3f} | {r['spread']:.3f} | "
+                         + " / ".join(f"{r['iou_per_psi'][i]:.3f}" for i in at)
+                         + f" | {r['recon_iou']:.3f} | {r['axis_error_mm']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def _write_csv(path: Path, header: list[str], rows) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
@@ -514,6 +575,14 @@ def write_tables_and_csv(out: Path, results: dict) -> None:
             rows = [[c["psi_deg"][i], c["iou"][i]] + ([c["pose_mean_iou"][i], c["pose_std_iou"][i]] if "pose_mean_iou" in c else [])
                     for i in range(len(c["psi_deg"]))]
             _write_csv(out / "circle.csv", header, rows)
+    sensor = results.get("sensor")
+    if sensor:
+        (out / "sensor_goal.md").write_text(sensor_markdown(sensor))
+        names = list(sensor["models"])
+        header = ["psi_deg"] + [f"{n}_{kind}_iou" for n in names for kind in SENSOR_KINDS]
+        rows = [[p] + [sensor["models"][n][kind]["iou_per_psi"][i] for n in names for kind in SENSOR_KINDS]
+                for i, p in enumerate(sensor["psi_deg"])]
+        _write_csv(out / "sensor_goal.csv", header, rows)
     eq = results.get("equivariance")
     if eq:
         (out / "equivariance.md").write_text(equivariance_markdown(eq))
@@ -567,6 +636,12 @@ def make_figures(out: Path, results: dict, figure_data: dict) -> dict[str, str]:
             angles = [interp["psi_deg"][i] for i in index]
             figures.interpolation_strip(out / "fig7_interpolation_strip.png", angles, rows)
             written["strip"] = "fig7_interpolation_strip.png"
+    sensor = results.get("sensor")
+    if sensor:
+        figures.plot_sensor_goal(out / "sensor_goal_iou.png", np.asarray(sensor["psi_deg"]),
+                                 {name: {kind: np.asarray(r[kind]["iou_per_psi"]) for kind in SENSOR_KINDS}
+                                  for name, r in sensor["models"].items()})
+        written["sensor"] = "sensor_goal_iou.png"
     eq = results.get("equivariance")
     if eq:
         figures.plot_equivariance(out / "equivariance.png", {m: np.asarray(r["per_keypoint_mean"]) for m, r in _modes(eq).items()})
@@ -588,7 +663,7 @@ def _finite(obj):
 def _checkpoint_info(path: str, meta: dict) -> dict:
     weights, _ = checkpoint_paths(path)
     keys = ("architecture", "train_config", "progress", "metrics", "normalization", "code_version", "precision",
-            "device", "weights_sha256", "shape")
+            "device", "weights_sha256", "shape", "placement", "inputs")
     return {"path": str(weights), **{k: meta[k] for k in keys if k in meta}}
 
 
@@ -665,6 +740,18 @@ def results_markdown(results: dict, out: Path, md_path: Path) -> str:
                 lines.append("| IoU, random poses (mean) | " + " | ".join(f"{c['pose_mean_iou'][i]:.3f}" for i in idx)
                              + f" | {np.mean(c['pose_mean_iou']):.3f} |")
             lines += ["", image("circle", "Goal IoU over the circle"), ""]
+    sensor = results.get("sensor")
+    if sensor:
+        lines += ["## Rotate-goal on sensor-like clouds (what the node answers)", "",
+                  f"{len(sensor['pose_angle_deg'])} seeded yaw poses of the shape at its trained size, each seen as a "
+                  "simulated depth-sensor cloud (surface samples, z-buffer visibility, depth noise up to 1.5 mm, "
+                  "25-100 % density, up to 1 % outliers): *whole* = fused from 4 cameras around it, *single* = one "
+                  "camera (azimuth anywhere, elevation 10-70 deg, 0.4-1.5 m). The grid is placed by the node's rule "
+                  "(each model's own zoom); the goal `g(R_z(psi)(k - a) + a)` about the decoded object's vertical axis "
+                  "`a` is scored against the solid turned by psi about its true vertical axis, voxelized in the same "
+                  f"grid, at psi = 0, {sensor['psi_deg'][1]:.0f}, ..., {sensor['psi_deg'][-1]:.0f} deg. Spread = max - min "
+                  "over psi of the pose-averaged IoU; axis error = distance between the decoded and the true axis.", "",
+                  sensor_markdown(sensor), image("sensor", "Goal IoU on sensor-like clouds"), ""]
     eq = results.get("equivariance")
     if eq:
         lines += ["## Equivariance error", "",
@@ -694,14 +781,14 @@ def results_markdown(results: dict, out: Path, md_path: Path) -> str:
 def load_checkpoints(cfg: EvalConfig, device: torch.device) -> dict[str, tuple]:
     """name -> (model, metadata); checks that --kp is a keypoint net and --cnn a latent net."""
     loaded = {}
-    for name, path, kind in ((KP, cfg.kp, "keypoint"), (CNN, cfg.cnn, "latent")):
+    for name, path, kind, flag in ((KP, cfg.kp, "keypoint", "--kp"), (CNN, cfg.cnn, "latent", "--cnn"),
+                                   (KP_COMPARE, cfg.kp_compare, "keypoint", "--kp-compare")):
         if path is None:
             continue
         if not Path(path).exists() and not checkpoint_paths(path)[1].exists():
-            raise CheckpointError(f"{'--kp' if name == KP else '--cnn'} {path}: no such checkpoint file or run directory")
+            raise CheckpointError(f"{flag} {path}: no such checkpoint file or run directory")
         model, meta = load_model(path, device)
         if model.kind != kind:
-            flag = "--kp" if name == KP else "--cnn"
             raise ValueError(f"{flag} {path} is a {model.kind!r} model, expected a {kind!r} model "
                              f"({'KP-Net' if kind == 'keypoint' else 'CNN-Net'})")
         loaded[name] = (model, meta)
@@ -736,6 +823,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     loaded = load_checkpoints(cfg, device)
     shape = choose_shape(cfg, loaded)
     points = shape.points.to(device)
+    compared = loaded.pop(KP_COMPARE, None)
     models = {name: model for name, (model, _) in loaded.items()}
     kp_model, cnn_model = models.get(KP), models.get(CNN)
     out = Path(cfg.out)
@@ -750,6 +838,8 @@ def evaluate(cfg: EvalConfig) -> dict:
         "shape": {"name": shape.name, **shape.normalization},
         "checkpoints": {name: _checkpoint_info(cfg.kp if name == KP else cfg.cnn, meta) for name, (_, meta) in loaded.items()},
     }
+    if compared is not None:
+        results["checkpoints"][KP_COMPARE] = _checkpoint_info(cfg.kp_compare, compared[1])
     for name, (_, meta) in loaded.items():
         norm = meta.get("normalization")
         if norm and norm.get("source") != shape.normalization.get("source"):
@@ -775,6 +865,13 @@ def evaluate(cfg: EvalConfig) -> dict:
         print(f"kp-eval: equivariance ({cfg.equivariance_samples} transforms per mode)", flush=True)
         results["equivariance"] = equivariance(kp_model, points, cfg)
 
+    if cfg.sensor_poses and (kp_model is not None or compared is not None):
+        print(f"kp-eval: rotate-goal on sensor-like clouds ({cfg.sensor_poses} poses x whole/single)", flush=True)
+        kp_models = {KP: loaded[KP]} if KP in loaded else {}
+        if compared is not None:
+            kp_models[KP_COMPARE] = compared
+        results["sensor"] = sensor_suite(kp_models, shape, cfg, device)
+
     write_tables_and_csv(out, results)
     if cfg.figures:
         print("kp-eval: figures", flush=True)
@@ -797,6 +894,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--kp", metavar="RUN_OR_CKPT", help="KP-Net checkpoint (.safetensors, .json, or a run folder -> best)")
     parser.add_argument("--cnn", metavar="RUN_OR_CKPT", help="CNN-Net checkpoint (.safetensors, .json, or a run folder -> best)")
+    parser.add_argument("--kp-compare", dest="kp_compare", metavar="RUN_OR_CKPT",
+                        help="a second KP-Net (e.g. the previous shipped model) scored beside --kp on sensor-like clouds")
     parser.add_argument("--out", default=d.out, help="output folder for tables, JSON, CSV and PNG files")
     parser.add_argument("--results-md", dest="results_md", metavar="FILE", help="also write a Markdown report (e.g. docs/RESULTS.md)")
     parser.add_argument("--samples", type=int, default=d.samples, help="augmentations for Table I (paper: 500)")
@@ -806,6 +905,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--circle-angles", dest="circle_angles", type=int, default=d.circle_angles, help="angles over [0, 360) deg for the KP-Net circle")
     parser.add_argument("--equivariance-samples", dest="equivariance_samples", type=int, default=d.equivariance_samples,
                         help="random transforms per equivariance mode")
+    parser.add_argument("--sensor-poses", dest="sensor_poses", type=int, default=d.sensor_poses,
+                        help="poses per kind (whole, single view) for the sensor-like rotate-goal protocol (0: skip)")
+    parser.add_argument("--sensor-psi-step", dest="sensor_psi_step", type=float, default=d.sensor_psi_step,
+                        help="goal angle step in degrees over [0, 360)")
     parser.add_argument("--figure-examples", dest="figure_examples", type=int, default=d.figure_examples, help="rows of the Fig. 5 figure")
     parser.add_argument("--strip-angles", dest="strip_angles", type=int, default=d.strip_angles, help="columns of the Fig. 7 strip")
     parser.add_argument("--chamfer-points", dest="chamfer_points", type=int, default=d.chamfer_points, help="points per cloud for the paper's Chamfer")
@@ -843,6 +946,10 @@ def main(argv: list[str] | None = None) -> int:
             s = rep[method]
             print(f"{method}: BCE {_fmt(s['bce'])}  IoU {_fmt(s['iou'])}  Chamfer {_fmt(s['chamfer'])}  "
                   f"NN distance {_fmt(s['distance'])} voxels")
+    for name, res in results.get("sensor", {}).get("models", {}).items():
+        for kind in SENSOR_KINDS:
+            r = res[kind]
+            print(f"{name}, {kind} sensor clouds: goal IoU mean {r['mean']:.3f}, min {r['min']:.3f}, spread {r['spread']:.3f} over psi")
     print(f"kp-eval: wrote {out / 'results.json'}" + (f" and {cfg.results_md}" if cfg.results_md else "")
           + f" in {results['elapsed_s']:.0f} s")
     return 0

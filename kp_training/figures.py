@@ -236,6 +236,32 @@ def plot_circle(path, angles_deg: np.ndarray, iou: np.ndarray, mean: np.ndarray 
     return _save(fig, path)
 
 
+def plot_sensor_goal(path, angles_deg: np.ndarray, curves: dict[str, dict[str, np.ndarray]]) -> Path:
+    """Goal IoU over psi on sensor-like clouds: one panel per kind of cloud (whole, single view), one line
+    per model, the targets of the rotate-goal issue as dotted lines."""
+    kinds = list(next(iter(curves.values())))
+    fig = Figure(figsize=(5.2 * len(kinds), 3.6))
+    colours = ["tab:blue", "tab:gray", "tab:orange", "tab:green"]
+    for col, kind in enumerate(kinds):
+        ax = fig.add_subplot(1, len(kinds), col + 1)
+        for (name, per_kind), colour in zip(curves.items(), colours):
+            iou = per_kind[kind]
+            ax.plot(angles_deg, iou, marker="o", markersize=3, color=colour, linewidth=1.6,
+                    label=f"{name} (mean {iou.mean():.2f}, min {iou.min():.2f})")
+        ax.axhline(0.85 if kind == "whole" else 0.65, color="k", linestyle=":", linewidth=1,
+                   label="target" + (" (every psi)" if kind == "whole" else " (mean)"))
+        ax.set_title(f"{kind} clouds" if kind == "whole" else "single-view clouds", fontsize=10)
+        ax.set_xlabel("goal angle psi [deg]")
+        ax.set_ylabel("goal IoU")
+        ax.set_xticks(np.arange(0, 361, 45))
+        ax.set_xlim(0, 360)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def plot_equivariance(path, per_keypoint: dict[str, np.ndarray]) -> Path:
     """Mean equivariance error per keypoint index (voxels), one bar group per transform family."""
     modes = list(per_keypoint)

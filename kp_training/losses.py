@@ -68,23 +68,23 @@ class LossWeights:
     separation_m: float = 1000.0
 
 
-def pair_losses(output: dict, voxels: torch.Tensor, angle: torch.Tensor, scale: torch.Tensor,
-                weights: LossWeights, keypoint_model: bool) -> dict[str, torch.Tensor]:
-    """All losses for a batch of pairs stacked as ``[view 1; view 2]`` (see ``data.PairBatch``).
+def pair_losses(output: dict, batch, weights: LossWeights, keypoint_model: bool) -> dict[str, torch.Tensor]:
+    """All losses for a :class:`kp_training.data.PairBatch` (pairs stacked as ``[view 1; view 2]``).
 
-    Reconstruction and separation are averaged over both views. A latent (CNN-Net) model is trained
-    with the reconstruction loss only, as in the paper.
+    Reconstruction and separation are averaged over both views. The consistency loss compares the two
+    views' keypoints in the shape's normalized frame, undoing each view's grid placement and augmentation.
+    A latent (CNN-Net) model is trained with the reconstruction loss only, as in the paper.
 
     Returns:
         dict with "loss" (the weighted total), "recon", and for keypoint models "consistency" and "separation".
     """
-    recon = reconstruction_loss(output["logits"], voxels)
+    recon = reconstruction_loss(output["logits"], batch.targets)
     if not keypoint_model:
         return {"loss": recon, "recon": recon}
     keypoints = output["latent"].float()
-    kp1, kp2 = keypoints.chunk(2)
-    a1, a2 = angle.chunk(2)
-    s1, s2 = scale.chunk(2)
+    kp1, kp2 = batch.to_posed(keypoints).chunk(2)
+    a1, a2 = batch.angle.chunk(2)
+    s1, s2 = batch.scale.chunk(2)
     consistency = consistency_loss(kp1, kp2, a1, s1, a2, s2)
     separation = separation_loss(keypoints, weights.separation_m)
     total = recon + weights.alpha * consistency + weights.beta * separation

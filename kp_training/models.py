@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from typing import Callable
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .geometry import GRID_SIZE, HEATMAP_SIZE, voxel_centers
+from .geometry import GRID_SIZE, HEATMAP_SIZE, grid_points
+from .voxelize import CYLINDER_BINS, voxelize, voxelize_cylindrical
 
 ENCODERS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -22,8 +25,9 @@ ENCODERS: dict[str, Callable[..., nn.Module]] = {}
 def register_encoder(name: str):
     """Decorator adding a keypoint encoder class to :data:`ENCODERS`.
 
-    An encoder is built as ``cls(num_keypoints=K, **options)`` and maps (B, 1, 64, 64, 64) voxels to
-    (B, K, 32, 32, 32) heatmap logits.
+    An encoder is built as ``cls(num_keypoints=K, **options)``. It maps its input (by default the
+    (B, 1, 64, 64, 64) Cartesian occupancy, see :meth:`CartesianInput.input_from_points`) to (B, K, ...)
+    heatmap logits over cells whose grid-frame centres are its ``heatmap_centers`` buffer ((cells, 3)).
     """
 
     def add(cls):
@@ -35,8 +39,22 @@ def register_encoder(name: str):
     return add
 
 
+class CartesianInput(nn.Module):
+    """Base of the encoders that read the 64^3 Cartesian grid and predict 32^3 Cartesian heatmaps."""
+
+    def __init__(self):
+        super().__init__()
+        # Not saved with the weights: a function of the architecture only.
+        self.register_buffer("heatmap_centers", grid_points(HEATMAP_SIZE).reshape(-1, 3), persistent=False)
+
+    @staticmethod
+    def input_from_points(points: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N, 3) grid-frame points -> (B, 1, 64, 64, 64) occupancy."""
+        return voxelize(points, GRID_SIZE, mask)
+
+
 @register_encoder("paper")
-class PaperEncoder(nn.Module):
+class PaperEncoder(CartesianInput):
     """The reference KP-Net encoder: about 340 GFLOP per 64^3 pass, 5.1 M parameters at K = 32."""
 
     def __init__(self, num_keypoints: int):
@@ -58,7 +76,7 @@ class PaperEncoder(nn.Module):
 
 
 @register_encoder("fast")
-class FastEncoder(nn.Module):
+class FastEncoder(CartesianInput):
     """A cheap encoder for CPUs (about 1 GFLOP per pass) with a receptive field covering the object.
 
     Two strided convolutions reach 16^3; dilated convolutions (1, 2, 4) let every heatmap cell see the
@@ -86,25 +104,126 @@ class FastEncoder(nn.Module):
         return upsampled + self.fine_head(fine)
 
 
-def spatial_expectation(heatmap_logits: torch.Tensor, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keypoints as the expected cell centre under a softmax over each heatmap.
+def spatial_expectation(heatmap_logits: torch.Tensor, centers: torch.Tensor,
+                        temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keypoints as the expected cell centre under a softmax over each heatmap, in float32 (also under
+    autocast: bf16 would round the keypoints by up to 1/16 voxel).
 
     Args:
-        heatmap_logits: (B, K, H, H, H) logits; array axes (x, y, z).
+        heatmap_logits: (B, K, ...) logits over C cells (any cell layout, flattened row-major).
+        centers: (C, 3) grid-frame centre of each cell, in the same order.
         temperature: logits are multiplied by ``1 / temperature`` before the softmax.
 
     Returns:
-        keypoints (B, K, 3) in the grid frame (cell centres ``-1 + (2i + 1)/H``) and the
-        (B, K, H, H, H) probability maps.
+        keypoints (B, K, 3) in the grid frame and the (B, K, ...) probability maps.
     """
-    batch, k, size = heatmap_logits.shape[:3]
-    flat = (heatmap_logits.float() / temperature).reshape(batch, k, -1)
-    prob = torch.softmax(flat, dim=-1).reshape(batch, k, size, size, size)
-    c = voxel_centers(size, device=heatmap_logits.device)
-    x = torch.einsum("bkijl,i->bk", prob, c)
-    y = torch.einsum("bkijl,j->bk", prob, c)
-    z = torch.einsum("bkijl,l->bk", prob, c)
-    return torch.stack([x, y, z], dim=-1), prob
+    batch, k = heatmap_logits.shape[:2]
+    with torch.autocast(heatmap_logits.device.type, enabled=False):
+        flat = (heatmap_logits.float() / temperature).reshape(batch, k, -1)
+        if flat.shape[-1] != centers.shape[0]:
+            raise ValueError(f"{flat.shape[-1]} heatmap cells but {centers.shape[0]} cell centres")
+        prob = torch.softmax(flat, dim=-1)
+        keypoints = prob @ centers.float()
+    return keypoints, prob.reshape(heatmap_logits.shape)
+
+
+def _circular_theta(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Pad a (B, C, R, T, Z) tensor circularly along theta (dim 3)."""
+    return torch.cat([x[:, :, :, -pad:], x, x[:, :, :, :pad]], dim=3) if pad else x
+
+
+class CylinderConv(nn.Module):
+    """3-D convolution on a (r, theta, z) grid: circular along theta, zero padding along r and z.
+
+    With circular padding and a theta stride s, shifting the input by s * m theta cells shifts the
+    output by m cells: a rotation about the axis commutes with the layer.
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel: int = 3, stride: int = 1, dilation: int = 1):
+        super().__init__()
+        self.pad = dilation * (kernel - 1) // 2
+        self.conv = nn.Conv3d(c_in, c_out, kernel, stride=stride, dilation=dilation, padding=(self.pad, 0, self.pad))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(_circular_theta(x, self.pad))
+
+
+def _upsample_circular(x: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+    """Trilinear upsampling by an integer factor that wraps around along theta (dim 3)."""
+    factor = size[1] // x.shape[3]
+    padded = F.interpolate(_circular_theta(x, 1), size=(size[0], size[1] + 2 * factor, size[2]),
+                           mode="trilinear", align_corners=False)
+    return padded[:, :, :, factor:-factor]
+
+
+def cylinder_cell_centers(bins: tuple[int, int, int]) -> torch.Tensor:
+    """(R * T * Z, 3) grid-frame (Cartesian) centres of the cells of an (r, theta, z) grid, row-major."""
+    n_r, n_t, n_z = bins
+    r = (torch.arange(n_r) + 0.5) / n_r
+    theta = (torch.arange(n_t) + 0.5) * (2 * math.pi / n_t)
+    z = -1.0 + (2.0 * torch.arange(n_z) + 1.0) / n_z
+    rr, tt, zz = torch.meshgrid(r, theta, z, indexing="ij")
+    return torch.stack([rr * torch.cos(tt), rr * torch.sin(tt), zz], dim=-1).reshape(-1, 3)
+
+
+@register_encoder("cylinder")
+class CylinderEncoder(nn.Module):
+    """A keypoint encoder equivariant to rotations about the grid's z axis by construction.
+
+    The input is the occupancy on a cylindrical grid (r, theta, z) about the grid's vertical axis
+    (32 x 128 x 64, binned straight from points, or resampled from a 64^3 Cartesian grid). Every layer
+    is a :class:`CylinderConv` (circular along theta), the theta-pooled features are rotation invariant,
+    and a keypoint is the softmax expectation of the Cartesian centres of its (r, theta, z) heatmap cells
+    (16 x 64 x 32). Rotating the object by a multiple of 2 pi / 32 (the theta stride of the deepest layer,
+    11.25 deg) shifts the heatmaps, so the keypoints turn with the object exactly; in between the
+    consistency loss only has to interpolate. Layout as :class:`FastEncoder`: two stride-2 layers, dilated
+    context (1, 2, 4) plus a pooled ring summary so that every cell sees the whole object, a coarse and
+    a fine 1x1 head.
+    """
+
+    def __init__(self, num_keypoints: int, width: int = 48, bins: tuple[int, int, int] = CYLINDER_BINS):
+        super().__init__()
+        self.bins = tuple(int(b) for b in bins)
+        if any(b % 4 for b in self.bins):
+            raise ValueError(f"cylinder bins must be multiples of 4 (two stride-2 layers), got {self.bins}")
+        self.down1 = nn.Sequential(CylinderConv(1, 16, 3, stride=2), nn.ReLU(inplace=True))
+        self.down2 = nn.Sequential(CylinderConv(16, 32, 3, stride=2), nn.ReLU(inplace=True))
+        layers, channels = [], 32
+        for dilation in (1, 2, 4):
+            layers.append(CylinderConv(channels, width, 3, dilation=dilation))
+            channels = width
+        self.context = nn.ModuleList(layers)
+        self.ring = nn.Conv3d(width, width, 1)  # mixes the theta-pooled summary back into every cell
+        self.coarse_head = nn.Conv3d(width, num_keypoints, 1)
+        self.fine_head = nn.Conv3d(16, num_keypoints, 1)
+        heatmap_bins = (self.bins[0] // 2, self.bins[1] // 2, self.bins[2] // 2)
+        self.register_buffer("heatmap_centers", cylinder_cell_centers(heatmap_bins), persistent=False)
+        # Where each cylindrical input cell centre lies in the Cartesian 64^3 grid, for grid_sample.
+        self.register_buffer("_sample_grid", cylinder_cell_centers(self.bins).reshape(1, *self.bins, 3).flip(-1),
+                             persistent=False)
+
+    def input_from_points(self, points: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N, 3) grid-frame points -> (B, 1, R, T, Z) cylindrical occupancy."""
+        return voxelize_cylindrical(points, self.bins, mask)
+
+    def cylindrical(self, x: torch.Tensor) -> torch.Tensor:
+        """Pass a cylindrical grid through; resample a (B, 1, 64, 64, 64) Cartesian one (nearest cell)."""
+        if tuple(x.shape[2:]) == self.bins:
+            return x
+        if tuple(x.shape[2:]) != (GRID_SIZE,) * 3:
+            raise ValueError(f"expected a (B, 1, {self.bins}) cylindrical or (B, 1, 64, 64, 64) grid, got {tuple(x.shape)}")
+        # grid_sample's last coordinate indexes the input's last axis: (z, y, x) order, hence the flip above.
+        grid = self._sample_grid.to(x.dtype).expand(len(x), *self.bins, 3)
+        return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fine = self.down1(self.cylindrical(x))
+        h = self.down2(fine)
+        for layer in self.context:
+            h = F.relu(layer(h))
+        h = F.relu(h + self.ring(h.mean(dim=3, keepdim=True)))
+        coarse = _upsample_circular(self.coarse_head(h), fine.shape[-3:])
+        return coarse + self.fine_head(fine)
 
 
 class VoxelDecoder(nn.Module):
@@ -148,25 +267,37 @@ class KeypointNet(nn.Module):
         self.num_keypoints = num_keypoints
         self.heatmap_temperature = heatmap_temperature
         self.encoder = ENCODERS[encoder](num_keypoints=num_keypoints, **(encoder_options or {}))
+        if not hasattr(self.encoder, "heatmap_centers"):  # a registered encoder that predicts 32^3 Cartesian heatmaps
+            self.encoder.register_buffer("heatmap_centers", grid_points(HEATMAP_SIZE).reshape(-1, 3), persistent=False)
         self.decoder = VoxelDecoder(3 * num_keypoints, decoder_channels)
 
+    def input_from_points(self, points: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N, 3) grid-frame points -> the encoder's input grid (see the encoder's ``input_from_points``)."""
+        to_input = getattr(self.encoder, "input_from_points", CartesianInput.input_from_points)
+        return to_input(points, mask)
+
     def heatmaps(self, voxels: torch.Tensor) -> torch.Tensor:
-        """(B, 1, 64, 64, 64) -> (B, K, 32, 32, 32) heatmap logits."""
+        """Encoder input -> (B, K, ...) heatmap logits over the encoder's cells."""
         logits = self.encoder(voxels)
-        if logits.shape[1:] != (self.num_keypoints, HEATMAP_SIZE, HEATMAP_SIZE, HEATMAP_SIZE):
-            raise RuntimeError(f"encoder produced {tuple(logits.shape)}, expected (B, K, 32, 32, 32)")
+        if logits.shape[1] != self.num_keypoints or logits[0, 0].numel() != len(self.encoder.heatmap_centers):
+            raise RuntimeError(f"encoder produced {tuple(logits.shape)}, expected {self.num_keypoints} heatmaps "
+                               f"of {len(self.encoder.heatmap_centers)} cells")
         return logits
 
+    def keypoints_from_heatmaps(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, K, ...) heatmap logits -> (B, K, 3) keypoints and the probability maps."""
+        return spatial_expectation(logits, self.encoder.heatmap_centers, self.heatmap_temperature)
+
     def encode(self, voxels: torch.Tensor) -> torch.Tensor:
-        """(B, 1, 64, 64, 64) occupancy -> (B, K, 3) keypoints in the grid frame."""
-        return spatial_expectation(self.heatmaps(voxels), self.heatmap_temperature)[0]
+        """Encoder input ((B, 1, 64, 64, 64) occupancy for every encoder) -> (B, K, 3) grid-frame keypoints."""
+        return self.keypoints_from_heatmaps(self.heatmaps(voxels))[0]
 
     def decode(self, keypoints: torch.Tensor) -> torch.Tensor:
         """(B, K, 3) keypoints -> (B, 1, 64, 64, 64) occupancy logits."""
         return self.decoder(keypoints)
 
     def forward(self, voxels: torch.Tensor) -> dict[str, torch.Tensor]:
-        keypoints, prob = spatial_expectation(self.heatmaps(voxels), self.heatmap_temperature)
+        keypoints, prob = self.keypoints_from_heatmaps(self.heatmaps(voxels))
         return {"latent": keypoints, "logits": self.decode(keypoints), "heatmaps": prob}
 
 
@@ -188,6 +319,11 @@ class CNNNet(nn.Module):
         self.latent_dim = latent_dim
         self.decoder = VoxelDecoder(latent_dim, decoder_channels)
 
+    @staticmethod
+    def input_from_points(points: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N, 3) grid-frame points -> (B, 1, 64, 64, 64) occupancy."""
+        return voxelize(points, GRID_SIZE, mask)
+
     def encode(self, voxels: torch.Tensor) -> torch.Tensor:
         """(B, 1, 64, 64, 64) occupancy -> (B, latent_dim) code."""
         return self.to_latent(self.features(voxels).flatten(1))
@@ -204,12 +340,13 @@ class CNNNet(nn.Module):
 PRESETS: dict[str, dict] = {
     "paper": {"model": "keypoint", "encoder": "paper", "num_keypoints": 32, "decoder_channels": 512},
     "fast": {"model": "keypoint", "encoder": "fast", "num_keypoints": 32, "decoder_channels": 256},
+    "cylinder": {"model": "keypoint", "encoder": "cylinder", "num_keypoints": 32, "decoder_channels": 256},
     "cnn": {"model": "cnn", "latent_dim": 128, "decoder_channels": 512},
 }
 
 
 def model_config(preset: str, **overrides) -> dict:
-    """Architecture dict of a preset ("paper", "fast", "cnn"), with ``overrides`` applied (None ignored)."""
+    """Architecture dict of a preset ("paper", "fast", "cylinder", "cnn"), with ``overrides`` applied (None ignored)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     arch = dict(PRESETS[preset], grid_size=GRID_SIZE)

@@ -30,17 +30,24 @@ from .checkpoint import (
     save_checkpoint,
     save_tensors,
 )
-from .data import ValidationSet, sample_pairs
-from .devices import resolve_device
+from .data import ValidationSet, ViewSampler, sample_transforms
+from .devices import keep_freed_memory, resolve_device
+from .goals import psi_grid, sensor_goal_iou
 from .losses import LossWeights, pair_losses
 from .metrics import voxel_iou
 from .models import PRESETS, build_model, model_config
+from .sensor import SensorConfig
 from .shapes import UP_AXES, load_shape
+
+INPUTS = ("solid", "sensor")
+GOAL_CHECK_PSI_DEG = 45.0
+"""The per-epoch goal check turns the keypoints by every multiple of this angle."""
 
 PRECISIONS = ("bf16", "tf32", "fp32")
 LOG_FIELDS = [
     "epoch", "global_step", "pairs_seen", "wall_s", "train_loss", "train_recon", "train_consistency",
     "train_separation", "val_loss", "val_recon", "val_consistency", "val_separation", "val_iou",
+    "val_goal_whole_mean", "val_goal_whole_min", "val_goal_single_mean", "val_goal_single_min",
 ]
 
 
@@ -64,6 +71,11 @@ class TrainConfig:
     separation_m: float = 1000.0
     scale_min: float = 0.75
     scale_max: float = 1.0
+    inputs: str = "solid"  # "solid": the paper's voxelized solids; "sensor": simulated depth-sensor clouds
+    zoom: float = 1.0  # grid half extent in normalized shape units (> 1: room for a single view's hidden side)
+    whole_fraction: float = 0.3  # sensor inputs: share of clouds fused from several cameras
+    prior_bias: bool = True  # start the decoder's output bias at the occupancy prior (predicts voxels sooner)
+    goal_check_clouds: int = 8  # sensor inputs: whole and single-view clouds scored for goal IoU every epoch
     seed: int = 0
     val_pairs: int = 4000
     val_seed: int = 12345
@@ -94,6 +106,10 @@ class TrainConfig:
             (self.precision in PRECISIONS + ("auto",), f"precision must be auto or one of {PRECISIONS}"),
             (self.max_minutes is None or self.max_minutes > 0, "max_minutes must be > 0"),
             (self.shape == "mug" or Path(self.shape).is_file(), f"shape must be 'mug' or a mesh file: {self.shape!r} not found"),
+            (self.inputs in INPUTS, f"inputs must be one of {INPUTS}"),
+            (math.isfinite(self.zoom) and self.zoom >= 1, "zoom must be >= 1"),
+            (0 <= self.whole_fraction <= 1, "whole_fraction must be in [0, 1]"),
+            (self.goal_check_clouds >= 0, "goal_check_clouds must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -138,6 +154,9 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.validation = ValidationSet(config.val_pairs, config.val_seed, self.scale_range)
         self.keypoint_model = self.model.kind == "keypoint"
+        self.sampler = self._sampler(config.whole_fraction)
+        if config.prior_bias and not resume:
+            self._start_at_prior()
         self.steps_per_epoch = math.ceil(config.pairs_per_epoch / config.batch_pairs)
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.best_val, self.train_seconds = math.inf, 0.0
@@ -150,6 +169,29 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.out / "config.json", dataclasses.asdict(config))
         self.tb = self._tensorboard() if config.tensorboard else None
+
+    def _sampler(self, whole_fraction: float) -> ViewSampler:
+        cfg = self.config
+        sensor = SensorConfig(whole_fraction=whole_fraction) if cfg.inputs == "sensor" else None
+        return ViewSampler(self.points, self.model.input_from_points, sensor,
+                           metres_per_unit=self.metres_per_unit(), zoom=cfg.zoom, scale_range=self.scale_range)
+
+    def metres_per_unit(self) -> float:
+        """Metres per normalized unit: the shape's own for a shape in metres, else the mug's size."""
+        norm = self.shape.normalization
+        if norm.get("units") == "m":
+            return float(norm["mesh_units_per_grid_unit"])
+        return float(load_shape("mug").normalization["mesh_units_per_grid_unit"])
+
+    @torch.no_grad()
+    def _start_at_prior(self) -> None:
+        """Set the decoder's output bias to the logit of the mean target occupancy, so that the first
+        steps refine a plausible grid instead of unlearning a 50 % one (today's models predicted nothing
+        for hundreds of steps)."""
+        batch = self.sampler.views(*sample_transforms(8, torch.Generator().manual_seed(0), self.device, self.scale_range),
+                                   torch.Generator().manual_seed(0))
+        prior = float(batch.targets.mean().clamp(1e-4, 0.5))
+        self.model.decoder.out.bias.fill_(math.log(prior / (1 - prior)))
 
     def _tensorboard(self):
         try:
@@ -167,11 +209,11 @@ class Trainer:
         return voxels.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else voxels
 
     def train_step(self) -> dict[str, float]:
-        batch = sample_pairs(self.points, self.config.batch_pairs, self.generator, scale_range=self.scale_range)
+        batch = self.sampler.pairs(self.config.batch_pairs, self.generator)
         self.model.train()
         with self._autocast():
-            output = self.forward(self._prepare(batch.voxels))
-        losses = pair_losses(output, batch.voxels, batch.angle, batch.scale, self.weights, self.keypoint_model)
+            output = self.forward(self._prepare(batch.inputs))
+        losses = pair_losses(output, batch, self.weights, self.keypoint_model)
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         self.optimizer.step()
@@ -183,17 +225,32 @@ class Trainer:
         self.model.eval()
         sums: dict[str, float] = {}
         count = 0
-        for batch in self.validation.batches(self.points, self.config.val_batch_pairs):
+        for batch in self.validation.batches(self.sampler, self.config.val_batch_pairs):
             with self._autocast():
-                output = self.forward(self._prepare(batch.voxels))
-            losses = pair_losses(output, batch.voxels, batch.angle, batch.scale, self.weights, self.keypoint_model)
-            iou = voxel_iou(torch.sigmoid(output["logits"].float()), batch.voxels)
+                output = self.forward(self._prepare(batch.inputs))
+            losses = pair_losses(output, batch, self.weights, self.keypoint_model)
+            iou = voxel_iou(torch.sigmoid(output["logits"].float()), batch.targets)
             n = batch.num_pairs
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * n
             sums["iou"] = sums.get("iou", 0.0) + float(iou.mean()) * n
             count += n
-        return {k: v / count for k, v in sums.items()}
+        result = {k: v / count for k, v in sums.items()}
+        if self.keypoint_model and self.config.inputs == "sensor" and self.config.goal_check_clouds:
+            result.update(self.goal_check())
+        return result
+
+    def goal_check(self) -> dict[str, float]:
+        """Goal IoU at psi = 0, 45, ..., 315 deg on a few fixed whole and single-view clouds."""
+        n, psi = self.config.goal_check_clouds, psi_grid(GOAL_CHECK_PSI_DEG)
+        out = {}
+        for mode, whole_fraction in (("whole", 1.0), ("single", 0.0)):
+            generator = torch.Generator().manual_seed(self.config.val_seed + 1)
+            angle, scale = sample_transforms(n, generator, "cpu", self.scale_range)
+            iou = sensor_goal_iou(self.model, self._sampler(whole_fraction), angle, scale, psi, generator)["iou"]
+            per_psi = iou.mean(0)
+            out[f"goal_{mode}_mean"], out[f"goal_{mode}_min"] = float(per_psi.mean()), float(per_psi.min())
+        return out
 
     def metadata(self) -> dict:
         return {
@@ -208,6 +265,8 @@ class Trainer:
             },
             "precision": self.precision,
             "device": str(self.device),
+            "inputs": self.config.inputs,
+            "placement": {"zoom": self.config.zoom, "centering": "circle" if self.config.inputs == "sensor" else "origin"},
         }
 
     def save_last(self) -> None:
@@ -345,6 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--separation-m", dest="separation_m", type=float)
     parser.add_argument("--scale-min", dest="scale_min", type=float)
     parser.add_argument("--scale-max", dest="scale_max", type=float)
+    parser.add_argument("--inputs", choices=INPUTS, help="solid (the paper's voxelized solids) or sensor (simulated depth-sensor clouds)")
+    parser.add_argument("--zoom", type=float, help="grid half extent in normalized shape units (sensor inputs: about 1.3)")
+    parser.add_argument("--whole-fraction", dest="whole_fraction", type=float, help="share of fused multi-camera clouds")
+    parser.add_argument("--prior-bias", dest="prior_bias", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--goal-check-clouds", dest="goal_check_clouds", type=int, help="clouds per kind for the per-epoch goal IoU")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--val-pairs", dest="val_pairs", type=int)
     parser.add_argument("--val-seed", dest="val_seed", type=int)
@@ -372,6 +436,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -67,7 +67,7 @@ def test_keypoint_expectation_conventions():
     logits[0, 1] = 0.0  # uniform: the cube's centre
     logits[0, 2, 0, 0, 0] = 0.0
     logits[0, 2, 31, 31, 31] = 0.0  # two equal peaks: their midpoint
-    kp, prob = spatial_expectation(logits)
+    kp, prob = spatial_expectation(logits, grid_points(size).reshape(-1, 3))
     c = voxel_centers(size)
     torch.testing.assert_close(kp[0, 0], torch.stack([c[5], c[17], c[30]]))
     torch.testing.assert_close(kp[0, 1], torch.zeros(3), atol=1e-6, rtol=0)
@@ -77,7 +77,7 @@ def test_keypoint_expectation_conventions():
 
 def test_keypoint_expectation_gradcheck():
     logits = torch.randn(1, 2, 4, 4, 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x: spatial_expectation(x.float(), 0.5)[0].double(), (logits,), eps=1e-3, atol=1e-3)
+    assert torch.autograd.gradcheck(lambda x: spatial_expectation(x.float(), grid_points(4).reshape(-1, 3), 0.5)[0].double(), (logits,), eps=1e-3, atol=1e-3)
 
 
 def test_metric_grid_map_round_trip_and_fit():

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from kp_training.geometry import transform_points
+from kp_training.data import PairBatch
 from kp_training.losses import LossWeights, consistency_loss, pair_losses, reconstruction_loss, separation_loss
 
 
@@ -33,17 +34,42 @@ def test_separation_hand_values():
     assert float(separation_loss(kp, m=0.0)) == pytest.approx(1.0)
 
 
+def pair_batch(n_pairs=2, seed=0, center=True):
+    g = torch.Generator().manual_seed(seed)
+    n = 2 * n_pairs
+    voxels = (torch.rand(n, 1, 4, 4, 4, generator=g) > 0.5).float()
+    angle, scale = torch.rand(n, generator=g) * 6.28, 0.75 + 0.25 * torch.rand(n, 3, generator=g)
+    offset = (torch.rand(n, 3, generator=g) - 0.5) * 0.4 if center else torch.zeros(n, 3)
+    return PairBatch(voxels, voxels, angle, scale, offset, torch.full((n,), 1.3))
+
+
 def test_pair_losses_weighting():
-    torch.manual_seed(0)
-    voxels = (torch.rand(4, 1, 4, 4, 4) > 0.5).float()
+    batch = pair_batch()
     output = {"logits": torch.randn(4, 1, 4, 4, 4), "latent": torch.rand(4, 3, 3)}
-    angle, scale = torch.rand(4), 0.75 + 0.25 * torch.rand(4, 3)
     w = LossWeights(alpha=2.0, beta=0.5)
-    losses = pair_losses(output, voxels, angle, scale, w, keypoint_model=True)
+    losses = pair_losses(output, batch, w, keypoint_model=True)
     total = losses["recon"] + 2.0 * losses["consistency"] + 0.5 * losses["separation"]
     assert float(losses["loss"]) == pytest.approx(float(total))
-    latent_only = pair_losses(output, voxels, angle, scale, w, keypoint_model=False)
+    latent_only = pair_losses(output, batch, w, keypoint_model=False)
     assert set(latent_only) == {"loss", "recon"} and float(latent_only["loss"]) == pytest.approx(float(losses["recon"]))
+
+
+def test_consistency_is_zero_for_keypoints_that_follow_each_view_and_not_otherwise():
+    """Keypoints placed where each view's pose and grid placement put fixed canonical points: zero loss.
+    The oracle writes the forward map by hand: p_grid = (R_z(a) diag(s) p - center) / half_extent."""
+    batch = pair_batch(n_pairs=3, seed=1)
+    canonical = torch.rand(5, 3) - 0.5
+    kps = []
+    for a, s, c, h in zip(batch.angle, batch.scale, batch.center, batch.half_extent):
+        rot = torch.tensor([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0], [0.0, 0.0, 1.0]])
+        kps.append(((canonical * s) @ rot.T - c) / h)
+    output = {"logits": torch.zeros(6, 1, 4, 4, 4), "latent": torch.stack(kps)}
+    w = LossWeights()
+    assert float(pair_losses(output, batch, w, True)["consistency"]) < 1e-10
+    swapped = PairBatch(batch.inputs, batch.targets, batch.angle.roll(3), batch.scale, batch.center, batch.half_extent)
+    assert float(pair_losses(output, swapped, w, True)["consistency"]) > 1e-3
+    moved = PairBatch(batch.inputs, batch.targets, batch.angle, batch.scale, batch.center * 0, batch.half_extent)
+    assert float(pair_losses(output, moved, w, True)["consistency"]) > 1e-3
 
 
 def test_losses_gradcheck():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from kp_training.voxelize import voxelize
+from kp_training.voxelize import voxelize, voxelize_cylindrical
 
 
 def brute_force_voxelize(points: np.ndarray, grid_size: int) -> np.ndarray:
@@ -12,14 +12,15 @@ def brute_force_voxelize(points: np.ndarray, grid_size: int) -> np.ndarray:
     for p in points:
         if not np.all(np.isfinite(p)):
             continue
-        idx = [min(max(int(math.floor((c + 1.0) * grid_size / 2.0)), 0), grid_size - 1) for c in p]
-        grid[tuple(idx)] = 1.0
+        idx = [int(math.floor((c + 1.0) * grid_size / 2.0)) for c in p]
+        if all(0 <= i < grid_size for i in idx):  # outside the cube: dropped, not clamped
+            grid[tuple(idx)] = 1.0
     return grid
 
 
 @pytest.mark.parametrize("grid_size", [8, 64])
 def test_matches_brute_force_reference(grid_size):
-    points = torch.rand(3, 500, 3) * 2.4 - 1.2  # some outside the cube: clipped into border voxels
+    points = torch.rand(3, 500, 3) * 2.4 - 1.2  # some outside the cube
     points[1, :10] = float("nan")
     grids = voxelize(points, grid_size)
     assert grids.shape == (3, 1, grid_size, grid_size, grid_size) and grids.dtype == torch.float32
@@ -49,3 +50,29 @@ def test_exact_under_quarter_turns_about_z(quarter_turns, mug):
     for _ in range(quarter_turns):  # (x, y) -> (-y, x): new[i, j] = old[j, G - 1 - i]
         expected = expected.transpose(2, 3).flip(2)
     assert torch.equal(voxelize(rotated), expected)
+
+
+def test_points_outside_the_cube_never_fill_border_voxels():
+    table = torch.tensor([[[x, y, -1.3] for x in (-0.5, 0.0, 0.5) for y in (-0.5, 0.5)]])  # below the grid
+    assert voxelize(table).sum() == 0
+    assert voxelize(torch.tensor([[[0.999, -0.999, 0.0], [1.0, 0.0, 0.0]]])).sum() == 1  # 1.0 is outside
+
+
+def test_cylindrical_bins_by_hand():
+    points = torch.tensor([[[0.5, 0.0, 0.0], [0.0, 0.26, -0.99], [-0.1, -0.001, 0.5], [0.7, 0.8, 0.0], [0.0, 0.0, 1.0]]])
+    grid = voxelize_cylindrical(points, (4, 8, 4))
+    # r = 0.5 -> bin 2; theta 0 -> 0; z 0 -> 2.   r 0.26 -> 1; theta 90 deg -> 2; z -0.99 -> 0.
+    # r ~0.1 -> 0; theta just below 180 deg... -0.001 in y is just past 180 deg -> bin 4; z 0.5 -> 3.
+    # r = 1.06 (outside) and z = 1.0 (outside) are dropped.
+    expected = {(2, 0, 2), (1, 2, 0), (0, 4, 3)}
+    assert {tuple(i) for i in torch.nonzero(grid[0, 0]).tolist()} == expected
+
+
+@pytest.mark.parametrize("steps", [1, 5, 64])
+def test_cylindrical_grid_shifts_under_rotations_by_whole_bins(steps, mug):
+    points = mug.points[None, ::5] * 0.9
+    angle = steps * 2 * math.pi / 128
+    rotated = points @ torch.tensor([[math.cos(angle), -math.sin(angle), 0], [math.sin(angle), math.cos(angle), 0], [0, 0, 1]]).T
+    grid, turned = voxelize_cylindrical(points), voxelize_cylindrical(rotated)
+    differing = (torch.roll(grid, steps, dims=3) != turned).sum()
+    assert differing <= 1e-3 * grid.sum()  # only points within float rounding of a bin edge may move

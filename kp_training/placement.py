@@ -1,0 +1,147 @@
+"""Where the 64^3 grid goes on an object's cloud: one rule for training inputs and for the node.
+
+The grid origin is the object's centre as seen from above (the centre of the smallest circle enclosing
+the points' x, y; the middle of their height), which turns with the object's yaw, so a rotation about the
+grid's vertical axis is a rotation about an axis attached to the object. The grid's half extent is the
+object's normalized half extent times a zoom (> 1 for single camera views, whose hidden side reaches
+past the seen points), so the object keeps its size in grid units whatever part of it a sensor saw.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .geometry import MetricGridMap
+
+CENTERINGS = ("circle", "box")
+
+
+def place_grid(points: np.ndarray, object_half_extent: float, zoom: float = 1.0, centering: str = "circle") -> MetricGridMap:
+    """The grid frame for an object's cloud ((N, 3), finite): origin at :func:`object_center`, half extent
+    ``object_half_extent * zoom`` (``object_half_extent``: the object's units per normalized grid unit)."""
+    return MetricGridMap(center=object_center(np.asarray(points, dtype=np.float64), centering),
+                         half_extent=float(object_half_extent) * float(zoom))
+
+
+def object_center(points: np.ndarray, centering: str = "circle") -> np.ndarray:
+    """The grid origin for an (N, 3) cloud.
+
+    ``"circle"``: x, y at the centre of the smallest circle enclosing the points seen from above, z in the
+    middle of their height (invariant to the object's yaw); ``"box"``: the axis-aligned bounding-box centre
+    (which moves with the yaw of an asymmetric object).
+    """
+    if centering not in CENTERINGS:
+        raise ValueError(f"centering must be one of {CENTERINGS}, got {centering!r}")
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    center = (lo + hi) / 2.0
+    if centering == "circle":
+        center[:2] = min_enclosing_circle(points[:, :2])[0]
+    return center
+
+
+def min_enclosing_circle(xy: np.ndarray, exact_below: int = 4096, raster: int = 512) -> tuple[np.ndarray, float]:
+    """Smallest circle containing 2-D points: (centre (2,), radius).
+
+    Up to ``exact_below`` points: exact (Welzl's algorithm on the convex hull's vertices). Above, the
+    points are first binned into a ``raster`` x ``raster`` grid over their extent and the circle is the
+    exact one of the bins' corners (only the first and last occupied bin of each row can matter): it
+    still contains every point and is at most one bin diagonal (extent / raster * 1.42) too large.
+    """
+    xy = np.asarray(xy, dtype=np.float64)
+    if len(xy) > exact_below:
+        xy = _raster_outline(xy, raster)
+    xy = discard_interior(xy)
+    try:
+        from scipy.spatial import ConvexHull, QhullError
+
+        candidates = xy[ConvexHull(xy).vertices]
+    except (QhullError, ValueError):  # collinear or too few points: every distinct point is a candidate
+        candidates = np.unique(xy, axis=0)
+    pts = candidates[np.random.default_rng(0).permutation(len(candidates))].tolist()
+    scale = float(np.abs(candidates).max()) if len(candidates) else 0.0
+    eps = 1e-12 + 1e-9 * scale
+
+    def inside(p, c, r):
+        return (p[0] - c[0]) ** 2 + (p[1] - c[1]) ** 2 <= (r + eps) ** 2
+
+    def two(a, b):
+        c = ((a[0] + b[0]) / 2, (a[1] + b[1]) / 2)
+        return c, float(np.hypot(a[0] - c[0], a[1] - c[1]))
+
+    def three(a, b, p):
+        ax, ay = b[0] - a[0], b[1] - a[1]
+        bx, by = p[0] - a[0], p[1] - a[1]
+        d = 2 * (ax * by - ay * bx)
+        if abs(d) < 1e-18:  # collinear: the widest pair
+            return max((two(a, b), two(a, p), two(b, p)), key=lambda cr: cr[1])
+        ux = (by * (ax * ax + ay * ay) - ay * (bx * bx + by * by)) / d
+        uy = (ax * (bx * bx + by * by) - bx * (ax * ax + ay * ay)) / d
+        return (a[0] + ux, a[1] + uy), float(np.hypot(ux, uy))
+
+    c, r = (tuple(pts[0]) if pts else (0.0, 0.0)), 0.0
+    for i, p in enumerate(pts):
+        if inside(p, c, r):
+            continue
+        c, r = tuple(p), 0.0
+        for j in range(i):
+            q = pts[j]
+            if inside(q, c, r):
+                continue
+            c, r = two(p, q)
+            for k in range(j):
+                if not inside(pts[k], c, r):
+                    c, r = three(p, q, pts[k])
+    return np.array(c, dtype=np.float64), r
+
+
+def _raster_outline(xy: np.ndarray, n: int) -> np.ndarray:
+    """Corners of the outermost occupied bins of each row of an n x n binning of ``xy`` (see above)."""
+    lo = xy.min(axis=0)
+    span = float((xy.max(axis=0) - lo).max())
+    if span <= 0:
+        return xy[:1]
+    cell = span / n
+    ij = np.minimum(((xy - lo) / cell).astype(np.int64), n - 1)
+    occupied = np.zeros((n, n), dtype=bool)
+    occupied[ij[:, 0], ij[:, 1]] = True
+    rows = np.nonzero(occupied.any(axis=1))[0]
+    first = occupied[rows].argmax(axis=1)
+    last = n - 1 - occupied[rows, ::-1].argmax(axis=1)
+    cells = np.concatenate([np.stack([rows, first], 1), np.stack([rows, last], 1)])
+    offsets = np.array([[0, 0], [0, 1], [1, 0], [1, 1]])
+    return lo + ((cells[:, None, :] + offsets[None]) * cell).reshape(-1, 2)
+
+
+def discard_interior(xy: np.ndarray) -> np.ndarray:
+    """Drop points strictly inside the octagon of the extreme points in 8 directions (Akl-Toussaint).
+
+    They cannot be hull vertices, so neither the convex hull nor the enclosing circle changes; for a dense
+    cloud this leaves a small fraction of the points.
+    """
+    if len(xy) < 64:
+        return xy
+    angles = np.arange(8) * (np.pi / 4)
+    directions = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    corners = xy[np.argmax(xy @ directions.T, axis=0)]  # counter-clockwise
+    if len(np.unique(corners, axis=0)) < 3:  # no interior to speak of
+        return xy
+    inside = np.ones(len(xy), dtype=bool)
+    for a, b in zip(corners, np.roll(corners, -1, axis=0)):
+        edge = b - a
+        if not edge.any():  # the same point is extreme in two directions
+            continue
+        inside &= edge[0] * (xy[:, 1] - a[1]) - edge[1] * (xy[:, 0] - a[0]) > 0
+    return xy[~inside]
+
+
+def vertical_axis_of(solid: np.ndarray) -> np.ndarray:
+    """(2,) x, y of an object's own vertical axis: the vertical line through the centroid of its solid,
+    given as (N, 3) points spread evenly through the volume (solid samples, or occupied voxel centres).
+
+    The centroid, not the enclosing circle that places the grid: a thin part (a mug's handle) that a
+    reconstruction misses moves the centroid by a few millimetres, the enclosing circle by centimetres.
+    """
+    solid = np.asarray(solid, dtype=np.float64)
+    if len(solid) == 0:
+        raise ValueError("no points: an empty object has no axis")
+    return solid[:, :2].mean(axis=0)

@@ -1,0 +1,115 @@
+"""The simulated depth sensor: z-buffer visibility checked against trimesh's ray casting, and what the
+clouds look like (surface only, one side for single views, noise, density, outliers)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from kp_training.sensor import SensorConfig, SensorSimulator, surface_samples
+
+
+def test_surface_samples_are_the_skin_of_the_solid():
+    spacing = 0.01
+    axis = torch.arange(-0.6, 0.6, spacing)
+    lattice = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+    ball = lattice[lattice.norm(dim=-1) < 0.5]
+    skin = surface_samples(ball, count=None)
+    radius = skin.norm(dim=-1)
+    cell = 2.0 / 128  # the skin lattice's cell
+    assert radius.min() > 0.5 - 2.5 * cell  # only a layer about a cell or two thick
+    assert len(skin) > 0.9 * 4 * math.pi * 0.5**2 / spacing**2  # and all around the sphere
+    subset = surface_samples(ball, count=1000, seed=3)
+    assert subset.shape == (1000, 3) and torch.equal(subset, surface_samples(ball, count=1000, seed=3))
+
+
+def test_zbuffer_agrees_with_trimesh_ray_casting():
+    trimesh = pytest.importorskip("trimesh")
+    pytest.importorskip("rtree")
+    # A cup-like annulus: its far wall, inner faces and outer back are hidden from a side camera in parts.
+    mesh = trimesh.creation.annulus(r_min=0.35, r_max=0.5, height=1.0)
+    points, _ = trimesh.sample.sample_surface_even(mesh, 40000, seed=0)
+    points = torch.tensor(points, dtype=torch.float32)
+    config = SensorConfig(pixel_m=0.03, depth_tolerance_m=0.03)
+    simulator = SensorSimulator(points, metres_per_unit=1.0, config=config)
+    cameras = torch.tensor([[[6.0, 1.0, 2.5]], [[0.5, -7.0, 2.0]]])  # 22 and 16 deg above the table
+    seen = simulator.visible(points.expand(2, -1, -1), cameras, torch.ones(2, 1, dtype=torch.bool))
+    for view in range(2):
+        eye = cameras[view, 0].numpy().astype(np.float64)
+        target = points.numpy().astype(np.float64)
+        direction = target - eye
+        distance = np.linalg.norm(direction, axis=1)
+        hits, rays, _ = mesh.ray.intersects_location(np.repeat(eye[None], len(target), 0), direction / distance[:, None],
+                                                     multiple_hits=False)
+        first = np.full(len(target), np.inf)
+        first[rays] = np.linalg.norm(hits - eye, axis=1)
+        truth = first >= distance - 0.02  # nothing of the mesh lies in front of the point
+        ours = seen[view].numpy()
+        # Precision: what the z-buffer sees is visible (nothing shows through a wall).
+        assert (ours & ~truth).sum() < 0.01 * ours.sum()
+        assert ours[first < distance - 0.2].mean() < 0.005
+        # Coverage: every visible part of the surface is seen, within two pixels. (Like a real depth sensor
+        # the z-buffer keeps about one return per pixel, so it keeps fewer samples where the surface is oblique.)
+        from scipy.spatial import cKDTree
+
+        gap, _ = cKDTree(target[ours]).query(target[truth])
+        assert (gap < 2 * config.pixel_m).mean() > 0.95
+        assert 0.5 * truth.sum() < ours.sum() <= truth.sum() * 1.01
+
+
+def mug_unit(simulator):
+    return simulator.unit
+
+
+@pytest.fixture(scope="module")
+def simulator(mug):
+    return SensorSimulator(surface_samples(mug.points), mug.normalization["mesh_units_per_grid_unit"])
+
+
+def test_single_views_see_one_side_and_whole_clouds_all_around(simulator):
+    generator = torch.Generator().manual_seed(0)
+    surface = simulator.surface.expand(64, -1, -1)
+    clouds = simulator.clouds(surface, generator)
+    assert clouds.points.shape[0] == 64 and clouds.mask.shape == clouds.points.shape[:2]
+    assert 0 < clouds.whole.sum() < 64
+    n = surface.shape[1]
+    seen = clouds.mask[:, :n]
+    unit = mug_unit(simulator)
+    body_axis = torch.tensor([-0.01525 / unit, 0.0])  # the mug's body axis (its bounding box is centred on the normalized origin)
+    for i in range(64):
+        cam = clouds.cameras[i, 0, :2] - body_axis
+        pts = surface[i][seen[i]]
+        rel = pts[:, :2] - body_axis
+        facing = (rel @ cam) / cam.norm()  # how far toward the first camera, seen from above
+        radius = rel.norm(dim=-1) * unit
+        outer_wall = (radius > 0.039) & (radius < 0.0415)  # the body's outer skin (not the handle beyond it)
+        far_outer = (outer_wall & (facing < -0.3 * 0.041 / unit)).float().mean()
+        if clouds.whole[i]:
+            assert clouds.camera_mask[i].sum() == simulator.config.whole_cameras
+            assert far_outer > 0.05  # fused cameras see all around
+        else:
+            assert clouds.camera_mask[i].sum() == 1
+            assert far_outer < 0.01  # one camera never sees the far outer wall
+    elevation = torch.asin(clouds.cameras[..., 2] / clouds.cameras.norm(dim=-1))[clouds.camera_mask]
+    assert elevation.min() >= math.radians(10) - 1e-5 and elevation.max() <= math.radians(70) + 1e-5
+
+
+def test_noise_density_and_outliers_follow_the_config(mug):
+    surface = surface_samples(mug.points)
+    unit = mug.normalization["mesh_units_per_grid_unit"]
+    clean = SensorSimulator(surface, unit, SensorConfig(noise_m=(0, 0), keep=(1, 1), outliers=(0, 0)))
+    noisy = SensorSimulator(surface, unit, SensorConfig(noise_m=(0.003, 0.003), keep=(0.3, 0.3), outliers=(0.01, 0.01)))
+    posed = surface.expand(4, -1, -1)
+    a = clean.clouds(posed, torch.Generator().manual_seed(5))
+    b = noisy.clouds(posed, torch.Generator().manual_seed(5))
+    n = len(surface)
+    assert torch.equal(a.points[:, :n], posed) and not a.mask[:, n:].any()
+    seen_a, seen_b = a.mask[:, :n].sum(1).float(), b.mask[:, :n].sum(1).float()
+    torch.testing.assert_close(seen_b / seen_a, torch.full((4,), 0.3), atol=0.03, rtol=0)
+    shift = (b.points[:, :n] - posed).norm(dim=-1)[b.mask[:, :n]] * unit
+    assert 0.0021 < float(shift.mean()) < 0.0027  # |N(0, 3 mm)| along the ray has mean 3 mm * sqrt(2 / pi)
+    outliers = b.mask[:, n:].sum(1).float()
+    torch.testing.assert_close(outliers, (seen_b * 0.01).round(), atol=1, rtol=0)
+    with pytest.raises(ValueError, match="keep"):
+        SensorConfig(keep=(0.5, 1.5)).validate()
