@@ -74,8 +74,8 @@ class PipelineConfig:
     bounding-box centre, which moves with the yaw of an asymmetric object)."""
 
     def validate(self) -> "PipelineConfig":
-        if not (np.isfinite(self.object_size) and self.object_size >= 0):
-            raise PipelineError(f"object_size must be >= 0 (0 = automatic), got {self.object_size}")
+        if not (np.isfinite(self.object_size) and (self.object_size == 0 or self.object_size >= 1e-3)):
+            raise PipelineError(f"object_size must be 0 (the trained size) or at least 1 mm, got {self.object_size}")
         lo, hi = np.asarray(self.crop_min, float), np.asarray(self.crop_max, float)
         if lo.shape != (3,) or hi.shape != (3,) or not np.all(lo < hi):
             raise PipelineError(f"crop box needs 3 values each with min < max, got {self.crop_min} / {self.crop_max}")
@@ -218,7 +218,12 @@ class Pipeline:
         half_extent = object_half_extent * self.zoom
         if not (np.isfinite(half_extent) and half_extent > 1e-6):
             raise PipelineError(f"the cloud is degenerate (extent {half_extent:g} m)")
-        return MetricGridMap(center=center, half_extent=half_extent)
+        grid_map = MetricGridMap(center=center, half_extent=half_extent)
+        span = float((points.max(axis=0) - points.min(axis=0)).max())
+        if span < 2 * grid_map.voxel_size:
+            raise PipelineError(f"the cloud is degenerate: its points span {span:.3g} m, less than two voxels "
+                                f"({2 * grid_map.voxel_size:.3g} m) of the grid")
+        return grid_map
 
     def voxelize(self, points: np.ndarray, grid_map: MetricGridMap) -> torch.Tensor:
         """The model's input grid of metric points (points outside the grid are dropped)."""

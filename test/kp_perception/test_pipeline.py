@@ -46,11 +46,20 @@ def test_translation_moves_keypoints_along(pipe, mug_cloud):
     np.testing.assert_allclose(b.keypoints, a.keypoints + shift, atol=1e-4)
 
 
-def test_extent_automatic_fits_every_rotation(pipe, mug_cloud):
-    enc = pipe.encode(mug_cloud)
+def test_extent_defaults_to_the_trained_size_times_the_zoom(pipe, mug_cloud, tiny_model_path, tmp_path):
+    # The tiny checkpoint says its shape was 0.08 m per normalized unit and has no zoom (1.0).
+    assert pipe.encode(mug_cloud).grid_map.half_extent == pytest.approx(0.08)
+    # A checkpoint whose shape is not in metres: the extent is measured on each cloud so every yaw fits.
+    from kp_training.checkpoint import load_model, save_checkpoint
+
+    model, meta = load_model(tiny_model_path)
+    meta["normalization"] = dict(meta["normalization"], units="mesh")
+    meta["placement"] = {"zoom": 1.25}
+    unitless = Pipeline(save_checkpoint(tmp_path / "unitless", model, meta))
+    enc = unitless.encode(mug_cloud)
     centred = mug_cloud - enc.grid_map.center
     radius = np.hypot(centred[:, 0], centred[:, 1]).max()
-    assert enc.grid_map.half_extent == pytest.approx(max(radius, np.abs(centred[:, 2]).max()) / 0.96)
+    assert enc.grid_map.half_extent == pytest.approx(1.25 * max(radius, np.abs(centred[:, 2]).max()) / 0.96)
 
 
 def test_object_size_sets_the_extent(tiny_model_path, mug_cloud):
@@ -58,10 +67,18 @@ def test_object_size_sets_the_extent(tiny_model_path, mug_cloud):
     assert pipe.encode(mug_cloud).grid_map.half_extent == pytest.approx(0.15 / 0.96)
 
 
-def test_goal_rotates_keypoints_about_the_vertical_axis(pipe, mug_cloud):
+def test_goal_turns_keypoints_about_the_decoded_objects_vertical_axis(pipe, mug_cloud):
     enc = pipe.encode(mug_cloud)
     goal = pipe.goal(enc, math.pi / 2, include_probabilities=True)
-    expected = rotate_about_vertical(enc.keypoints, math.pi / 2, enc.grid_map.center)
+    # The axis: the centroid (x, y) of the decoded object at 0 deg, in the input frame, at the grid origin's height.
+    from kp_training.goals import largest_part
+
+    at_zero = pipe.goal(enc, 0.0, include_probabilities=True)
+    part = np.argwhere(largest_part(at_zero.probabilities > 0.5))  # stray voxels do not move the axis
+    centroid = enc.grid_map.to_metric(voxel_centers(GRID_SIZE).double().numpy()[part]).mean(0)
+    np.testing.assert_allclose(goal.axis_point[:2], centroid[:2], atol=1e-6)
+    assert goal.axis_point[2] == pytest.approx(enc.grid_map.center[2])
+    expected = rotate_about_vertical(enc.keypoints, math.pi / 2, goal.axis_point)
     np.testing.assert_allclose(goal.keypoints, expected, atol=1e-6)
     assert goal.voxel_size == pytest.approx(2 * enc.grid_map.half_extent / GRID_SIZE)
     np.testing.assert_allclose(goal.grid_origin, enc.grid_map.center)
@@ -71,15 +88,21 @@ def test_goal_rotates_keypoints_about_the_vertical_axis(pipe, mug_cloud):
     c = voxel_centers(GRID_SIZE).double().numpy()
     idx = np.argwhere(prob > 0.5)
     np.testing.assert_allclose(goal.points, c[idx] * enc.grid_map.half_extent + enc.grid_map.center)
-    torch.testing.assert_close(
-        torch.from_numpy(prob), pipe.decode_probabilities(enc.keypoints_grid @ torch.tensor([[0.0, 1, 0], [-1, 0, 0], [0, 0, 1]]))
-    )
+    turned_grid = torch.from_numpy(enc.grid_map.to_grid(expected)).float()
+    torch.testing.assert_close(torch.from_numpy(prob), pipe.decode_probabilities(turned_grid), atol=1e-5, rtol=1e-5)
+
+
+def test_angles_are_reduced_modulo_a_turn_in_double_precision(pipe, mug_cloud):
+    enc = pipe.encode(mug_cloud)
+    a, b = pipe.goal(enc, 0.5), pipe.goal(enc, 0.5 + 2 * math.pi * 1e6)
+    np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-7)  # 0.1 micrometre
+    assert b.angle == pytest.approx(0.5)
 
 
 def test_goal_at_zero_keeps_keypoints(pipe, mug_cloud):
     enc = pipe.encode(mug_cloud)
     goal = pipe.goal(enc, 0.0)
-    np.testing.assert_allclose(goal.keypoints, enc.keypoints, atol=1e-9)
+    np.testing.assert_allclose(goal.keypoints, enc.keypoints, atol=1e-7)  # float32 about the axis: 0.1 micrometre
     assert goal.probabilities is None
 
 
@@ -145,7 +168,7 @@ def test_voxel_iou(pipe, mug_cloud):
 
 
 def test_min_enclosing_circle():
-    from kp_perception.pipeline import min_enclosing_circle
+    from kp_training.placement import min_enclosing_circle
 
     rng = np.random.default_rng(0)
     pts = rng.normal(size=(3000, 2))
@@ -160,7 +183,7 @@ def test_min_enclosing_circle():
 
 
 def test_circle_centering_is_invariant_to_yaw(pipe, mug_cloud, mug):
-    from kp_perception.pipeline import object_center
+    from kp_training.placement import object_center
 
     centre = np.asarray(mug.normalization["center"])
     for yaw in (0.3, 1.9, -2.4):
@@ -172,7 +195,7 @@ def test_circle_centering_is_invariant_to_yaw(pipe, mug_cloud, mug):
 def test_discard_interior_keeps_the_hull():
     from scipy.spatial import ConvexHull
 
-    from kp_perception.pipeline import discard_interior
+    from kp_training.placement import discard_interior
 
     rng = np.random.default_rng(1)
     for pts in (rng.normal(size=(5000, 2)), rng.uniform(-1, 1, size=(5000, 2)), rng.normal(size=(5000, 2)) * [5, 0.1]):
@@ -183,7 +206,7 @@ def test_discard_interior_keeps_the_hull():
 
 
 def test_min_enclosing_circle_of_large_clouds_is_close_and_conservative():
-    from kp_perception.pipeline import min_enclosing_circle
+    from kp_training.placement import min_enclosing_circle
 
     pts = np.random.default_rng(2).normal(size=(30000, 2)) * [0.03, 0.05] + [1.0, -2.0]
     c, r = min_enclosing_circle(pts)  # binned
