@@ -262,6 +262,32 @@ def plot_sensor_goal(path, angles_deg: np.ndarray, curves: dict[str, dict[str, n
     return _save(fig, path)
 
 
+def plot_training_curve(path, rows: list[dict], title: str = "") -> Path:
+    """Time to quality of a run (its ``log.csv`` rows): validation IoU and the per-epoch goal IoU against
+    minutes of training step time."""
+    minutes = np.array([float(r["wall_s"]) for r in rows]) / 60.0
+    fig = Figure(figsize=(7.0, 3.8))
+    ax = fig.add_subplot(1, 1, 1)
+    series = [("val_iou", "reconstruction IoU (validation pairs)", "tab:blue", "-"),
+              ("val_goal_whole_mean", "goal IoU, whole clouds (mean over psi)", "tab:green", "-"),
+              ("val_goal_whole_min", "goal IoU, whole clouds (min over psi)", "tab:green", ":"),
+              ("val_goal_single_mean", "goal IoU, single views (mean over psi)", "tab:orange", "-"),
+              ("val_goal_single_min", "goal IoU, single views (min over psi)", "tab:orange", ":")]
+    for key, label, colour, style in series:
+        values = [r.get(key) for r in rows]
+        if all(v not in (None, "") for v in values):
+            ax.plot(minutes, [float(v) for v in values], color=colour, linestyle=style, linewidth=1.6, label=label)
+    ax.set_xlabel("training step time [min]")
+    ax.set_ylabel("IoU")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def plot_equivariance(path, per_keypoint: dict[str, np.ndarray]) -> Path:
     """Mean equivariance error per keypoint index (voxels), one bar group per transform family."""
     modes = list(per_keypoint)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from kp_training.data import ValidationSet, ViewSampler, make_views, sample_transforms
 from kp_training.geometry import transform_points
-from kp_training.placement import vertical_axis_of
+from kp_training.placement import object_center
 from kp_training.sensor import SensorConfig
 
 
@@ -42,8 +42,10 @@ def test_sensor_views_show_a_surface_and_target_the_whole_solid(sensor_views, mu
 
     own = voxelize(posed / 1.3).sum((1, 2, 3, 4))
     torch.testing.assert_close(targets.sum((1, 2, 3, 4)).float(), own, rtol=0.08, atol=0)
-    # The input is a surface: far fewer cells than the solid, and (outliers aside) on or next to it.
-    assert (inputs.sum((1, 2, 3, 4)) < 0.8 * targets.sum((1, 2, 3, 4))).all()
+    # The input is a surface: fewer cells than the (thin-walled) solid, far fewer for one camera, and
+    # (outliers aside) on or next to the solid.
+    share = inputs.sum((1, 2, 3, 4)).float() / targets.sum((1, 2, 3, 4))
+    assert (share < (0.95 if kind == "whole" else 0.7)).all()
     near_solid = F.max_pool3d(targets.float(), 3, stride=1, padding=1).bool()
     stray = (inputs & ~near_solid).sum((1, 2, 3, 4)).float() / inputs.sum((1, 2, 3, 4))
     assert (stray < 0.03).all()
@@ -58,7 +60,7 @@ def test_the_grid_sits_on_the_objects_axis_for_whole_clouds(mug):
     views = sampler.views(angle, scale, torch.Generator().manual_seed(2))
     posed = transform_points(mug.points.expand(len(angle), -1, -1), angle, scale)
     for center, solid in zip(views.center, posed):
-        true_xy = torch.tensor(vertical_axis_of(solid[::4].double().numpy()), dtype=torch.float32)
+        true_xy = torch.tensor(object_center(solid[::4].double().numpy())[:2], dtype=torch.float32)
         assert (center[:2] - true_xy).norm() < 0.04  # < 2.5 mm for the mug: the cloud's circle is the solid's
 
 

@@ -15,7 +15,7 @@ from kp_training.voxelize import voxelize
 
 TINY_EVAL = ["--samples", "3", "--angles", "3", "--poses", "2", "--pose-angles", "3", "--circle-angles", "4",
              "--equivariance-samples", "2", "--figure-examples", "2", "--strip-angles", "3", "--batch", "4",
-             "--num-threads", "2", "--device", "cpu"]
+             "--num-threads", "2", "--device", "cpu", "--sensor-poses", "2", "--sensor-psi-step", "90"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -47,7 +47,7 @@ def read_csv(path):
 def test_full_run_writes_every_output(kp_run, cnn_ckpt, tmp_path):
     out, md = tmp_path / "results", tmp_path / "docs" / "RESULTS.md"
     argv = ["--kp", str(kp_run), "--cnn", str(cnn_ckpt), "--out", str(out), "--results-md", str(md),
-            "--note", "tiny test models"] + TINY_EVAL
+            "--note", "tiny test models", "--kp-compare", str(kp_run / "last.safetensors")] + TINY_EVAL
     assert ev.main(argv) == 0
     results = json.loads((out / "results.json").read_text())
 
@@ -79,7 +79,18 @@ def test_full_run_writes_every_output(kp_run, cnn_ckpt, tmp_path):
 
     figures = results["figures"]
     assert set(figures) == {"reconstructions", "interpolation", "interpolation_pose_average", "circle", "strip",
-                            "equivariance"}
+                            "equivariance", "sensor"}
+
+    sensor = results["sensor"]
+    assert sensor["psi_deg"] == pytest.approx([0, 90, 180, 270]) and len(sensor["pose_angle_deg"]) == 2
+    assert set(sensor["models"]) == {"KP-Net", "KP-Net (compared)"}
+    for kind in ("whole", "single"):
+        ours, compared = (sensor["models"][m][kind] for m in ("KP-Net", "KP-Net (compared)"))
+        assert len(ours["iou_per_psi"]) == 4
+        assert ours["spread"] == pytest.approx(max(ours["iou_per_psi"]) - min(ours["iou_per_psi"]))
+        # best and last of this one-epoch run are the same weights: the same clouds give the same numbers
+        assert compared["iou_per_psi"] == pytest.approx(ours["iou_per_psi"])
+    assert len(read_csv(out / "sensor_goal.csv")) == 4
     for name in figures.values():
         data = (out / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000
@@ -93,6 +104,7 @@ def test_full_run_writes_every_output(kp_run, cnn_ckpt, tmp_path):
     assert "| KP-Net (paper) | 0.012 (0.0144) | 0.97 (0.011) | 9.366 (0.929)" in (out / "table1.md").read_text()
 
     text = md.read_text()
+    assert "Rotate-goal on sensor-like clouds" in text and "| KP-Net (compared) | single |" in text
     assert "tiny test models" in text and "only 4 pairs" in text
     assert "| CNN-Net (paper) | 0.006 (0.001) | 0.984 (0.003) | 9.244 (0.953)" in text
     assert "kp-eval --kp " in text and "--samples 3" in text

@@ -83,7 +83,8 @@ def test_single_views_see_one_side_and_whole_clouds_all_around(simulator):
         rel = pts[:, :2] - body_axis
         facing = (rel @ cam) / cam.norm()  # how far toward the first camera, seen from above
         radius = rel.norm(dim=-1) * unit
-        outer_wall = (radius > 0.039) & (radius < 0.0415)  # the body's outer skin (not the handle beyond it)
+        below_rim = pts[:, 2] * unit < surface[i][:, 2].max() * unit - 0.003  # the rim's top is seen from above
+        outer_wall = (radius > 0.039) & (radius < 0.0415) & below_rim  # the body's outer skin (not the handle)
         far_outer = (outer_wall & (facing < -0.3 * 0.041 / unit)).float().mean()
         if clouds.whole[i]:
             assert clouds.camera_mask[i].sum() == simulator.config.whole_cameras
