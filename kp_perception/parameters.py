@@ -64,7 +64,7 @@ class Param:
 P = ParameterType
 PARAMETERS = [
     Param("model_path", "", "KP-Net checkpoint (.safetensors, its .json, or a run directory); empty: the model "
-          "shipped in the kp_perception package (models/mug_fast.safetensors)", P.PARAMETER_STRING, read_only=True),
+          "shipped in the kp_perception package (models/mug.safetensors)", P.PARAMETER_STRING, read_only=True),
     Param("device", "cpu", "torch device: cpu, cuda, cuda:N or auto", P.PARAMETER_STRING, read_only=True),
     Param("num_threads", 1, "torch CPU threads per operation; 1 keeps latency steady on a CPU shared with other "
           "work (a robot's always is: several threads per operation then wait on each other, 10x slower on a busy "

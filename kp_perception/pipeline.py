@@ -29,11 +29,11 @@ from kp_training.devices import resolve_device
 from kp_training.geometry import GRID_SIZE, MetricGridMap, fitting_half_extent, rotation_z, voxel_centers
 from kp_training.goals import decoded_axis, rotate_about_axis
 from kp_training.metrics import voxel_iou as grid_iou
-from kp_training.placement import CENTERINGS, object_center
+from kp_training.placement import CENTERINGS, grid_zoom, object_center
 from kp_training.shapes import NORMALIZE_MARGIN
 from kp_training.voxelize import voxelize
 
-DEFAULT_MODEL_NAME = "mug_fast.safetensors"
+DEFAULT_MODEL_NAME = "mug.safetensors"
 DEFAULT_MARGIN = NORMALIZE_MARGIN
 """Grid units kept free when the extent comes from the cloud (as the training shapes are normalized)."""
 
@@ -133,8 +133,7 @@ class Pipeline:
         # Channels-last 3-D convolutions are about 20% faster on CPU (oneDNN); same results up to rounding.
         self.memory_format = torch.channels_last_3d if self.device.type == "cpu" else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
-        placement = self.metadata.get("placement") or {}
-        self.zoom = float(placement.get("zoom", 1.0))
+        self.zoom = grid_zoom(self.metadata.get("placement"))
         normalization = self.metadata.get("normalization") or {}
         # The trained shape's half extent in metres, when its mesh was in metres (the built-in mug is).
         self.trained_half_extent = (float(normalization["mesh_units_per_grid_unit"])

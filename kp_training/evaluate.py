@@ -51,6 +51,7 @@ from .data import SCALE_RANGE, ViewSampler, make_views, sample_transforms
 from .devices import resolve_device
 from .geometry import GRID_SIZE, rotate_z_points, transform_points
 from .goals import psi_grid, sensor_goal_iou
+from .placement import grid_zoom
 from .sensor import SensorConfig
 from .metrics import (
     binary_cross_entropy,
@@ -429,7 +430,7 @@ def sensor_suite(kp_models: dict, shape, cfg: EvalConfig, device: torch.device) 
     scale = torch.ones(cfg.sensor_poses, 3)  # the object at its trained size, as the node assumes
     result: dict = {"psi_deg": torch.rad2deg(psi).tolist(), "pose_angle_deg": torch.rad2deg(angle).tolist(), "models": {}}
     for name, (model, meta) in kp_models.items():
-        zoom = float((meta.get("placement") or {}).get("zoom", 1.0))
+        zoom = grid_zoom(meta.get("placement"))  # as the node places the grid on the object at its trained size
         per_kind = {}
         for kind, whole_fraction in SENSOR_KINDS.items():
             sampler = ViewSampler(points, model.input_from_points, SensorConfig(whole_fraction=whole_fraction),

@@ -23,6 +23,17 @@ def place_grid(points: np.ndarray, object_half_extent: float, zoom: float = 1.0,
                          half_extent=float(object_half_extent) * float(zoom))
 
 
+def grid_zoom(placement: dict | None) -> float:
+    """The zoom a user's cloud gets from a checkpoint's ``placement`` metadata.
+
+    Training draws each view's scale from the augmentation range and places a grid of half extent ``zoom``
+    normalized units; a real object at the trained size is scale 1, the edge of that range. Dividing the
+    zoom by the range's middle (``object_scale``) shows the real object at the size the model saw most.
+    """
+    placement = placement or {}
+    return float(placement.get("zoom", 1.0)) / float(placement.get("object_scale", 1.0))
+
+
 def object_center(points: np.ndarray, centering: str = "circle") -> np.ndarray:
     """The grid origin for an (N, 3) cloud.
 

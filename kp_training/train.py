@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -266,7 +267,8 @@ class Trainer:
             "precision": self.precision,
             "device": str(self.device),
             "inputs": self.config.inputs,
-            "placement": {"zoom": self.config.zoom, "centering": "circle" if self.config.inputs == "sensor" else "origin"},
+            "placement": {"zoom": self.config.zoom, "centering": "circle" if self.config.inputs == "sensor" else "origin",
+                          "object_scale": (self.config.scale_min + self.config.scale_max) / 2},
         }
 
     def save_last(self) -> None:
@@ -435,8 +437,16 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**values)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
+    # SIGTERM (kill, a job scheduler) stops like Ctrl-C: write `last`, exit 130. SIGINT too when the shell
+    # that started us in the background set it to "ignore".
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Copy a trained KP-Net checkpoint into the package as the node's default model.
 
-    python scripts/ship_model.py runs/ship-fast            # -> kp_perception/models/mug_fast.{safetensors,json}
-    python scripts/ship_model.py runs/x/best.safetensors --name mug_fast --note "why this one"
+    python scripts/ship_model.py runs/ship-cyl             # -> kp_perception/models/mug.{safetensors,json}
+    python scripts/ship_model.py runs/x/best.safetensors --name mug --note "why this one"
 
 The weights are loaded and saved again (checked against their SHA-256, re-hashed under the new name), and the
 metadata keeps the run's training config, metrics and progress plus where the model came from.
@@ -22,7 +22,7 @@ MAX_BYTES = 25 * 2**20
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="run folder (its best checkpoint), .safetensors or .json")
-    parser.add_argument("--name", default="mug_fast", help="file stem under kp_perception/models/")
+    parser.add_argument("--name", default="mug", help="file stem under kp_perception/models/")
     parser.add_argument("--note", default=None, help="free text stored as metadata['shipped']['note']")
     args = parser.parse_args()
     model, meta = load_model(args.checkpoint)

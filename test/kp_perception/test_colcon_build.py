@@ -96,7 +96,7 @@ def test_executables_are_where_ros2_run_looks(workspace):
     lib = workspace / "install" / "kp_perception" / "lib" / "kp_perception"
     for name in ("kp_perception_node", "kp_perception_managed_node", "kp-rotate-goal"):
         assert (lib / name).is_file() and os.access(lib / name, os.X_OK), name
-    models = list((workspace / "install" / "kp_perception").rglob("kp_perception/models/mug_fast.safetensors"))
+    models = list((workspace / "install" / "kp_perception").rglob("kp_perception/models/mug.safetensors"))
     assert len(models) == 1, "the shipped model is not installed with the package"
 
 

@@ -24,7 +24,7 @@ def pipe(tiny_model_path):
 
 def test_default_model_path_is_inside_the_package():
     path = default_model_path()
-    assert path.name == "mug_fast.safetensors" and path.parent.name == "models"
+    assert path.name == "mug.safetensors" and path.parent.name == "models"
     assert path.parent.parent.name == "kp_perception"
 
 

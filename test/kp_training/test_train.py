@@ -93,7 +93,8 @@ def test_unknown_config_fields_are_refused(tmp_path, capsys):
     assert "unknown config fields ['learning_rate']" in capsys.readouterr().err
 
 
-def test_ctrl_c_writes_a_final_checkpoint(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_writes_a_final_checkpoint(tmp_path, stop):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "kp_training.train", *TINY, "--epochs", "1000", "--out", str(run)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -102,8 +103,8 @@ def test_ctrl_c_writes_a_final_checkpoint(tmp_path):
         time.sleep(0.2)
     assert proc.poll() is None, proc.communicate()
     time.sleep(1.0)  # somewhere inside the second epoch
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    proc.send_signal(stop)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "--resume" in err
     _, meta = load_model(run / "last")
