@@ -98,7 +98,7 @@ class ViewSampler:
 
     Solid views voxelize the augmented solid, as the paper does. Sensor views show what a depth sensor
     delivers (:mod:`kp_training.sensor`); their grid is placed on the cloud by the node's own rule
-    (:func:`kp_training.placement.place_grid`, half extent ``zoom`` normalized units), and the target is the
+    (origin at :func:`kp_training.placement.object_center`, half extent ``zoom`` normalized units), and the target is the
     whole solid in the same grid, so the model completes the side the sensor did not see.
     """
 

@@ -62,7 +62,7 @@ from .metrics import (
     summarize,
     voxel_iou,
 )
-from .shapes import UP_AXES, load_shape
+from .shapes import UP_AXES, load_shape, metres_per_unit
 
 KP, KP_INTERP, CNN = "KP-Net", "KP-Net (Interp.)", "CNN-Net"
 METRICS = ("bce", "iou", "chamfer", "distance")
@@ -421,9 +421,7 @@ def equivariance(kp_model, points: torch.Tensor, cfg: EvalConfig) -> dict:
 def sensor_suite(kp_models: dict, shape, cfg: EvalConfig, device: torch.device) -> dict:
     """Goal IoU on simulated sensor clouds (whole and single-view) for each KP-Net in ``kp_models``
     (name -> (model, metadata)); every model sees the same poses and cameras, placed by its own zoom."""
-    unit = float(shape.normalization.get("mesh_units_per_grid_unit", 0.0)) if shape.normalization.get("units") == "m" else None
-    if unit is None:
-        unit = float(load_shape("mug").normalization["mesh_units_per_grid_unit"])
+    unit = metres_per_unit(shape)
     psi = psi_grid(cfg.sensor_psi_step)
     points = shape.points.to(device)
     angle = torch.rand(cfg.sensor_poses, generator=_generator(cfg.seed, "sensor")) * (2 * math.pi)

@@ -25,12 +25,6 @@ from .placement import vertical_axis_of
 from .voxelize import voxelize
 
 
-def occupied_centers(probabilities: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """(G, G, G) occupancy probabilities -> (M, 3) grid-frame centres of the voxels above ``threshold``."""
-    centers = voxel_centers(probabilities.shape[-1], device=probabilities.device)
-    return centers[torch.nonzero(probabilities > threshold)]
-
-
 def largest_part(occupied: np.ndarray) -> np.ndarray:
     """(G, G, G) bool -> the same grid with only its largest 26-connected part."""
     from scipy import ndimage
@@ -45,14 +39,19 @@ def largest_part(occupied: np.ndarray) -> np.ndarray:
 def decoded_axis(model, keypoints: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """(B, K, 3) grid-frame keypoints -> (B, 3) a point on the decoded object's vertical axis (z = 0)."""
     with torch.no_grad():
-        prob = torch.sigmoid(model.decode(keypoints).float())[:, 0]
+        prob = torch.sigmoid(model.decode(keypoints).float())
+    return axis_of_occupancy(prob, threshold)
+
+
+def axis_of_occupancy(prob: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """(B, 1, G, G, G) occupancy probabilities -> (B, 3) a point on each object's vertical axis (z = 0)."""
     centers = voxel_centers(prob.shape[-1]).numpy().astype(np.float64)
     axes = []
-    for grid in prob.cpu().numpy():
+    for grid in prob[:, 0].cpu().numpy():
         part = np.argwhere(largest_part(grid > threshold))
         xy = vertical_axis_of(centers[part]) if len(part) else np.zeros(2)
         axes.append([xy[0], xy[1], 0.0])
-    return torch.tensor(axes, dtype=torch.float32, device=keypoints.device)
+    return torch.tensor(axes, dtype=torch.float32, device=prob.device)
 
 
 def rotate_about_axis(points: torch.Tensor, angle, axis: torch.Tensor) -> torch.Tensor:
@@ -86,7 +85,8 @@ def sensor_goal_iou(model, sampler, angle: torch.Tensor, scale: torch.Tensor, ps
         a, s = angle[start : start + batch].to(device), scale[start : start + batch].to(device)
         views = sampler.views(a, s, generator)
         keypoints = model.encode(views.inputs).float()
-        axis = decoded_axis(model, keypoints)
+        reconstruction = torch.sigmoid(model.decode(keypoints).float())
+        axis = axis_of_occupancy(reconstruction)
         posed = transform_points(sampler.points.expand(len(a), -1, -1), a, s)
         true_axis = torch.stack([
             torch.as_tensor(np.append(vertical_axis_of(p[::8].double().cpu().numpy()), 0.0), dtype=torch.float32)
@@ -105,7 +105,7 @@ def sensor_goal_iou(model, sampler, angle: torch.Tensor, scale: torch.Tensor, ps
                 out.append(voxel_iou(pred, truth))
         ious.append(torch.stack(rows, dim=1))
         ious_true.append(torch.stack(rows_true, dim=1))
-        recon.append(voxel_iou(torch.sigmoid(model.decode(keypoints).float()), views.targets))
+        recon.append(voxel_iou(reconstruction, views.targets))
     return {"iou": torch.cat(ious).cpu(), "iou_true_axis": torch.cat(ious_true).cpu(), "recon_iou": torch.cat(recon).cpu(), "axis_error": torch.cat(axis_err).cpu()}
 
 

@@ -319,10 +319,7 @@ class CNNNet(nn.Module):
         self.latent_dim = latent_dim
         self.decoder = VoxelDecoder(latent_dim, decoder_channels)
 
-    @staticmethod
-    def input_from_points(points: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, N, 3) grid-frame points -> (B, 1, 64, 64, 64) occupancy."""
-        return voxelize(points, GRID_SIZE, mask)
+    input_from_points = staticmethod(CartesianInput.input_from_points)
 
     def encode(self, voxels: torch.Tensor) -> torch.Tensor:
         """(B, 1, 64, 64, 64) occupancy -> (B, latent_dim) code."""

@@ -11,16 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .geometry import MetricGridMap
-
 CENTERINGS = ("circle", "box")
-
-
-def place_grid(points: np.ndarray, object_half_extent: float, zoom: float = 1.0, centering: str = "circle") -> MetricGridMap:
-    """The grid frame for an object's cloud ((N, 3), finite): origin at :func:`object_center`, half extent
-    ``object_half_extent * zoom`` (``object_half_extent``: the object's units per normalized grid unit)."""
-    return MetricGridMap(center=object_center(np.asarray(points, dtype=np.float64), centering),
-                         half_extent=float(object_half_extent) * float(zoom))
 
 
 def grid_zoom(placement: dict | None) -> float:

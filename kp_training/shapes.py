@@ -273,6 +273,15 @@ def load_mesh_shape(
     return Shape(name=path.stem, points=torch.from_numpy(points), normalization=normalization)
 
 
+def metres_per_unit(shape: Shape) -> float:
+    """Metres per normalized unit of a shape: its own for a shape in metres (the built-in mug), else the
+    built-in mug's (a mesh in unknown units is taken to be mug-sized, e.g. to place simulated cameras)."""
+    norm = shape.normalization
+    if norm.get("units") == "m":
+        return float(norm["mesh_units_per_grid_unit"])
+    return float(make_mug().normalization["mesh_units_per_grid_unit"])
+
+
 def load_shape(source: str = "mug", up_axis: str = "z", spacing: float = DEFAULT_SPACING, seed: int = 0) -> Shape:
     """The built-in ``"mug"`` or a mesh file path, as a normalized solid :class:`Shape`."""
     if source == "mug":

@@ -38,7 +38,7 @@ from .losses import LossWeights, pair_losses
 from .metrics import voxel_iou
 from .models import PRESETS, build_model, model_config
 from .sensor import SensorConfig
-from .shapes import UP_AXES, load_shape
+from .shapes import UP_AXES, load_shape, metres_per_unit
 
 INPUTS = ("solid", "sensor")
 GOAL_CHECK_PSI_DEG = 45.0
@@ -156,6 +156,7 @@ class Trainer:
         self.validation = ValidationSet(config.val_pairs, config.val_seed, self.scale_range)
         self.keypoint_model = self.model.kind == "keypoint"
         self.sampler = self._sampler(config.whole_fraction)
+        self._goal_samplers: dict[str, ViewSampler] = {}  # built on the first goal check
         if config.prior_bias and not resume:
             self._start_at_prior()
         self.steps_per_epoch = math.ceil(config.pairs_per_epoch / config.batch_pairs)
@@ -175,14 +176,7 @@ class Trainer:
         cfg = self.config
         sensor = SensorConfig(whole_fraction=whole_fraction) if cfg.inputs == "sensor" else None
         return ViewSampler(self.points, self.model.input_from_points, sensor,
-                           metres_per_unit=self.metres_per_unit(), zoom=cfg.zoom, scale_range=self.scale_range)
-
-    def metres_per_unit(self) -> float:
-        """Metres per normalized unit: the shape's own for a shape in metres, else the mug's size."""
-        norm = self.shape.normalization
-        if norm.get("units") == "m":
-            return float(norm["mesh_units_per_grid_unit"])
-        return float(load_shape("mug").normalization["mesh_units_per_grid_unit"])
+                           metres_per_unit=metres_per_unit(self.shape), zoom=cfg.zoom, scale_range=self.scale_range)
 
     @torch.no_grad()
     def _start_at_prior(self) -> None:
@@ -246,9 +240,11 @@ class Trainer:
         n, psi = self.config.goal_check_clouds, psi_grid(GOAL_CHECK_PSI_DEG)
         out = {}
         for mode, whole_fraction in (("whole", 1.0), ("single", 0.0)):
+            if mode not in self._goal_samplers:
+                self._goal_samplers[mode] = self._sampler(whole_fraction)
             generator = torch.Generator().manual_seed(self.config.val_seed + 1)
             angle, scale = sample_transforms(n, generator, "cpu", self.scale_range)
-            iou = sensor_goal_iou(self.model, self._sampler(whole_fraction), angle, scale, psi, generator)["iou"]
+            iou = sensor_goal_iou(self.model, self._goal_samplers[mode], angle, scale, psi, generator)["iou"]
             per_psi = iou.mean(0)
             out[f"goal_{mode}_mean"], out[f"goal_{mode}_min"] = float(per_psi.mean()), float(per_psi.min())
         return out

@@ -222,3 +222,14 @@ def install(monkeypatch) -> None:
         parent, _, child = name.rpartition(".")
         if parent:
             monkeypatch.setattr(sys.modules[parent], child, module, raising=False)
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """A params file's nested ``ros__parameters`` as dotted names (``qos.reliability``), as ROS reads them."""
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

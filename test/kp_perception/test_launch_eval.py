@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from launch_fakes import (  # noqa: E402  (test helper beside this file)
+    flatten,
     ChangeState,
     DeclareLaunchArgument,
     EmitEvent,
@@ -85,16 +86,6 @@ def effective_parameters(node, context):
             if pattern in ("/**", "kp_perception_node", "/kp_perception_node"):
                 values.update(flatten(body["ros__parameters"]))
     return values
-
-
-def flatten(d, prefix=""):
-    out = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from launch_fakes import flatten  # noqa: E402  (test helper beside this file)
 from kp_perception.node import GOAL_CLOUD_TOPIC, GOAL_MARKERS_TOPIC, KEYPOINT_MARKERS_TOPIC, KEYPOINTS_TOPIC, NODE_NAME, PARAMETERS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,16 +30,6 @@ def const(node):
 @pytest.fixture(scope="module")
 def launch_tree():
     return ast.parse(LAUNCH.read_text(), filename=str(LAUNCH))
-
-
-def flatten(d, prefix=""):
-    out = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def console_scripts():

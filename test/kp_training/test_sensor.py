@@ -58,10 +58,6 @@ def test_zbuffer_agrees_with_trimesh_ray_casting():
         assert 0.5 * truth.sum() < ours.sum() <= truth.sum() * 1.01
 
 
-def mug_unit(simulator):
-    return simulator.unit
-
-
 @pytest.fixture(scope="module")
 def simulator(mug):
     return SensorSimulator(surface_samples(mug.points), mug.normalization["mesh_units_per_grid_unit"])
@@ -75,7 +71,7 @@ def test_single_views_see_one_side_and_whole_clouds_all_around(simulator):
     assert 0 < clouds.whole.sum() < 64
     n = surface.shape[1]
     seen = clouds.mask[:, :n]
-    unit = mug_unit(simulator)
+    unit = simulator.unit
     body_axis = torch.tensor([-0.01525 / unit, 0.0])  # the mug's body axis (its bounding box is centred on the normalized origin)
     for i in range(64):
         cam = clouds.cameras[i, 0, :2] - body_axis
