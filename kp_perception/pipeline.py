@@ -6,7 +6,7 @@
       -> to_metric -> keypoints in the input frame
     goal(angle): R_z(angle) keypoints -> model.decode -> sigmoid -> voxels > 0.5 -> metric centres
 
-The grid is placed by the same rule the model was trained with (:func:`kp_training.placement.place_grid`):
+The grid is placed by the same rule the model was trained with (origin at :func:`kp_training.placement.object_center`):
 origin at the centre of the smallest circle enclosing the cloud seen from above, half extent the object's
 size (``object_size``, else the trained shape's, from the checkpoint) times the checkpoint's zoom. The goal
 turns the keypoints about the object's own vertical axis, the vertical line through the centroid of the
