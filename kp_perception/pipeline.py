@@ -26,7 +26,7 @@ import torch
 
 from kp_training.checkpoint import load_model
 from kp_training.devices import resolve_device
-from kp_training.geometry import GRID_SIZE, MetricGridMap, fitting_half_extent, rotation_z, voxel_centers
+from kp_training.geometry import GRID_SIZE, MetricGridMap, bounds, fitting_half_extent, rotation_z, voxel_centers
 from kp_training.goals import decoded_axis, rotate_about_axis
 from kp_training.metrics import voxel_iou as grid_iou
 from kp_training.placement import CENTERINGS, grid_zoom, object_center
@@ -218,7 +218,8 @@ class Pipeline:
         if not (np.isfinite(half_extent) and half_extent > 1e-6):
             raise PipelineError(f"the cloud is degenerate (extent {half_extent:g} m)")
         grid_map = MetricGridMap(center=center, half_extent=half_extent)
-        span = float((points.max(axis=0) - points.min(axis=0)).max())
+        lo, hi = bounds(points)
+        span = float((hi - lo).max())
         if span < 2 * grid_map.voxel_size:
             raise PipelineError(f"the cloud is degenerate: its points span {span:.3g} m, less than two voxels "
                                 f"({2 * grid_map.voxel_size:.3g} m) of the grid")

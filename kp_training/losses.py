@@ -59,13 +59,34 @@ def separation_loss(keypoints: torch.Tensor, m: float = 1000.0) -> torch.Tensor:
     return (1.0 / (1.0 + m * sq_dist)).mean()
 
 
+def axis_spread_loss(keypoints: torch.Tensor, min_radius: float) -> torch.Tensor:
+    """Hinge on each keypoint's horizontal distance from the keypoints' vertical axis (not in the paper).
+
+    Keypoints on one vertical line carry no yaw, and the decoder then cannot turn the object. With an encoder
+    equivariant to z-rotations, a rotationally symmetric input can only give keypoints on the axis, so this
+    term can only be lowered through the features that break the symmetry (a mug's handle): it makes the
+    keypoints follow them instead of collapsing onto the axis.
+
+    Args:
+        keypoints: (B, K, 3) keypoints in the grid frame.
+        min_radius: distance from the axis (grid units) below which a keypoint is penalized.
+
+    Returns:
+        scalar, mean over B x K of ``relu(min_radius - |xy_k - mean_j xy_j|)``.
+    """
+    horizontal = keypoints[..., :2] - keypoints[..., :2].mean(dim=1, keepdim=True)
+    return F.relu(min_radius - horizontal.pow(2).sum(-1).add(1e-12).sqrt()).mean()
+
+
 @dataclass(frozen=True)
 class LossWeights:
-    """Eq. 7 weights: ``L = L_recon + alpha L_keypoint + beta L_separation``."""
+    """Eq. 7 weights, ``L = L_recon + alpha L_keypoint + beta L_separation``, plus ``gamma L_spread``."""
 
     alpha: float = 1.0
     beta: float = 0.1
     separation_m: float = 1000.0
+    gamma: float = 0.0
+    spread_radius: float = 0.15
 
 
 def pair_losses(output: dict, batch, weights: LossWeights, keypoint_model: bool) -> dict[str, torch.Tensor]:
@@ -76,7 +97,8 @@ def pair_losses(output: dict, batch, weights: LossWeights, keypoint_model: bool)
     A latent (CNN-Net) model is trained with the reconstruction loss only, as in the paper.
 
     Returns:
-        dict with "loss" (the weighted total), "recon", and for keypoint models "consistency" and "separation".
+        dict with "loss" (the weighted total), "recon", and for keypoint models "consistency", "separation"
+        and (``gamma`` > 0) "spread".
     """
     recon = reconstruction_loss(output["logits"], batch.targets)
     if not keypoint_model:
@@ -88,4 +110,8 @@ def pair_losses(output: dict, batch, weights: LossWeights, keypoint_model: bool)
     consistency = consistency_loss(kp1, kp2, a1, s1, a2, s2)
     separation = separation_loss(keypoints, weights.separation_m)
     total = recon + weights.alpha * consistency + weights.beta * separation
-    return {"loss": total, "recon": recon, "consistency": consistency, "separation": separation}
+    losses = {"recon": recon, "consistency": consistency, "separation": separation}
+    if weights.gamma > 0:
+        losses["spread"] = axis_spread_loss(keypoints, weights.spread_radius)
+        total = total + weights.gamma * losses["spread"]
+    return {"loss": total, **losses}

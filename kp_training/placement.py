@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .geometry import bounds
+
 CENTERINGS = ("circle", "box")
 
 
@@ -34,7 +36,7 @@ def object_center(points: np.ndarray, centering: str = "circle") -> np.ndarray:
     """
     if centering not in CENTERINGS:
         raise ValueError(f"centering must be one of {CENTERINGS}, got {centering!r}")
-    lo, hi = points.min(axis=0), points.max(axis=0)
+    lo, hi = bounds(points)
     center = (lo + hi) / 2.0
     if centering == "circle":
         center[:2] = min_enclosing_circle(points[:, :2])[0]
@@ -98,8 +100,8 @@ def min_enclosing_circle(xy: np.ndarray, exact_below: int = 4096, raster: int = 
 
 def _raster_outline(xy: np.ndarray, n: int) -> np.ndarray:
     """Corners of the outermost occupied bins of each row of an n x n binning of ``xy`` (see above)."""
-    lo = xy.min(axis=0)
-    span = float((xy.max(axis=0) - lo).max())
+    lo, hi = bounds(xy)
+    span = float((hi - lo).max())
     if span <= 0:
         return xy[:1]
     cell = span / n

@@ -26,6 +26,7 @@ from . import __version__
 from .checkpoint import (
     CheckpointError,
     atomic_write_json,
+    load_model,
     load_tensors,
     read_metadata,
     save_checkpoint,
@@ -47,7 +48,7 @@ GOAL_CHECK_PSI_DEG = 45.0
 PRECISIONS = ("bf16", "tf32", "fp32")
 LOG_FIELDS = [
     "epoch", "global_step", "pairs_seen", "wall_s", "train_loss", "train_recon", "train_consistency",
-    "train_separation", "val_loss", "val_recon", "val_consistency", "val_separation", "val_iou",
+    "train_separation", "train_spread", "val_loss", "val_recon", "val_consistency", "val_separation", "val_spread", "val_iou",
     "val_goal_whole_mean", "val_goal_whole_min", "val_goal_single_mean", "val_goal_single_min",
 ]
 
@@ -70,6 +71,8 @@ class TrainConfig:
     alpha: float = 1.0
     beta: float = 0.1
     separation_m: float = 1000.0
+    gamma: float = 0.0  # weight of the axis-spread hinge (losses.axis_spread_loss); 0: the paper's losses
+    spread_radius: float = 0.15  # grid units; keypoints closer than this to their vertical axis are penalized
     scale_min: float = 0.75
     scale_max: float = 1.0
     inputs: str = "solid"  # "solid": the paper's voxelized solids; "sensor": simulated depth-sensor clouds
@@ -78,6 +81,7 @@ class TrainConfig:
     prior_bias: bool = True  # start the decoder's output bias at the occupancy prior (predicts voxels sooner)
     goal_check_clouds: int = 8  # sensor inputs: whole and single-view clouds scored for goal IoU every epoch
     seed: int = 0
+    init_from: str | None = None  # a checkpoint of the same architecture to start from (weights only)
     val_pairs: int = 4000
     val_seed: int = 12345
     val_batch_pairs: int = 16
@@ -101,6 +105,7 @@ class TrainConfig:
             (self.lr > 0 and math.isfinite(self.lr), "lr must be a positive number"),
             (self.alpha >= 0 and self.beta >= 0, "alpha and beta must be >= 0"),
             (self.separation_m > 0, "separation_m must be > 0"),
+            (self.gamma >= 0 and self.spread_radius >= 0, "gamma and spread_radius must be >= 0"),
             (self.heatmap_temperature > 0, "heatmap_temperature must be > 0"),
             (0 < self.scale_min <= self.scale_max <= 1, "need 0 < scale_min <= scale_max <= 1"),
             (self.val_pairs >= 1 and self.val_batch_pairs >= 1, "val_pairs and val_batch_pairs must be >= 1"),
@@ -150,14 +155,16 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
         self.forward = torch.compile(self.model) if config.compile else self.model
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
-        self.weights = LossWeights(config.alpha, config.beta, config.separation_m)
+        self.weights = LossWeights(config.alpha, config.beta, config.separation_m, config.gamma, config.spread_radius)
         self.scale_range = (config.scale_min, config.scale_max)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.validation = ValidationSet(config.val_pairs, config.val_seed, self.scale_range)
         self.keypoint_model = self.model.kind == "keypoint"
         self.sampler = self._sampler(config.whole_fraction)
         self._goal_samplers: dict[str, ViewSampler] = {}  # built on the first goal check
-        if config.prior_bias and not resume:
+        if config.init_from and not resume:
+            self._init_from(config.init_from)
+        elif config.prior_bias and not resume:
             self._start_at_prior()
         self.steps_per_epoch = math.ceil(config.pairs_per_epoch / config.batch_pairs)
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
@@ -187,6 +194,13 @@ class Trainer:
                                    torch.Generator().manual_seed(0))
         prior = float(batch.targets.mean().clamp(1e-4, 0.5))
         self.model.decoder.out.bias.fill_(math.log(prior / (1 - prior)))
+
+    def _init_from(self, path: str) -> None:
+        """Start from another run's weights (a fine-tune): same architecture, fresh optimizer and schedule."""
+        source, _ = load_model(path)
+        if source.arch != self.model.arch:
+            raise ValueError(f"init_from {path}: architecture {source.arch} differs from this run's {self.model.arch}")
+        self.model.load_state_dict(source.state_dict())
 
     def _tensorboard(self):
         try:
@@ -400,6 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--alpha", type=float, help="consistency weight (paper: 1)")
     parser.add_argument("--beta", type=float, help="separation weight (paper: 0.1)")
     parser.add_argument("--separation-m", dest="separation_m", type=float)
+    parser.add_argument("--gamma", type=float, help="weight of the axis-spread hinge (0: the paper's losses)")
+    parser.add_argument("--spread-radius", dest="spread_radius", type=float, help="grid units (default 0.15)")
+    parser.add_argument("--init-from", dest="init_from", help="start from this checkpoint's weights (same architecture)")
     parser.add_argument("--scale-min", dest="scale_min", type=float)
     parser.add_argument("--scale-max", dest="scale_max", type=float)
     parser.add_argument("--inputs", choices=INPUTS, help="solid (the paper's voxelized solids) or sensor (simulated depth-sensor clouds)")

@@ -6,6 +6,7 @@ import torch
 
 from kp_training.geometry import (
     MetricGridMap,
+    bounds,
     grid_points,
     inverse_transform_points,
     occupied_points,
@@ -94,3 +95,12 @@ def test_metric_grid_map_round_trip_and_fit():
         MetricGridMap(center=[0, 0, 0], half_extent=0.0)
     with pytest.raises(ValueError):
         MetricGridMap.from_points(np.zeros((0, 3)))
+
+
+def test_bounds_matches_numpy_reductions():
+    points = np.random.default_rng(0).normal(size=(1000, 3)) * [1.0, 5.0, 0.1]
+    lo, hi = bounds(points)
+    np.testing.assert_array_equal(lo, points.min(axis=0))
+    np.testing.assert_array_equal(hi, points.max(axis=0))
+    lo2, hi2 = bounds(points[:, :2].astype(np.float32))
+    assert lo2.shape == (2,) and np.array_equal(hi2, points[:, :2].astype(np.float32).max(axis=0))

@@ -5,7 +5,14 @@ import torch
 
 from kp_training.geometry import transform_points
 from kp_training.data import PairBatch
-from kp_training.losses import LossWeights, consistency_loss, pair_losses, reconstruction_loss, separation_loss
+from kp_training.losses import (
+    LossWeights,
+    axis_spread_loss,
+    consistency_loss,
+    pair_losses,
+    reconstruction_loss,
+    separation_loss,
+)
 
 
 def test_reconstruction_loss_hand_values():
@@ -72,9 +79,25 @@ def test_consistency_is_zero_for_keypoints_that_follow_each_view_and_not_otherwi
     assert float(pair_losses(output, moved, w, True)["consistency"]) > 1e-3
 
 
+def test_axis_spread_hand_values_and_weighting():
+    on_axis = torch.zeros(2, 4, 3)
+    on_axis[..., 2] = torch.arange(4.0)  # a vertical line: every keypoint at distance 0
+    assert float(axis_spread_loss(on_axis, 0.15)) == pytest.approx(0.15, abs=1e-5)
+    square = on_axis.clone()
+    square[..., :2] = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 0.1], [0.0, -0.1]]) + 5.0  # the axis follows them
+    assert float(axis_spread_loss(square, 0.15)) == pytest.approx((0.05 + 0.05) / 4, abs=1e-6)
+    batch = pair_batch()
+    output = {"logits": torch.randn(4, 1, 4, 4, 4), "latent": torch.rand(4, 3, 3) * 0.1}
+    paper = pair_losses(output, batch, LossWeights(), keypoint_model=True)
+    spread = pair_losses(output, batch, LossWeights(gamma=3.0, spread_radius=0.5), keypoint_model=True)
+    assert "spread" not in paper and float(spread["spread"]) > 0
+    assert float(spread["loss"]) == pytest.approx(float(paper["loss"] + 3.0 * spread["spread"]))
+
+
 def test_losses_gradcheck():
     kp = torch.rand(1, 3, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda k: separation_loss(k, 10.0), (kp,))
+    assert torch.autograd.gradcheck(lambda k: axis_spread_loss(k, 2.0), (kp,))
     angle, scale = torch.rand(1, dtype=torch.float64), torch.rand(1, 3, dtype=torch.float64) + 0.5
     other = torch.rand(1, 3, 3, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda k: consistency_loss(k, other, angle, scale, angle * 2, scale), (kp,))

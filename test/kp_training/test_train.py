@@ -7,6 +7,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from kp_training.checkpoint import load_model
 from kp_training.train import TrainConfig, Trainer, main
@@ -64,6 +65,18 @@ def test_config_file_and_flags(tmp_path):
     assert config["epochs"] == 1 and config["alpha"] == 5.0 and config["preset"] == "fast"
 
 
+def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path):
+    assert main(TINY + ["--epochs", "1", "--out", str(tmp_path / "a")]) == 0
+    source, _ = load_model(tmp_path / "a" / "last")
+    # No steps: the fine-tune's checkpoint holds exactly the source weights, not a fresh (prior-bias) start.
+    trainer = Trainer(TrainConfig(out=str(tmp_path / "b"), preset="fast", init_from=str(tmp_path / "a" / "last")))
+    for name, value in source.state_dict().items():
+        assert torch.equal(trainer.model.state_dict()[name], value), name
+    assert trainer.global_step == 0
+    with pytest.raises(ValueError, match="architecture"):
+        Trainer(TrainConfig(out=str(tmp_path / "c"), preset="cylinder", init_from=str(tmp_path / "a" / "last")))
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -76,6 +89,8 @@ def test_config_file_and_flags(tmp_path):
         (["--device", "cuda:0"] if not __import__("torch").cuda.is_available() else ["--device", "tpu"], "device"),
         (["--resume", "/no/such/run"], "no last checkpoint"),
         (["--config", "/no/such/config.yaml"], "No such file"),
+        (["--init-from", "/no/such/checkpoint"], "not found"),
+        (["--gamma", "-1"], "gamma"),
     ],
 )
 def test_bad_arguments_exit_with_a_clear_error(tmp_path, capsys, args, message):
