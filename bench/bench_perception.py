@@ -272,7 +272,13 @@ def main(argv=None) -> int:
     parser.add_argument("--calls", type=int, default=48, help="service calls timed per cloud kind and watcher state")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--fastdds-profile", type=Path, metavar="XML",
+                        help="Fast DDS profile for the node and the bench (e.g. config/fastdds_same_host.xml)")
     args = parser.parse_args(argv)
+    if args.fastdds_profile is not None:
+        if not args.fastdds_profile.is_file():
+            parser.error(f"--fastdds-profile: no file {args.fastdds_profile}")
+        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(args.fastdds_profile.resolve())
 
     from kp_perception.cloud_io import make_xyz_cloud
 
@@ -315,8 +321,10 @@ def main(argv=None) -> int:
         node.stop()
     summary = [line for line in node.lines if "stopping:" in line]
 
+    figures["fastdds_profile"] = str(args.fastdds_profile) if args.fastdds_profile else None
+    transport = f"Fast DDS profile {args.fastdds_profile}" if args.fastdds_profile else "default transports"
     print(f"kp_perception bench: {figures['model']}, {os.cpu_count()} CPU cores, node input {figures['node_input']} "
-          "(its defaults)")
+          f"(its defaults), {transport}")
     print(f"  {'cloud':<44} {'cloud->markers p50/p99':>24} {'service p50/p99':>20} {'+ goal watched p50/p99':>24} "
           f"{'watching costs':>15}")
     for label, f in figures["clouds"].items():
