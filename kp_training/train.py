@@ -172,6 +172,7 @@ class Trainer:
         self.metrics: dict = {}
         if resume:
             self._load_state()
+            atomic_write_json(self.out / "config.json", dataclasses.asdict(config))  # flags given with --resume stay
         else:
             if (self.out / "last.json").exists():
                 raise FileExistsError(f"{self.out} already holds a run: pass --resume to continue it or choose another --out")
@@ -300,6 +301,8 @@ class Trainer:
             _, index, name = key.split(".", 2)
             optimizer_state.setdefault(int(index), {})[name] = value.to(self.device) if name != "step" else value
         self.optimizer.load_state_dict({"state": optimizer_state, "param_groups": meta["resume"]["param_groups"]})
+        for group in self.optimizer.param_groups:  # `--resume RUN --lr X` lowers (or raises) the rate from here on
+            group["lr"] = self.config.lr
         progress = meta["progress"]
         self.epoch, self.step_in_epoch = progress["epoch"], progress["step_in_epoch"]
         self.global_step, self.train_seconds = progress["global_step"], progress["train_seconds"]

@@ -46,6 +46,13 @@ def test_resume_continues_where_the_run_stopped(tmp_path):
     assert [int(r["epoch"]) for r in rows] == [1, 2] and int(rows[-1]["global_step"]) == 8
     _, meta = load_model(run / "last.safetensors")
     assert meta["progress"]["epoch"] == 2
+    assert meta["resume"]["param_groups"][0]["lr"] == 1e-3
+    assert main(["--resume", str(run), "--epochs", "3", "--lr", "2e-4"]) == 0  # a new rate from here on
+    _, meta = load_model(run / "last.safetensors")
+    assert meta["resume"]["param_groups"][0]["lr"] == 2e-4 and meta["train_config"]["lr"] == 2e-4
+    assert main(["--resume", str(run), "--epochs", "4"]) == 0  # and stays on the next resume
+    _, meta = load_model(run / "last.safetensors")
+    assert meta["resume"]["param_groups"][0]["lr"] == 2e-4
 
 
 def test_same_seed_same_run(tmp_path):
