@@ -36,6 +36,7 @@ class PerceptionStats:
         self.goals_refused = 0
         self.last_goal_refusal = ""
         self.encode_ms: deque = deque(maxlen=keep)
+        self.age_ms: deque = deque(maxlen=keep)  # stamp -> callback: the driver, transport and queueing
         self.service_ms: deque = deque(maxlen=keep)
 
     def cloud_received(self, now: float | None = None) -> None:
@@ -49,6 +50,10 @@ class PerceptionStats:
         with self._lock:
             self.used += 1
             self.encode_ms.append(milliseconds)
+
+    def cloud_age(self, milliseconds: float) -> None:
+        with self._lock:
+            self.age_ms.append(milliseconds)
 
     def cloud_refused(self, category: str, reason: str) -> None:
         with self._lock:
@@ -92,7 +97,8 @@ class PerceptionStats:
         with self._lock:
             refused = sum(self.refused.values())
             return (f"clouds received {self.received}, used {self.used}, refused {refused}, lost in transport "
-                    f"{self.lost}; encode {_percentiles(list(self.encode_ms))}; rotate_goal answered "
+                    f"{self.lost}; age on arrival {_percentiles(list(self.age_ms))}; "
+                    f"encode {_percentiles(list(self.encode_ms))}; rotate_goal answered "
                     f"{self.goals_answered}, refused {self.goals_refused}, {_percentiles(list(self.service_ms))}")
 
     def key_values(self) -> list[tuple[str, str]]:
@@ -104,6 +110,7 @@ class PerceptionStats:
                 *((f"clouds refused: {category}", str(n)) for category, n in sorted(self.refused.items())),
                 ("last refusal", self.last_refusal or "none"),
                 ("clouds lost in transport", str(self.lost)),
+                ("cloud age on arrival (stamp to callback)", _percentiles(list(self.age_ms))),
                 ("encode latency", _percentiles(list(self.encode_ms))),
                 ("rotate_goal answered", str(self.goals_answered)),
                 ("rotate_goal refused", str(self.goals_refused)),

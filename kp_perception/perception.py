@@ -346,6 +346,10 @@ class Perception:
                 return
             start = time.perf_counter()
             self.stats.cloud_received()
+            stamp = msg.header.stamp
+            if stamp.sec or stamp.nanosec:  # an unstamped cloud has no age
+                now = self.node.get_clock().now().nanoseconds
+                self.stats.cloud_age((now - (stamp.sec * 1_000_000_000 + stamp.nanosec)) / 1e6)
             try:
                 located = self._encode(msg)
             except Exception as err:  # never let one message take the node down
