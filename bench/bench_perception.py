@@ -272,8 +272,7 @@ def main(argv=None) -> int:
     parser.add_argument("--calls", type=int, default=48, help="service calls timed per cloud kind and watcher state")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--fastdds-profile", type=Path, metavar="XML",
-                        help="Fast DDS profile for the node and the bench (e.g. config/fastdds_same_host.xml)")
+    parser.add_argument("--fastdds-profile", type=Path, metavar="XML", help="a Fast DDS profile for the node and the bench")
     args = parser.parse_args(argv)
     if args.fastdds_profile is not None:
         if not args.fastdds_profile.is_file():

@@ -87,8 +87,7 @@ def test_ament_index_has_both_packages(workspace):
 
 def test_share_has_launch_config_and_rviz(workspace):
     share = workspace / "install" / "kp_perception" / "share" / "kp_perception"
-    for name in ("launch/kp_perception.launch.py", "config/kp_perception.yaml", "config/kp_perception.rviz",
-                 "config/fastdds_same_host.xml"):
+    for name in ("launch/kp_perception.launch.py", "config/kp_perception.yaml", "config/kp_perception.rviz"):
         assert (share / name).is_file(), name
         assert (share / name).read_bytes() == (ROOT / name).read_bytes()
 

@@ -99,19 +99,3 @@ def test_pip_only_dependencies_are_documented():
     for name in ("torch", "safetensors"):
         assert any(name in line for line in pip_lines), f"kp_perception/README.md: no pip line installs {name}"
 
-
-def test_fastdds_same_host_profile_carries_camera_clouds_in_shared_memory():
-    """The profile's SHM segments hold a 640x480 xyz+rgb cloud (4.9 MB; Fast DDS's default is 512 KiB) and
-    its UDP stays on loopback, as its comment says."""
-    ns = {"dds": "http://www.eprosima.com"}
-    root = ET.parse(ROOT / "config" / "fastdds_same_host.xml").getroot()
-    transports = {t.findtext("dds:transport_id", namespaces=ns): t for t in root.iterfind(".//dds:transport_descriptor", ns)}
-    shm = [t for t in transports.values() if t.findtext("dds:type", namespaces=ns) == "SHM"]
-    assert len(shm) == 1 and int(shm[0].findtext("dds:segment_size", namespaces=ns)) >= 4 * 640 * 480 * 16
-    udp = [t for t in transports.values() if t.findtext("dds:type", namespaces=ns) == "UDPv4"]
-    assert [a.text for a in udp[0].iterfind(".//dds:address", ns)] == ["127.0.0.1"]
-    participant = root.find("dds:participant", ns)
-    assert participant.get("is_default_profile") == "true"
-    used = [t.text for t in participant.iterfind("dds:rtps/dds:userTransports/dds:transport_id", ns)]
-    assert sorted(used) == sorted(transports)
-    assert participant.findtext("dds:rtps/dds:useBuiltinTransports", namespaces=ns) == "false"
