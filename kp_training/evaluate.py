@@ -815,14 +815,17 @@ def choose_shape(cfg: EvalConfig, loaded: dict):
     return load_shape(source, up_axis=up)
 
 
-def evaluate(cfg: EvalConfig) -> dict:
-    """Run the whole evaluation and write every output into ``cfg.out``; returns the results dict."""
+def evaluate(cfg: EvalConfig, loaded: dict | None = None) -> dict:
+    """Run the whole evaluation and write every output into ``cfg.out``; returns the results dict.
+
+    ``loaded``: :func:`load_checkpoints`'s result when the caller has loaded them already (kp-eval does, so
+    that a bad checkpoint is a usage error before any work)."""
     cfg.validate()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     device = resolve_device(cfg.device)
     start_time = time.perf_counter()
-    loaded = load_checkpoints(cfg, device)
+    loaded = dict(loaded) if loaded is not None else load_checkpoints(cfg, device)
     shape = choose_shape(cfg, loaded)
     points = shape.points.to(device)
     compared = loaded.pop(KP_COMPARE, None)
@@ -932,12 +935,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     cfg = EvalConfig(**{k: v for k, v in vars(args).items()}, command=argv)
-    try:
+    try:  # what the user gave: refused as a usage error (exit 2) before any work
         cfg.validate()
-        resolve_device(cfg.device)
-        results = evaluate(cfg)
+        loaded = load_checkpoints(cfg, resolve_device(cfg.device))
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
     except (ValueError, CheckpointError, OSError) as err:
         parser.error(str(err))
+    try:  # a failure from here on is not a usage error: it raises, with its traceback (exit 1)
+        results = evaluate(cfg, loaded)
     except KeyboardInterrupt:
         print("\nkp-eval: interrupted", file=sys.stderr)
         return 130

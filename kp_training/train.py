@@ -292,6 +292,12 @@ class Trainer:
 
     def _load_state(self) -> None:
         meta = read_metadata(self.out / "last.json")
+        if meta["architecture"] != self.model.arch:
+            changed = sorted(k for k in set(meta["architecture"]) | set(self.model.arch)
+                             if meta["architecture"].get(k) != self.model.arch.get(k))
+            raise ValueError(f"--resume {self.out}: the run's architecture cannot change ({', '.join(changed)}: "
+                             f"{[meta['architecture'].get(k) for k in changed]} in the run); start a new run, "
+                             f"or --init-from it when the architecture is the same")
         weights = load_tensors(self.out / "last.safetensors", meta.get("weights_sha256"))
         self.model.load_state_dict(weights)
         state = load_tensors(self.out / "last_state.safetensors", meta["resume"]["state_sha256"])
@@ -354,13 +360,16 @@ class Trainer:
                     bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()})
                     bar.update()
                 bar.close()
+                if self.step_in_epoch < self.steps_per_epoch:  # cut by max_minutes: --resume finishes the epoch
+                    self.save_last()
+                    print(f"time limit: stopped at step {self.global_step}, inside epoch {self.epoch + 1}", flush=True)
+                    break
                 train = {k: v / max(steps, 1) for k, v in sums.items()}
                 val = self.validate()
                 self.metrics = {"val": val, "train": train, "epoch": self.epoch + 1}
                 self._log_epoch(train, val)
-                if self.step_in_epoch >= self.steps_per_epoch:
-                    self.epoch += 1
-                    self.step_in_epoch = 0
+                self.epoch += 1
+                self.step_in_epoch = 0
                 if val["loss"] < self.best_val:
                     self.best_val = val["loss"]
                     save_checkpoint(self.out / "best", self.model, self.metadata())
@@ -478,7 +487,8 @@ def main(argv: list[str] | None = None) -> int:
         out = trainer.fit()
     except KeyboardInterrupt:
         return 130
-    print(f"done: best {out / 'best.safetensors'} (val loss {trainer.best_val:.4f}), last {out / 'last.safetensors'}")
+    best = f"best {out / 'best.safetensors'} (val loss {trainer.best_val:.4f}), " if (out / "best.json").exists() else ""
+    print(f"done: {best}last {out / 'last.safetensors'}")
     return 0
 
 

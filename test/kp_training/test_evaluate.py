@@ -169,6 +169,16 @@ def test_corrupt_checkpoint_is_refused(cnn_ckpt, tmp_path, capsys):
     assert exit_info.value.code == 2 and "corrupt" in capsys.readouterr().err
 
 
+def test_a_failure_during_the_run_is_not_a_usage_error(cnn_ckpt, tmp_path, monkeypatch):
+    """Arguments and checkpoints are checked first (exit 2); what fails later raises with its traceback."""
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ev, "choose_shape", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        ev.main(["--cnn", str(cnn_ckpt), "--out", str(tmp_path / "o"), *TINY_EVAL])
+
+
 class CentroidOracle(nn.Module):
     """An exactly equivariant toy "KP-Net": the keypoint is the centroid of the occupied voxels, and decoding
     re-voxelizes the shape rotated so that its centroid points the way the keypoint does (unscaled shapes)."""

@@ -55,6 +55,38 @@ def test_resume_continues_where_the_run_stopped(tmp_path):
     assert meta["resume"]["param_groups"][0]["lr"] == 2e-4
 
 
+def test_an_interrupted_and_resumed_run_matches_an_uninterrupted_one(tmp_path):
+    """Resume restores weights, optimizer moments and the data generator: the same losses as one long run."""
+    assert main(TINY + ["--epochs", "3", "--out", str(tmp_path / "whole")]) == 0
+    assert main(TINY + ["--epochs", "1", "--out", str(tmp_path / "split")]) == 0
+    assert main(["--resume", str(tmp_path / "split"), "--epochs", "3"]) == 0
+    whole, split = read_log(tmp_path / "whole"), read_log(tmp_path / "split")
+    for a, b in zip(whole, split, strict=True):
+        for key in ("train_loss", "val_loss", "val_recon"):
+            assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-4, abs=1e-7), (a["epoch"], key)
+
+
+def test_a_time_limit_inside_an_epoch_logs_it_once_after_resume(tmp_path):
+    run = tmp_path / "run"
+    # 1e-4 minutes: the first step already passes it, deep inside the first epoch of 4 steps.
+    assert main(TINY + ["--epochs", "1", "--max-minutes", "0.0001", "--out", str(run)]) == 0
+    assert not (run / "log.csv").exists() and (run / "last.json").exists()
+    _, meta = load_model(run / "last")
+    assert meta["progress"]["epoch"] == 0 and 0 < meta["progress"]["step_in_epoch"] < 4
+    assert main(["--resume", str(run), "--max-minutes", "100"]) == 0
+    assert [int(r["epoch"]) for r in read_log(run)] == [1]
+    _, meta = load_model(run / "last")
+    assert meta["metrics"]["epoch"] == meta["progress"]["epoch"] == 1 and meta["progress"]["global_step"] == 4
+
+
+def test_resume_refuses_to_change_the_architecture(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(TINY + ["--epochs", "1", "--out", str(run)]) == 0
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--resume", str(run), "--epochs", "2", "--num-keypoints", "16"])
+    assert exit_info.value.code == 2 and "architecture cannot change (num_keypoints" in capsys.readouterr().err
+
+
 def test_same_seed_same_run(tmp_path):
     for name in ("a", "b"):
         assert main(TINY + ["--epochs", "1", "--out", str(tmp_path / name)]) == 0
