@@ -22,6 +22,7 @@ import array
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -318,6 +319,7 @@ def main(argv=None) -> int:
         if probe is not None:
             probe.close()
         node.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     summary = [line for line in node.lines if "stopping:" in line]
 
     figures["fastdds_profile"] = str(args.fastdds_profile) if args.fastdds_profile else None

@@ -124,9 +124,10 @@ def main(argv=None) -> int:
         if not args.fastdds_profile.is_file():
             parser.error(f"--fastdds-profile: no file {args.fastdds_profile}")
         os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(args.fastdds_profile.resolve())
-    domain, home = pick_domain_id(), tempfile.mkdtemp(prefix="kp_transport_")
-    use_local_ros(domain, home)
-    results = measure(args.points, args.clouds, ros_env(domain, home))
+    domain = pick_domain_id()
+    with tempfile.TemporaryDirectory(prefix="kp_transport_") as home:
+        use_local_ros(domain, home)
+        results = measure(args.points, args.clouds, ros_env(domain, home))
     transport = f"Fast DDS profile {args.fastdds_profile}" if args.fastdds_profile else "Fast DDS default transports"
     print(f"cloud transport between two processes, {transport}, reliable, {os.cpu_count()} CPU cores:")
     for count, r in results.items():

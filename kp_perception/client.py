@@ -57,7 +57,8 @@ def load_cloud_file(path: Path) -> np.ndarray:
     return points
 
 
-def summarize(response) -> dict:
+def summarize(response) -> tuple[dict, np.ndarray]:
+    """A printable summary of a RotateGoal response, and its goal points ((M, 3))."""
     from .cloud_io import read_xyz
 
     goal = read_xyz(response.goal_cloud)  # float32, or float64 when the node answered in float64

@@ -132,7 +132,8 @@ def model_key_values(pipeline) -> list[tuple[str, str]]:
         ("model", f"{architecture.get('encoder', '?')} encoder, K={pipeline.num_keypoints}"),
         ("model training", f"epoch {progress.get('epoch', '?')}, step {progress.get('global_step', '?')}, "
                            f"{progress.get('pairs_seen', '?')} pairs"),
-        ("device", f"{pipeline.device}{', optimized encoder' if getattr(pipeline, 'optimized', False) else ''}"),
+        ("device", str(pipeline.device)),
+        ("encoder", pipeline.encoder_path),
     ]
     for key in ("iou", "loss", "recon", "consistency"):
         if key in validation:

@@ -159,7 +159,7 @@ class Perception:
         self.model_description = (
             f"model {self.pipeline.model_path} ({meta['architecture'].get('encoder', '?')} encoder, "
             f"K={self.pipeline.num_keypoints}) on {self.pipeline.device}"
-            f"{', optimized encoder' if self.pipeline.optimized else ''}, {torch.get_num_threads()} torch threads"
+            f", {self.pipeline.encoder_path}, {torch.get_num_threads()} torch threads"
         )
 
     def _frame_mapper(self, get) -> FrameMapper:

@@ -139,6 +139,8 @@ class Pipeline:
         self.trained_half_extent = (float(normalization["mesh_units_per_grid_unit"])
                                     if normalization.get("units") == "m" and "mesh_units_per_grid_unit" in normalization else None)
         self.optimized = False
+        self.encoder_path = "eager encoder" + ("" if optimize else " (optimize off)")
+        """Which encoder runs, and why, for the node's log and diagnostics."""
         self._heatmaps = self.model.encoder
         if optimize:
             self._optimize_encoder()
@@ -166,10 +168,14 @@ class Pipeline:
                 warnings.simplefilter("ignore")
                 traced = torch.jit.optimize_for_inference(torch.jit.trace(self.model.encoder.eval(), probe))
                 same = torch.allclose(traced(probe), self.model.encoder(probe), atol=1e-4, rtol=1e-4)
-        except Exception:  # tracing is an optimization only
+        except Exception as err:  # tracing is an optimization only
+            self.encoder_path = f"eager encoder (TorchScript failed: {type(err).__name__}: {err})"
             return
         if same:
             self._heatmaps, self.optimized = traced, True
+            self.encoder_path = "TorchScript encoder (traced, frozen for inference; matches the eager one)"
+        else:
+            self.encoder_path = "eager encoder (the TorchScript one differed from it on a test grid)"
 
     @torch.inference_mode()
     def warmup(self, runs: int = 3) -> None:

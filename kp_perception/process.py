@@ -12,7 +12,6 @@ import random
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
@@ -26,10 +25,11 @@ def pick_domain_id() -> int:
     return random.Random(os.getpid() ^ time.monotonic_ns()).randint(1, 100)
 
 
-def ros_env(domain_id: int, ros_home: str | os.PathLike | None = None, base: dict | None = None) -> dict:
-    """Environment for a ROS process kept on the loopback interface, logging under ``ros_home``."""
+def ros_env(domain_id: int, ros_home: str | os.PathLike, base: dict | None = None) -> dict:
+    """Environment for a ROS process kept on the loopback interface, logging under ``ros_home`` (the caller's
+    folder, which the caller removes)."""
     env = dict(os.environ if base is None else base)
-    home = Path(ros_home) if ros_home else Path(tempfile.mkdtemp(prefix="kp_ros_home_"))
+    home = Path(ros_home)
     env.update(LOCAL_ENV)
     env["ROS_DOMAIN_ID"] = str(int(domain_id))
     env["ROS_HOME"] = str(home)
@@ -39,7 +39,7 @@ def ros_env(domain_id: int, ros_home: str | os.PathLike | None = None, base: dic
     return env
 
 
-def use_local_ros(domain_id: int, ros_home: str | os.PathLike | None = None) -> None:
+def use_local_ros(domain_id: int, ros_home: str | os.PathLike) -> None:
     """Apply :func:`ros_env` to this process (call before ``rclpy.init``)."""
     os.environ.update({k: v for k, v in ros_env(domain_id, ros_home).items() if k.startswith("ROS_")})
     os.environ.pop("ROS_LOCALHOST_ONLY", None)

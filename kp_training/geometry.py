@@ -135,7 +135,7 @@ def occupied_points(grids: torch.Tensor, threshold: float = 0.5) -> list[torch.T
     return [centers[torch.nonzero(occ)] for occ in occupied]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MetricGridMap:
     """Affine map between a metric frame (e.g. a sensor frame, metres) and the grid frame.
 
@@ -154,6 +154,14 @@ class MetricGridMap:
             raise ValueError(f"MetricGridMap half_extent must be a positive number, got {self.half_extent}")
         object.__setattr__(self, "center", center)
         object.__setattr__(self, "half_extent", float(self.half_extent))
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, MetricGridMap):
+            return NotImplemented
+        return self.half_extent == other.half_extent and np.array_equal(self.center, other.center)
+
+    def __hash__(self) -> int:
+        return hash((self.center.tobytes(), self.half_extent))
 
     @property
     def voxel_size(self) -> float:

@@ -227,6 +227,18 @@ def test_optimized_encoder_gives_the_same_keypoints(tiny_model_path, mug_cloud):
     torch.testing.assert_close(eager.model.encode(voxels)[0], kp)
 
 
+def test_the_pipeline_says_which_encoder_runs_and_why(tiny_model_path, monkeypatch):
+    assert Pipeline(tiny_model_path, optimize=True).encoder_path.startswith("TorchScript encoder")
+    assert Pipeline(tiny_model_path).encoder_path == "eager encoder (optimize off)"
+
+    def broken_trace(*args, **kwargs):
+        raise RuntimeError("cannot trace this")
+
+    monkeypatch.setattr(torch.jit, "trace", broken_trace)
+    pipe = Pipeline(tiny_model_path, optimize=True)
+    assert not pipe.optimized and "TorchScript failed: RuntimeError: cannot trace this" in pipe.encoder_path
+
+
 def test_warmup_leaves_results_unchanged(tiny_model_path, mug_cloud):
     pipe = Pipeline(tiny_model_path, optimize=True)
     before = pipe.encode(mug_cloud).keypoints

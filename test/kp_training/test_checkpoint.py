@@ -1,7 +1,10 @@
 import json
+import os
+import stat
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from kp_training.checkpoint import CheckpointError, load_model, read_metadata, save_checkpoint
 from kp_training.models import build_model, model_config
@@ -30,10 +33,30 @@ def test_round_trip_gives_identical_outputs_from_every_path_form(saved):
     assert meta["architecture"]["encoder"] == "fast" and "code_version" in meta
 
 
-def test_files_are_not_pickles(saved):
+def test_files_are_safetensors_and_json_not_pickles(saved):
+    """The safetensors layout read by hand (8-byte little-endian header length, JSON header naming every
+    tensor), then by the safetensors library: torch.save (a zip of pickles) or any pickle fails both."""
+    model, run = saved
+    data = (run / "best.safetensors").read_bytes()
+    header_len = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + header_len])
+    assert set(header) - {"__metadata__"} == set(model.state_dict())
+    loaded = load_file(run / "best.safetensors")
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded[name], value), name
+    assert isinstance(json.loads((run / "best.json").read_text()), dict)
+
+
+def test_files_get_the_umask_permissions_and_no_temporary_is_left(saved):
     _, run = saved
-    assert (run / "best.safetensors").read_bytes()[:1] != b"\x80"  # a pickle starts with its protocol opcode
-    json.loads((run / "best.json").read_text())
+    umask = os.umask(0o022)
+    try:
+        save_checkpoint(run / "again", build_model(model_config("fast", num_keypoints=6)), {})
+    finally:
+        os.umask(umask)
+    for name in ("again.safetensors", "again.json"):
+        assert stat.S_IMODE((run / name).stat().st_mode) == 0o644, name
+    assert not list(run.glob(".*.tmp"))
 
 
 def test_refuses_corrupt_weights(saved):

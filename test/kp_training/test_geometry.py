@@ -104,3 +104,12 @@ def test_bounds_matches_numpy_reductions():
     np.testing.assert_array_equal(hi, points.max(axis=0))
     lo2, hi2 = bounds(points[:, :2].astype(np.float32))
     assert lo2.shape == (2,) and np.array_equal(hi2, points[:, :2].astype(np.float32).max(axis=0))
+
+
+def test_metric_grid_maps_compare_and_hash_by_value():
+    a = MetricGridMap(center=np.array([1.0, 2.0, 3.0]), half_extent=0.2)
+    same = MetricGridMap(center=[1.0, 2.0, 3.0], half_extent=0.2)
+    assert a == same and hash(a) == hash(same) and len({a, same}) == 1
+    assert a != MetricGridMap(center=[1.0, 2.0, 3.5], half_extent=0.2)
+    assert a != MetricGridMap(center=[1.0, 2.0, 3.0], half_extent=0.25)
+    assert a != "a grid"
