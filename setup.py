@@ -1,6 +1,7 @@
-"""kp_perception: an ament_python ROS 2 package with two Python packages.
+"""kp_perception: an ament_python ROS 2 package with three Python packages.
 
-- kp_training: ROS-free training and evaluation of KP-Net (runs on a bare GPU machine).
+- kp_core: the ROS-free run-time core (geometry, voxelization, placement, models, checkpoints, goals).
+- kp_training: ROS-free training and evaluation of KP-Net on top of kp_core (runs on a bare GPU machine).
 - kp_perception: the ROS 2 node, rotate-goal client and demo, with the shipped model.
 """
 
@@ -13,7 +14,7 @@ package_name = "kp_perception"
 setup(
     name=package_name,
     version="0.1.0",
-    packages=find_packages(include=["kp_training", "kp_training.*", "kp_perception", "kp_perception.*"]),
+    packages=find_packages(include=["kp_core", "kp_core.*", "kp_training", "kp_training.*", "kp_perception", "kp_perception.*"]),
     package_data={"kp_perception": ["models/*.safetensors", "models/*.json"]},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),

@@ -16,7 +16,7 @@ import torch
 
 from kp_training.data import make_views, sample_transforms
 from kp_training.metrics import binary_cross_entropy, chamfer_paper, mean_nn_distance, voxel_iou
-from kp_training.models import PRESETS, build_model, model_config
+from kp_core.models import PRESETS, build_model, model_config
 from kp_training.shapes import load_shape
 
 

@@ -44,10 +44,10 @@ def untrained_model(folder: Path) -> Path:
     """The "fast" preset with random weights, its output bias set so a mug decodes to ~13% occupied voxels."""
     import torch
 
-    from kp_training.checkpoint import save_checkpoint
-    from kp_training.models import build_model, model_config
+    from kp_core.checkpoint import save_checkpoint
+    from kp_core.models import build_model, model_config
     from kp_training.shapes import load_shape
-    from kp_training.voxelize import voxelize
+    from kp_core.voxelize import voxelize
 
     torch.manual_seed(0)
     model = build_model(model_config("fast")).eval()

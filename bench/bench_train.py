@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from kp_training.models import PRESETS
+from kp_core.models import PRESETS
 from kp_training.train import PRECISIONS, TrainConfig, Trainer
 
 

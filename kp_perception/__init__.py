@@ -1,1 +1,1 @@
-"""ROS 2 perception layer over kp_training: keypoints from point clouds and rotate-goal decoding."""
+"""ROS 2 perception layer over kp_core: keypoints from point clouds and rotate-goal decoding."""

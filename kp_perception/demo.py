@@ -27,7 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .pipeline import default_model_path, rotate_about_vertical, voxel_iou
+from kp_core.goals import rotate_about_vertical
+from kp_training.metrics import metric_points_iou
+
+from .pipeline import default_model_path
 from .process import RosProcess, node_command, pick_domain_id, ros_env, use_local_ros
 
 WORLD = "world"
@@ -50,7 +53,7 @@ def make_scene(seed: int = 0, max_points: int = 120_000) -> Scene:
     a few outliers) as a whole cloud fused from four cameras and as one camera's view."""
     import torch
 
-    from kp_training.placement import vertical_axis_of
+    from kp_core.placement import vertical_axis_of
     from kp_training.sensor import SensorConfig, SensorSimulator, surface_samples
     from kp_training.shapes import load_shape
 
@@ -272,7 +275,7 @@ def main(argv=None) -> int:
                 if not response.success:
                     print(f"kp-demo: {name} {deg:g} deg refused: {response.message}", file=sys.stderr)
                     return 1
-                from kp_training.geometry import MetricGridMap
+                from kp_core.geometry import MetricGridMap
 
                 from .cloud_io import read_xyz
 
@@ -284,8 +287,8 @@ def main(argv=None) -> int:
                 # What a planner reading rotation_axis expects, and (charging the axis error too) the mug
                 # turned about its own true axis.
                 truth = rotate_about_vertical(scene.solid, angle, axis)
-                iou = voxel_iou(points, truth, grid)
-                iou_true_axis = voxel_iou(points, rotate_about_vertical(scene.solid, angle, scene.axis), grid)
+                iou = metric_points_iou(points, truth, grid)
+                iou_true_axis = metric_points_iou(points, rotate_about_vertical(scene.solid, angle, scene.axis), grid)
                 axis_error = float(np.hypot(a.x - scene.axis[0], a.y - scene.axis[1]))
                 goals.append({"angle": angle, "angle_deg": deg, "iou": iou, "iou_true_axis": iou_true_axis,
                               "voxels": len(points), "points": points, "axis_error_mm": axis_error * 1000,
@@ -295,7 +298,7 @@ def main(argv=None) -> int:
                       f"({len(points)} voxels, {latency * 1000:.0f} ms)")
             # Context for the scores: the input cloud itself against the unrotated truth, in the same grid
             # (what an exact copy of the input would score at 0 deg; low for a partial view).
-            reference = voxel_iou(cloud, scene.solid, grid)
+            reference = metric_points_iou(cloud, scene.solid, grid)
             print(f"  {name:>7} input cloud vs truth at 0 deg: IoU {reference:.3f}")
             shown = [g for g in goals if g["angle_deg"] in (0, 90, 180)] or goals[:3]
             png = args.out / f"{name}.png"

@@ -6,11 +6,11 @@
       -> to_metric -> keypoints in the input frame
     goal(angle): R_z(angle) keypoints -> model.decode -> sigmoid -> voxels > 0.5 -> metric centres
 
-The grid is placed by the same rule the model was trained with (origin at :func:`kp_training.placement.object_center`):
+The grid is placed by the same rule the model was trained with (origin at :func:`kp_core.placement.object_center`):
 origin at the centre of the smallest circle enclosing the cloud seen from above, half extent the object's
 size (``object_size``, else the trained shape's, from the checkpoint) times the checkpoint's zoom. The goal
 turns the keypoints about the object's own vertical axis, the vertical line through the centroid of the
-decoded object (:func:`kp_training.goals.decoded_axis`): attached to the object, not to the part of it one
+decoded object (:func:`kp_core.goals.decoded_axis`): attached to the object, not to the part of it one
 camera saw. The input frame must be z-up for the object, as the model was trained.
 """
 
@@ -24,14 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kp_training.checkpoint import load_model
-from kp_training.devices import resolve_device
-from kp_training.geometry import GRID_SIZE, MetricGridMap, bounds, fitting_half_extent, rotation_z, voxel_centers
-from kp_training.goals import decoded_axis, rotate_about_axis
-from kp_training.metrics import voxel_iou as grid_iou
-from kp_training.placement import CENTERINGS, grid_zoom, object_center
-from kp_training.shapes import NORMALIZE_MARGIN
-from kp_training.voxelize import voxelize
+from kp_core.checkpoint import load_model
+from kp_core.devices import resolve_device
+from kp_core.geometry import GRID_SIZE, NORMALIZE_MARGIN, MetricGridMap, bounds, fitting_half_extent, voxel_centers
+from kp_core.goals import decoded_axis, rotate_about_axis
+from kp_core.placement import CENTERINGS, grid_zoom, object_center
 
 DEFAULT_MODEL_NAME = "mug.safetensors"
 DEFAULT_MARGIN = NORMALIZE_MARGIN
@@ -48,7 +45,7 @@ def default_model_path() -> Path:
 
 
 def pipeline_device(name: str) -> torch.device:
-    """:func:`kp_training.devices.resolve_device`, its errors as :class:`PipelineError`."""
+    """:func:`kp_core.devices.resolve_device`, its errors as :class:`PipelineError`."""
     try:
         return resolve_device(name)
     except ValueError as err:
@@ -287,17 +284,3 @@ class Pipeline:
             probabilities=prob.cpu().numpy().astype(np.float32) if include_probabilities else None,
         )
 
-
-def rotate_about_vertical(points: np.ndarray, angle: float, center: np.ndarray) -> np.ndarray:
-    """Rotate metric points by ``angle`` about the z axis through ``center`` (for ground truth in demos)."""
-    rot = rotation_z(torch.tensor(float(angle), dtype=torch.float64)).numpy()
-    return (np.asarray(points, float) - center) @ rot.T + center
-
-
-def voxel_iou(pred_points: np.ndarray, true_points: np.ndarray, grid_map: MetricGridMap) -> float:
-    """IoU of the 64^3 occupancy of two metric point sets in the grid of ``grid_map``."""
-    grids = [
-        voxelize(torch.from_numpy(grid_map.to_grid(np.asarray(pts, float).reshape(1, -1, 3)).astype(np.float32)), GRID_SIZE)
-        for pts in (pred_points, true_points)
-    ]
-    return float(grid_iou(*grids)[0])

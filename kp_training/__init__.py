@@ -1,6 +1,6 @@
-"""KP-Net: unsupervised 3D keypoints learned through voxel reconstruction (training library).
+"""KP-Net training, evaluation and figures, on top of :mod:`kp_core` (the run-time core).
 
 Pure PyTorch/NumPy: nothing in this package imports ROS, so it runs on a bare GPU machine.
 """
 
-__version__ = "0.1.0"
+from kp_core import __version__  # noqa: F401  (one version for the whole package)

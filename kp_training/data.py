@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .geometry import GRID_SIZE, transform_points
-from .placement import object_center
+from kp_core.geometry import GRID_SIZE, transform_points
+from kp_core.placement import object_center
 from .sensor import SensorConfig, SensorSimulator, surface_samples
-from .voxelize import voxelize
+from kp_core.voxelize import voxelize
 
 SCALE_RANGE = (0.75, 1.0)
 
@@ -98,7 +98,7 @@ class ViewSampler:
 
     Solid views voxelize the augmented solid, as the paper does. Sensor views show what a depth sensor
     delivers (:mod:`kp_training.sensor`); their grid is placed on the cloud by the node's own rule
-    (origin at :func:`kp_training.placement.object_center`, half extent ``zoom`` normalized units), and the target is the
+    (origin at :func:`kp_core.placement.object_center`, half extent ``zoom`` normalized units), and the target is the
     whole solid in the same grid, so the model completes the side the sensor did not see.
     """
 

@@ -19,7 +19,7 @@ paper's numbers, the figures, the exact command and the checkpoints' training co
    simulated depth-sensor clouds of the shape at its trained size in ``--sensor-poses`` seeded yaw poses,
    whole (fused from several cameras) and single-view, the grid placed by the node's rule, and the goal
    IoU at psi = 0, 15, ..., 345 deg against the solid turned about its own vertical axis
-   (:func:`kp_training.goals.sensor_goal_iou`): mean, minimum and spread (max - min) over psi.
+   (:func:`kp_training.goal_quality.sensor_goal_iou`): mean, minimum and spread (max - min) over psi.
 5. Figures (Fig. 5 reconstructions, Fig. 6 curves, Fig. 7 strip, circle, equivariance, sensor goal curves).
 
 Example::
@@ -46,12 +46,12 @@ import numpy as np
 import torch
 
 from . import __version__
-from .checkpoint import CheckpointError, checkpoint_paths, load_model
+from kp_core.checkpoint import CheckpointError, checkpoint_paths, load_model
 from .data import SCALE_RANGE, ViewSampler, make_views, sample_transforms
-from .devices import resolve_device
-from .geometry import GRID_SIZE, rotate_z_points, transform_points
-from .goals import psi_grid, sensor_goal_iou
-from .placement import grid_zoom
+from kp_core.devices import resolve_device
+from kp_core.geometry import GRID_SIZE, rotate_z_points, transform_points
+from .goal_quality import psi_grid, sensor_goal_iou
+from kp_core.placement import grid_zoom
 from .sensor import SensorConfig
 from .metrics import (
     binary_cross_entropy,

@@ -22,7 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from mpl_toolkits.mplot3d import Axes3D  # noqa: E402,F401  (registers the 3-D projection)
 
-from .geometry import voxel_centers  # noqa: E402
+from kp_core.geometry import voxel_centers  # noqa: E402
 
 METHOD_STYLES = {
     "KP-Net": {"color": "tab:blue", "linestyle": "-"},

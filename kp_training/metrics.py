@@ -1,6 +1,6 @@
 """Reconstruction and equivariance metrics as pure, batched tensor functions (any device).
 
-Conventions (see :mod:`kp_training.geometry`): grids are (B, 1, G, G, G) with array axes (x, y, z) over the
+Conventions (see :mod:`kp_core.geometry`): grids are (B, 1, G, G, G) with array axes (x, y, z) over the
 cube [-1, 1]^3; one voxel is ``2 / G`` grid units. Predictions are given as *probabilities* (apply
 ``torch.sigmoid`` to decoder logits first) except for :func:`binary_cross_entropy`, which takes logits.
 
@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .geometry import voxel_centers
+from kp_core.geometry import voxel_centers
+from kp_core.voxelize import voxelize
 
 PAPER_CHAMFER_POINTS = 1000
 """Points sampled from each grid for the paper's Chamfer distance."""
@@ -92,6 +94,14 @@ def voxel_iou(pred: torch.Tensor, target: torch.Tensor, threshold: float = 0.5) 
     inter = (a & b).sum(dim=1).float()
     union = (a | b).sum(dim=1).float()
     return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+
+
+def metric_points_iou(pred_points, true_points, grid_map) -> float:
+    """:func:`voxel_iou` of two metric point sets ((N, 3) and (M, 3)), each voxelized in the 64^3 grid of
+    ``grid_map`` (a :class:`kp_core.geometry.MetricGridMap`): how the demo and tests score a goal."""
+    grids = [voxelize(torch.from_numpy(grid_map.to_grid(np.asarray(pts, np.float64).reshape(1, -1, 3)).astype(np.float32)))
+             for pts in (pred_points, true_points)]
+    return float(voxel_iou(*grids)[0])
 
 
 def _sample_rows(points: torch.Tensor, num: int, generator: torch.Generator | None) -> torch.Tensor:

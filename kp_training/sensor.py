@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .voxelize import voxelize
+from kp_core.voxelize import voxelize
 
 SURFACE_GRID = 128
 """Cells per axis of the lattice that finds surface samples among solid samples: coarser than the solid

@@ -23,10 +23,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .geometry import GRID_SIZE, fitting_half_extent
-
-NORMALIZE_MARGIN = 0.04
-"""Grid units kept free at the cube's border (a bit more than one 64^3 voxel, 2/64 = 0.031)."""
+from kp_core.geometry import GRID_SIZE, NORMALIZE_MARGIN, fitting_half_extent
 
 DEFAULT_SPACING = 0.75 * (2.0 / GRID_SIZE) / 2.0
 """Lattice spacing in grid units: half a voxel at the smallest augmentation scale (0.75), so every

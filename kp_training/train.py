@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .checkpoint import (
+from kp_core.checkpoint import (
     CheckpointError,
     atomic_write_json,
     load_model,
@@ -33,11 +33,11 @@ from .checkpoint import (
     save_tensors,
 )
 from .data import ValidationSet, ViewSampler, sample_transforms
-from .devices import keep_freed_memory, resolve_device
-from .goals import psi_grid, sensor_goal_iou
+from kp_core.devices import keep_freed_memory, resolve_device
+from .goal_quality import psi_grid, sensor_goal_iou
 from .losses import LossWeights, pair_losses
 from .metrics import voxel_iou
-from .models import PRESETS, build_model, model_config
+from kp_core.models import PRESETS, build_model, model_config
 from .sensor import SensorConfig
 from .shapes import UP_AXES, load_shape, metres_per_unit
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kp_training.checkpoint import checkpoint_paths, load_model, save_checkpoint
+from kp_core.checkpoint import checkpoint_paths, load_model, save_checkpoint
 
 MODELS = Path(__file__).resolve().parents[1] / "kp_perception" / "models"
 MAX_BYTES = 25 * 2**20

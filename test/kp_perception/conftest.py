@@ -14,12 +14,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory):
-    """A small keypoint model (random weights, saved through kp_training.checkpoint)."""
-    from kp_training.checkpoint import save_checkpoint
-    from kp_training.models import build_model, model_config
+    """A small keypoint model (random weights, saved through kp_core.checkpoint)."""
+    from kp_core.checkpoint import save_checkpoint
+    from kp_core.models import build_model, model_config
 
     from kp_training.shapes import load_shape
-    from kp_training.voxelize import voxelize
+    from kp_core.voxelize import voxelize
 
     torch.manual_seed(0)
     model = build_model(model_config("fast", num_keypoints=8, decoder_channels=128, encoder_options={"width": 8}))

@@ -50,8 +50,8 @@ TOPIC = "/kp_launch_test/points"
 def tiny_model() -> str:
     import torch
 
-    from kp_training.checkpoint import save_checkpoint
-    from kp_training.models import build_model, model_config
+    from kp_core.checkpoint import save_checkpoint
+    from kp_core.models import build_model, model_config
 
     torch.manual_seed(0)
     model = build_model(model_config("fast", num_keypoints=8, decoder_channels=32, encoder_options={"width": 8}))

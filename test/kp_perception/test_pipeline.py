@@ -6,15 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from kp_perception.pipeline import (
-    Pipeline,
-    PipelineConfig,
-    PipelineError,
-    default_model_path,
-    rotate_about_vertical,
-    voxel_iou,
-)
-from kp_training.geometry import GRID_SIZE, voxel_centers
+from kp_core.geometry import GRID_SIZE, voxel_centers
+from kp_core.goals import rotate_about_vertical
+from kp_perception.pipeline import Pipeline, PipelineConfig, PipelineError, default_model_path
+from kp_training.metrics import metric_points_iou
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +45,7 @@ def test_extent_defaults_to_the_trained_size_times_the_zoom(pipe, mug_cloud, tin
     # The tiny checkpoint says its shape was 0.08 m per normalized unit and has no zoom (1.0).
     assert pipe.encode(mug_cloud).grid_map.half_extent == pytest.approx(0.08)
     # A checkpoint whose shape is not in metres: the extent is measured on each cloud so every yaw fits.
-    from kp_training.checkpoint import load_model, save_checkpoint
+    from kp_core.checkpoint import load_model, save_checkpoint
 
     model, meta = load_model(tiny_model_path)
     meta["normalization"] = dict(meta["normalization"], units="mesh")
@@ -71,7 +66,7 @@ def test_goal_turns_keypoints_about_the_decoded_objects_vertical_axis(pipe, mug_
     enc = pipe.encode(mug_cloud)
     goal = pipe.goal(enc, math.pi / 2, include_probabilities=True)
     # The axis: the centroid (x, y) of the decoded object at 0 deg, in the input frame, at the grid origin's height.
-    from kp_training.goals import largest_part
+    from kp_core.goals import largest_part
 
     at_zero = pipe.goal(enc, 0.0, include_probabilities=True)
     part = np.argwhere(largest_part(at_zero.probabilities > 0.5))  # stray voxels do not move the axis
@@ -149,8 +144,8 @@ def test_invalid_settings_are_refused(tiny_model_path):
 
 
 def test_latent_models_and_missing_files_are_refused(tmp_path):
-    from kp_training.checkpoint import CheckpointError, save_checkpoint
-    from kp_training.models import build_model, model_config
+    from kp_core.checkpoint import CheckpointError, save_checkpoint
+    from kp_core.models import build_model, model_config
 
     cnn = build_model(model_config("cnn", decoder_channels=16, latent_dim=8, encoder_channels=(4, 4, 4, 4)))
     path = save_checkpoint(tmp_path / "cnn", cnn, {})
@@ -160,15 +155,15 @@ def test_latent_models_and_missing_files_are_refused(tmp_path):
         Pipeline(tmp_path / "missing.safetensors")
 
 
-def test_voxel_iou(pipe, mug_cloud):
+def test_metric_points_iou(pipe, mug_cloud):
     enc = pipe.encode(mug_cloud)
-    assert voxel_iou(mug_cloud, mug_cloud, enc.grid_map) == 1.0
+    assert metric_points_iou(mug_cloud, mug_cloud, enc.grid_map) == 1.0
     turned = rotate_about_vertical(mug_cloud, math.pi, enc.grid_map.center)
-    assert 0.0 < voxel_iou(mug_cloud, turned, enc.grid_map) < 0.9
+    assert 0.0 < metric_points_iou(mug_cloud, turned, enc.grid_map) < 0.9
 
 
 def test_min_enclosing_circle():
-    from kp_training.placement import min_enclosing_circle
+    from kp_core.placement import min_enclosing_circle
 
     rng = np.random.default_rng(0)
     pts = rng.normal(size=(3000, 2))
@@ -183,7 +178,7 @@ def test_min_enclosing_circle():
 
 
 def test_circle_centering_is_invariant_to_yaw(pipe, mug_cloud, mug):
-    from kp_training.placement import object_center
+    from kp_core.placement import object_center
 
     centre = np.asarray(mug.normalization["center"])
     for yaw in (0.3, 1.9, -2.4):
@@ -195,7 +190,7 @@ def test_circle_centering_is_invariant_to_yaw(pipe, mug_cloud, mug):
 def test_discard_interior_keeps_the_hull():
     from scipy.spatial import ConvexHull
 
-    from kp_training.placement import discard_interior
+    from kp_core.placement import discard_interior
 
     rng = np.random.default_rng(1)
     for pts in (rng.normal(size=(5000, 2)), rng.uniform(-1, 1, size=(5000, 2)), rng.normal(size=(5000, 2)) * [5, 0.1]):
@@ -206,7 +201,7 @@ def test_discard_interior_keeps_the_hull():
 
 
 def test_min_enclosing_circle_of_large_clouds_is_close_and_conservative():
-    from kp_training.placement import min_enclosing_circle
+    from kp_core.placement import min_enclosing_circle
 
     pts = np.random.default_rng(2).normal(size=(30000, 2)) * [0.03, 0.05] + [1.0, -2.0]
     c, r = min_enclosing_circle(pts)  # binned

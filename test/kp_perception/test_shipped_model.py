@@ -1,6 +1,6 @@
 """The model shipped in the package: present, small, loadable, and good at what the node answers.
 
-The quality checks use the project's own sensor-like protocol (:func:`kp_training.goals.sensor_goal_iou`):
+The quality checks use the project's own sensor-like protocol (:func:`kp_training.goal_quality.sensor_goal_iou`):
 seeded simulated depth-sensor clouds of the mug, whole and single-view, and the rotate-goal IoU at several
 angles. Their thresholds sit well above what an untrained network of the same architecture scores (checked
 here too), so replacing the shipped weights by untrained ones fails this test.
@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from kp_perception.pipeline import Pipeline, default_model_path, rotate_about_vertical, voxel_iou
-from kp_training.checkpoint import load_model
+from kp_core.goals import rotate_about_vertical
+from kp_perception.pipeline import Pipeline, default_model_path
+from kp_training.metrics import metric_points_iou
+from kp_core.checkpoint import load_model
 from kp_training.data import ViewSampler
-from kp_training.goals import sensor_goal_iou
-from kp_training.models import build_model
-from kp_training.placement import grid_zoom, vertical_axis_of
+from kp_training.goal_quality import sensor_goal_iou
+from kp_core.models import build_model
+from kp_core.placement import grid_zoom, vertical_axis_of
 from kp_training.sensor import SensorConfig
 
 PSI = torch.tensor([0.0, 90.0, 180.0, 270.0]) * (math.pi / 180)
@@ -75,5 +77,5 @@ def test_the_node_pipeline_turns_a_metric_cloud_about_the_mugs_own_axis(mug):
     assert np.hypot(*(goal.axis_point[:2] - scene.axis[:2])) < 0.005  # within 5 mm of the mug's own axis
     # Scored as the eval protocol does: the mug turned about the axis the service returns.
     truth = rotate_about_vertical(scene.solid, math.pi / 2, goal.axis_point)
-    assert voxel_iou(goal.points, truth, encoding.grid_map) >= 0.45  # measured 0.51 on this scene; untrained: ~0
+    assert metric_points_iou(goal.points, truth, encoding.grid_map) >= 0.45  # measured 0.51 on this scene; untrained: ~0
     assert np.allclose(vertical_axis_of(scene.solid), scene.axis[:2])

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from kp_training.data import ValidationSet, ViewSampler, make_views, sample_transforms
-from kp_training.geometry import transform_points
-from kp_training.placement import object_center
+from kp_core.geometry import transform_points
+from kp_core.placement import object_center
 from kp_training.sensor import SensorConfig
 
 
@@ -38,7 +38,7 @@ def test_sensor_views_show_a_surface_and_target_the_whole_solid(sensor_views, mu
     # The target is the whole posed solid, inside the grid (zoom 1.3 leaves room): as many voxels as the
     # solid has when voxelized about its own centre, whatever the camera saw.
     posed = transform_points(mug.points.expand(len(angle), -1, -1), angle, scale)
-    from kp_training.voxelize import voxelize
+    from kp_core.voxelize import voxelize
 
     own = voxelize(posed / 1.3).sum((1, 2, 3, 4))
     torch.testing.assert_close(targets.sum((1, 2, 3, 4)).float(), own, rtol=0.08, atol=0)

@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 from kp_training import evaluate as ev
-from kp_training.checkpoint import save_checkpoint
-from kp_training.geometry import occupied_points, rotate_z_points
-from kp_training.models import build_model, model_config
+from kp_core.checkpoint import save_checkpoint
+from kp_core.geometry import occupied_points, rotate_z_points
+from kp_core.models import build_model, model_config
 from kp_training.train import main as train_main
-from kp_training.voxelize import voxelize
+from kp_core.voxelize import voxelize
 
 TINY_EVAL = ["--samples", "3", "--angles", "3", "--poses", "2", "--pose-angles", "3", "--circle-angles", "4",
              "--equivariance-samples", "2", "--figure-examples", "2", "--strip-angles", "3", "--batch", "4",

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from kp_training.geometry import transform_points
+from kp_core.geometry import transform_points
 from kp_training.data import PairBatch
 from kp_training.losses import (
     LossWeights,

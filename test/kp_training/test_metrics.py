@@ -16,7 +16,7 @@ from kp_training.metrics import (
     summarize,
     voxel_iou,
 )
-from kp_training.voxelize import voxelize
+from kp_core.voxelize import voxelize
 
 G = 64
 VOXEL = 2.0 / G

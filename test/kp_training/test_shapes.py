@@ -3,9 +3,9 @@ import pytest
 import torch
 import trimesh
 
-from kp_training.geometry import GRID_SIZE, point_to_index
+from kp_core.geometry import GRID_SIZE, point_to_index
 from kp_training.shapes import NORMALIZE_MARGIN, load_mesh_shape, load_shape
-from kp_training.voxelize import voxelize
+from kp_core.voxelize import voxelize
 
 
 def occupancy_at(shape, points):

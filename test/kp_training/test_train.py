@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from kp_training.checkpoint import load_model
+from kp_core.checkpoint import load_model
 from kp_training.train import TrainConfig, Trainer, main
 
 TINY = ["--preset", "fast", "--batch-pairs", "2", "--pairs-per-epoch", "8", "--val-pairs", "4", "--seed", "3",

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from kp_training.voxelize import voxelize, voxelize_cylindrical
+from kp_core.voxelize import voxelize, voxelize_cylindrical
 
 
 def brute_force_voxelize(points: np.ndarray, grid_size: int) -> np.ndarray:

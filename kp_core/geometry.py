@@ -20,6 +20,8 @@ import torch
 
 GRID_SIZE = 64
 HEATMAP_SIZE = 32
+NORMALIZE_MARGIN = 0.04
+"""Grid units a normalized shape keeps free at the cube's border (a bit more than one 64^3 voxel, 2/64 = 0.031)."""
 
 
 def rotation_z(angle: torch.Tensor) -> torch.Tensor:

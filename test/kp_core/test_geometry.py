@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from kp_training.geometry import (
+from kp_core.geometry import (
     MetricGridMap,
     bounds,
     grid_points,
@@ -16,7 +16,7 @@ from kp_training.geometry import (
     transform_points,
     voxel_centers,
 )
-from kp_training.models import spatial_expectation
+from kp_core.models import spatial_expectation
 
 
 def test_rotation_z_is_counter_clockwise_and_batched():

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from kp_training.geometry import rotate_z_points
-from kp_training.models import ENCODERS, PRESETS, build_model, model_config, register_encoder
+from kp_core.geometry import rotate_z_points
+from kp_core.models import ENCODERS, PRESETS, build_model, model_config, register_encoder
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -108,7 +108,7 @@ def test_cylinder_encoder_turns_a_shifted_input_exactly_and_reads_cartesian_grid
         base = model.encode(grid)
         shifted = model.encode(torch.roll(grid, 12, dims=3))  # 12 of 128 theta cells: 3 deepest-layer cells
     assert keypoint_error_voxels(shifted, rotate_z_points(base, 12 * 2 * math.pi / 128)) < 1e-3
-    from kp_training.voxelize import voxelize
+    from kp_core.voxelize import voxelize
 
     with torch.no_grad():  # a 64^3 Cartesian grid is resampled onto the cylinder: nearly the same keypoints
         cartesian = model.encode(voxelize(mug.points[None, ::3] * 0.8))

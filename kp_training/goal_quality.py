@@ -1,10 +1,4 @@
-"""Rotate-goal decoding and its quality on sensor-like clouds: the answer the node gives a planner.
-
-A goal is ``decode(R_z(psi) (k - a) + a)``: the keypoints ``k`` turned by ``psi`` about the object's own
-vertical axis ``a``: the vertical line through the centroid of the decoded object (its largest connected
-part, so that stray voxels cannot move it; :func:`kp_training.placement.vertical_axis_of`). The axis is attached to the object, wherever the grid sits
-on a single camera view; for whole clouds it lies near the grid's own axis (about which the cylindrical
-encoder is equivariant by construction). The node returns it with the goal.
+"""The rotate-goal's quality on sensor-like clouds (the goal itself: :mod:`kp_core.goals`).
 
 Its quality is scored as a user sees it: a simulated sensor cloud of the shape in a known pose, the grid
 placed by the node's rule, and the goal against the true solid turned by ``psi`` about the returned axis,
@@ -19,46 +13,12 @@ import math
 import numpy as np
 import torch
 
-from .geometry import rotate_z_points, transform_points, voxel_centers
+from kp_core.geometry import transform_points
+from kp_core.goals import axis_of_occupancy, rotate_about_axis
+from kp_core.placement import vertical_axis_of
+from kp_core.voxelize import voxelize
+
 from .metrics import voxel_iou
-from .placement import vertical_axis_of
-from .voxelize import voxelize
-
-
-def largest_part(occupied: np.ndarray) -> np.ndarray:
-    """(G, G, G) bool -> the same grid with only its largest 26-connected part."""
-    from scipy import ndimage
-
-    labels, count = ndimage.label(occupied, structure=np.ones((3, 3, 3), bool))
-    if count <= 1:
-        return occupied
-    sizes = np.bincount(labels.ravel())[1:]
-    return labels == (1 + int(sizes.argmax()))
-
-
-def decoded_axis(model, keypoints: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """(B, K, 3) grid-frame keypoints -> (B, 3) a point on the decoded object's vertical axis (z = 0)."""
-    with torch.no_grad():
-        prob = torch.sigmoid(model.decode(keypoints).float())
-    return axis_of_occupancy(prob, threshold)
-
-
-def axis_of_occupancy(prob: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """(B, 1, G, G, G) occupancy probabilities -> (B, 3) a point on each object's vertical axis (z = 0)."""
-    centers = voxel_centers(prob.shape[-1]).numpy().astype(np.float64)
-    axes = []
-    for grid in prob[:, 0].cpu().numpy():
-        part = np.argwhere(largest_part(grid > threshold))
-        xy = vertical_axis_of(centers[part]) if len(part) else np.zeros(2)
-        axes.append([xy[0], xy[1], 0.0])
-    return torch.tensor(axes, dtype=torch.float32, device=prob.device)
-
-
-def rotate_about_axis(points: torch.Tensor, angle, axis: torch.Tensor) -> torch.Tensor:
-    """(..., N, 3) points turned by ``angle`` about the vertical line through ``axis`` ((..., 3), its z unused)."""
-    pivot = axis.clone()
-    pivot[..., 2] = 0
-    return rotate_z_points(points - pivot[..., None, :], angle) + pivot[..., None, :]
 
 
 @torch.no_grad()

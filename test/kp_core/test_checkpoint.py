@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from kp_training.checkpoint import CheckpointError, load_model, read_metadata, save_checkpoint
-from kp_training.models import build_model, model_config
+from kp_core.checkpoint import CheckpointError, load_model, read_metadata, save_checkpoint
+from kp_core.models import build_model, model_config
 
 
 @pytest.fixture()

@@ -1,0 +1,58 @@
+"""The rotate-goal's geometry: ``decode(R_z(psi) (k - a) + a)``, the keypoints ``k`` turned by ``psi`` about
+the object's own vertical axis ``a``.
+
+The axis is the vertical line through the centroid of the decoded object (its largest connected part, so
+that stray voxels cannot move it; :func:`kp_core.placement.vertical_axis_of`). It is attached to the object,
+wherever the grid sits on a single camera view; for whole clouds it lies near the grid's own axis (about
+which the cylindrical encoder is equivariant by construction). The node returns it with the goal.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .geometry import rotate_z_points, voxel_centers
+from .placement import vertical_axis_of
+
+
+def largest_part(occupied: np.ndarray) -> np.ndarray:
+    """(G, G, G) bool -> the same grid with only its largest 26-connected part."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(occupied, structure=np.ones((3, 3, 3), bool))
+    if count <= 1:
+        return occupied
+    sizes = np.bincount(labels.ravel())[1:]
+    return labels == (1 + int(sizes.argmax()))
+
+
+def decoded_axis(model, keypoints: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """(B, K, 3) grid-frame keypoints -> (B, 3) a point on the decoded object's vertical axis (z = 0)."""
+    with torch.no_grad():
+        prob = torch.sigmoid(model.decode(keypoints).float())
+    return axis_of_occupancy(prob, threshold)
+
+
+def axis_of_occupancy(prob: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """(B, 1, G, G, G) occupancy probabilities -> (B, 3) a point on each object's vertical axis (z = 0)."""
+    centers = voxel_centers(prob.shape[-1]).numpy().astype(np.float64)
+    axes = []
+    for grid in prob[:, 0].cpu().numpy():
+        part = np.argwhere(largest_part(grid > threshold))
+        xy = vertical_axis_of(centers[part]) if len(part) else np.zeros(2)
+        axes.append([xy[0], xy[1], 0.0])
+    return torch.tensor(axes, dtype=torch.float32, device=prob.device)
+
+
+def rotate_about_axis(points: torch.Tensor, angle, axis: torch.Tensor) -> torch.Tensor:
+    """(..., N, 3) points turned by ``angle`` about the vertical line through ``axis`` ((..., 3), its z unused)."""
+    pivot = axis.clone()
+    pivot[..., 2] = 0
+    return rotate_z_points(points - pivot[..., None, :], angle) + pivot[..., None, :]
+
+
+def rotate_about_vertical(points: np.ndarray, angle: float, center: np.ndarray) -> np.ndarray:
+    """:func:`rotate_about_axis` for (N, 3) NumPy points in float64 (metric ground truth in demos and tests)."""
+    return rotate_about_axis(torch.as_tensor(np.asarray(points, dtype=np.float64)), torch.tensor(float(angle), dtype=torch.float64),
+                             torch.as_tensor(np.asarray(center, dtype=np.float64))).numpy()
