@@ -29,6 +29,7 @@ class ManagedPerceptionNode(LifecycleNode):
         declare_parameters(self)
         self.perception = Perception(self, managed=True)
         self.add_on_set_parameters_callback(self.perception.on_set_parameters)
+        self.add_post_set_parameters_callback(self.perception.on_parameters_set)
         self.get_logger().info("unconfigured: waiting for the configure transition")
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:

@@ -35,6 +35,7 @@ class PerceptionNode(Node):
         declare_parameters(self)
         self.perception = Perception(self)
         self.add_on_set_parameters_callback(self.perception.on_set_parameters)
+        self.add_post_set_parameters_callback(self.perception.on_parameters_set)
         self.perception.configure()
         self.perception.activate()
 

@@ -274,20 +274,25 @@ class Perception:
 
     # ---- parameters -----------------------------------------------------------------------------
     def on_set_parameters(self, params) -> SetParametersResult:
-        """Validate a change of the run-time parameters as a whole and apply it atomically."""
+        """Validate a change of the run-time parameters as a whole (nothing is applied here: the change may
+        still be refused; :meth:`on_parameters_set` applies it once it is accepted)."""
         new = {p.name: p.value for p in params}
 
         def get(name):
             return new[name] if name in new else self._get(name)
 
         try:
-            settings = read_settings(get)
+            read_settings(get)
         except (SettingsError, ValueError, TypeError) as err:
             return SetParametersResult(successful=False, reason=str(err))
-        self.settings = settings
+        return SetParametersResult(successful=True)
+
+    def on_parameters_set(self, params) -> None:
+        """Apply an accepted change: new settings objects, swapped in whole (a cloud in flight keeps its snapshot)."""
+        settings = read_settings(self._get)
         if self.pipeline is not None:
             self.pipeline.config = self._pipeline_config(settings)
-        return SetParametersResult(successful=True)
+        self.settings = settings
 
     @staticmethod
     def _pipeline_config(settings):
@@ -297,24 +302,24 @@ class Perception:
     # ---- clouds ---------------------------------------------------------------------------------
     def _encode(self, cloud: PointCloud2) -> Located:
         """A cloud's keypoints, in the frame the node answers in."""
-        points = read_xyz(cloud, max_points=self.settings.pipeline.max_points)
+        cfg = self.settings.pipeline  # one snapshot for the whole cloud
+        points = read_xyz(cloud, max_points=cfg.max_points)
         frame, points = self.frames(cloud.header, points)
         wide = points.dtype == np.float64
-        points, offset = self._localize(points)
+        points, offset = self._localize(points, cfg)
         located = Located(Header(stamp=cloud.header.stamp, frame_id=frame), self.pipeline.encode(points), offset, wide)
         if not np.isfinite(located.keypoints).all():
             raise NotFinite("the keypoints are not finite (the cloud's coordinates are out of range)")
         return located
 
-    def _localize(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _localize(self, points: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray]:
         """Crop (in the answer frame), then move the points near the origin by a whole number of metres.
 
         Far from the frame's origin (map or UTM frames, 1e5 m away) the pipeline's tolerances, which scale with
         the coordinates, would move the grid by up to a voxel; within LOCAL_RANGE nothing moves (offset 0). The
         crop box is in the answer frame, so cropping happens here, before the shift (the pipeline is given a
-        config without it, see :meth:`_pipeline_config`).
+        config without it, see :meth:`_pipeline_config`). ``cfg``: the cloud's snapshot of the pipeline settings.
         """
-        cfg = self.settings.pipeline
         if cfg.crop_enabled and len(points):
             keep = np.ones(len(points), dtype=bool)
             for axis in range(3):  # one pass per axis: much cheaper than .all(axis=1) on (N, 3)

@@ -185,12 +185,15 @@ class Pipeline:
             self.model.decode(keypoints)
 
     # ---- points -> grid ------------------------------------------------------------------------
-    def clean(self, points: np.ndarray) -> np.ndarray:
-        """Finite points inside the crop box, as float64 (N, 3); raises PipelineError when too few remain."""
+    def clean(self, points: np.ndarray, config: PipelineConfig | None = None) -> np.ndarray:
+        """Finite points inside the crop box, as float64 (N, 3); raises PipelineError when too few remain.
+
+        ``config``: the settings to use (default :attr:`config`); :meth:`encode` passes one snapshot to every step.
+        """
         points = np.asarray(points)
         if points.ndim != 2 or points.shape[1] != 3:
             raise PipelineError(f"expected (N, 3) points, got shape {points.shape}")
-        cfg = self.config
+        cfg = config or self.config
         if len(points) > cfg.max_points:
             raise PipelineError(f"the cloud has {len(points)} points, more than max_points = {cfg.max_points}")
         points = points.astype(np.float64, copy=False)
@@ -204,17 +207,18 @@ class Pipeline:
             raise PipelineError(f"only {len(points)} finite points{where}; at least min_points = {cfg.min_points} are needed")
         return points
 
-    def grid_map_for(self, points: np.ndarray) -> MetricGridMap:
+    def grid_map_for(self, points: np.ndarray, config: PipelineConfig | None = None) -> MetricGridMap:
         """The grid frame on the object, by the training rule: origin from ``centering``, half extent the
         object's (``object_size``, else the trained shape's, else measured on the cloud) times the zoom."""
-        center = object_center(points, self.config.centering)
-        if self.config.object_size > 0:
-            object_half_extent = self.config.object_size / 2.0 / (1.0 - self.config.margin)
+        cfg = config or self.config
+        center = object_center(points, cfg.centering)
+        if cfg.object_size > 0:
+            object_half_extent = cfg.object_size / 2.0 / (1.0 - cfg.margin)
         elif self.trained_half_extent is not None:
             object_half_extent = self.trained_half_extent
         else:
             try:
-                object_half_extent = fitting_half_extent(points - center, self.config.margin)
+                object_half_extent = fitting_half_extent(points - center, cfg.margin)
             except ValueError as err:
                 raise PipelineError(f"cannot size the grid from this cloud: {err}") from err
         half_extent = object_half_extent * self.zoom
@@ -237,8 +241,9 @@ class Pipeline:
     @torch.inference_mode()
     def encode(self, points: np.ndarray) -> Encoding:
         """Keypoints of a metric cloud ((N, 3), any float dtype; NaNs are dropped)."""
-        points = self.clean(points)
-        grid_map = self.grid_map_for(points)
+        config = self.config  # one snapshot: the node may swap in new settings meanwhile
+        points = self.clean(points, config)
+        grid_map = self.grid_map_for(points, config)
         voxels = self.voxelize(points, grid_map)
         with self._lock:
             keypoints = self.model.keypoints_from_heatmaps(self._heatmaps(voxels))[0][0]

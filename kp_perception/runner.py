@@ -37,26 +37,24 @@ class _Executor(MultiThreadedExecutor):
 
 def run(make_node, name: str, args=None) -> int:
     """Build the node with ``make_node()`` and spin it until a signal; 0 on a clean stop, 2 if it cannot start."""
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    node = None
     try:
-        try:
-            node = make_node()
-        except Exception as err:  # a bad model path, device or parameter: say so plainly and exit
-            rclpy.logging.get_logger(name).fatal(f"cannot start: {type(err).__name__}: {err}")
-            return START_FAILED
-        executor = _Executor(num_threads=EXECUTOR_THREADS)
-        executor.add_node(node)
-        while not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
-        executor.shutdown()  # waits for the callbacks in flight
+        with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):  # shuts rclpy down last
+            try:
+                node = make_node()
+            except Exception as err:  # a bad model path, device or parameter: say so plainly and exit
+                rclpy.logging.get_logger(name).fatal(f"cannot start: {type(err).__name__}: {err}")
+                return START_FAILED
+            try:
+                executor = _Executor(num_threads=EXECUTOR_THREADS)
+                executor.add_node(node)
+                while not stop.is_set() and rclpy.ok():
+                    executor.spin_once(timeout_sec=0.1)
+                executor.shutdown()  # waits for the callbacks in flight
+            finally:
+                node.destroy_node()  # while the context is still valid
         return 0
     finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -9,4 +9,5 @@ cd "$ROOT"
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-42}"
 export MPLBACKEND=Agg
-exec "$VENV/bin/python" -m pytest "$@"
+# -rs: the summary at the end names every skipped test and why.
+exec "$VENV/bin/python" -m pytest -rs "$@"
