@@ -32,9 +32,22 @@ def test_transform_matches_matrix_form_and_inverse_round_trips():
     angle = torch.rand(4) * 2 * math.pi
     scale = 0.75 + 0.25 * torch.rand(4, 3)
     moved = transform_points(points, angle, scale)
-    expected = torch.einsum("bij,bnj->bni", rotation_z(angle) @ torch.diag_embed(scale), points)
+    # Written out by hand (scale first, then a counter-clockwise turn), independent of rotation_z.
+    x, y, z = (points * scale[:, None, :]).unbind(-1)
+    c, s = torch.cos(angle)[:, None], torch.sin(angle)[:, None]
+    expected = torch.stack([c * x - s * y, s * x + c * y, z], dim=-1)
     torch.testing.assert_close(moved, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(inverse_transform_points(moved, angle, scale), points, atol=1e-5, rtol=1e-5)
+
+
+def test_rotate_z_points_turns_counter_clockwise_seen_from_above():
+    points = torch.tensor([[1.0, 0.0, 0.3], [0.0, 2.0, -0.1]])
+    turned = rotate_z_points(points, math.pi / 2)
+    torch.testing.assert_close(turned, torch.tensor([[0.0, 1.0, 0.3], [-2.0, 0.0, -0.1]]), atol=1e-6, rtol=0)
+    angles = torch.tensor([0.3, -1.2])  # one angle per batch item
+    batched = rotate_z_points(torch.tensor([[[1.0, 0.0, 0.0]]]).expand(2, 1, 3), angles)
+    expected = torch.tensor([[[math.cos(a), math.sin(a), 0.0]] for a in angles.tolist()])
+    torch.testing.assert_close(batched, expected, atol=1e-6, rtol=0)
 
 
 def test_rotate_z_points_composes_angles():

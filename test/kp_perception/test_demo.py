@@ -35,7 +35,6 @@ def test_demo_end_to_end(tiny_model_path, tmp_path):
     for name in ("whole", "partial"):
         res = results["scenarios"][name]
         assert [g["angle_deg"] for g in res["goals"]] == [0, 90]
-        assert all(0.0 <= g["iou"] <= 1.0 and g["voxels"] > 0 for g in res["goals"])
         assert (out / f"{name}.png").stat().st_size > 10000
     assert (out / "iou.png").is_file()
     # Frames agree: the sensor clouds (surfaces) overlap the ground truth's voxels in the node's grid, the

@@ -408,9 +408,9 @@ def test_diagnostics_report_rate_refusals_latency_and_model(ros, mug_cloud, tiny
     assert int(values["clouds used"]) >= 1 and int(values["clouds received"]) >= int(values["clouds used"])
     assert int(values["clouds refused: too few points"]) >= 1
     assert "p50" in values["encode latency"] and "p50" in values["rotate_goal latency"]
-    # Clouds stamped 801 s after the epoch are decades old on arrival: the age runs from the stamp.
+    # Clouds stamped 800-801 s after the epoch (earlier tests sent older ones) are decades old on arrival.
     oldest_ms = float(values["cloud age on arrival (stamp to callback)"].split("max ")[1].split(" ms")[0])
-    assert abs(oldest_ms / 1000 - (time.time() - 801)) < 60
+    assert time.time() - 801 - 1 <= oldest_ms / 1000 <= time.time()
     assert int(values["rotate_goal refused"]) >= 3 and "min_points" in values["last rotate_goal refusal"]
     assert values["model file"] == str(tiny_model_path)
     assert "K=8" in values["model"]
