@@ -39,20 +39,21 @@ import platform
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import __version__
 from kp_core.checkpoint import CheckpointError, checkpoint_paths, load_model
-from .data import SCALE_RANGE, ViewSampler, make_views, sample_transforms
 from kp_core.devices import resolve_device
 from kp_core.geometry import GRID_SIZE, rotate_z_points, transform_points
-from .goal_quality import psi_grid, sensor_goal_iou
 from kp_core.placement import grid_zoom
-from .sensor import SensorConfig
+
+from . import __version__
+from .cli import add_config_flags, given, setting
+from .data import SCALE_RANGE, ViewSampler, make_views, sample_transforms
+from .goal_quality import psi_grid, sensor_goal_iou
 from .metrics import (
     binary_cross_entropy,
     chamfer_paper,
@@ -62,6 +63,7 @@ from .metrics import (
     summarize,
     voxel_iou,
 )
+from .sensor import SensorConfig
 from .shapes import UP_AXES, load_shape, metres_per_unit
 
 KP, KP_INTERP, CNN = "KP-Net", "KP-Net (Interp.)", "CNN-Net"
@@ -86,33 +88,34 @@ SENSOR_KINDS = {"whole": 1.0, "single": 0.0}  # share of fused multi-camera clou
 class EvalConfig:
     """All settings of one evaluation (stored in ``results.json``)."""
 
-    kp: str | None = None
-    cnn: str | None = None
-    kp_compare: str | None = None
-    out: str = "outputs/eval"
-    results_md: str | None = None
-    samples: int = 500
-    angles: int = 200
-    poses: int = 32
-    pose_angles: int = 46
-    circle_angles: int = 72
-    equivariance_samples: int = 200
-    sensor_poses: int = 24
-    sensor_psi_step: float = 15.0
-    figure_examples: int = 3
-    strip_angles: int = 5
-    chamfer_points: int = 1000
-    seed: int = 0
-    batch: int = 16
-    device: str = "auto"
-    shape: str | None = None
-    up_axis: str | None = None
-    scale_min: float = SCALE_RANGE[0]
-    scale_max: float = SCALE_RANGE[1]
-    figures: bool = True
-    note: str | None = None
-    num_threads: int | None = None
-    command: list[str] = field(default_factory=list)
+    kp: str | None = setting(None, "KP-Net checkpoint (.safetensors, .json, or a run folder -> best)", metavar="RUN_OR_CKPT")
+    cnn: str | None = setting(None, "CNN-Net checkpoint (.safetensors, .json, or a run folder -> best)", metavar="RUN_OR_CKPT")
+    kp_compare: str | None = setting(None, "a second KP-Net (e.g. the previous shipped model) scored beside --kp on "
+                                     "sensor-like clouds", metavar="RUN_OR_CKPT")
+    out: str = setting("outputs/eval", "output folder for tables, JSON, CSV and PNG files")
+    results_md: str | None = setting(None, "also write a Markdown report (e.g. docs/RESULTS.md)", metavar="FILE")
+    samples: int = setting(500, "augmentations for Table I (paper: 500)")
+    angles: int = setting(200, "interpolation angles over [0, 90) deg (paper: 200)")
+    poses: int = setting(32, "random base poses for the averaged curves (0: skip)")
+    pose_angles: int = setting(46, "angles per random pose")
+    circle_angles: int = setting(72, "angles over [0, 360) deg for the KP-Net circle")
+    equivariance_samples: int = setting(200, "random transforms per equivariance mode")
+    sensor_poses: int = setting(24, "poses per kind (whole, single view) for the sensor-like rotate-goal protocol (0: skip)")
+    sensor_psi_step: float = setting(15.0, "goal angle step in degrees over [0, 360)")
+    figure_examples: int = setting(3, "rows of the Fig. 5 figure")
+    strip_angles: int = setting(5, "columns of the Fig. 7 strip")
+    chamfer_points: int = setting(1000, "points per cloud for the paper's Chamfer")
+    seed: int = setting(0, "seed of every random draw of the evaluation")
+    batch: int = setting(16, "grids per forward pass")
+    device: str = setting("auto", "auto (cuda if available), cpu, cuda, cuda:1, ...")
+    shape: str | None = setting(None, "'mug' or a mesh file (default: the checkpoints' training shape)")
+    up_axis: str | None = setting(None, "up axis of --shape", choices=UP_AXES)
+    scale_min: float = setting(SCALE_RANGE[0], "smallest per-axis scale of the augmentations")
+    scale_max: float = setting(SCALE_RANGE[1], "largest per-axis scale of the augmentations")
+    figures: bool = setting(True, "write PNG figures")
+    note: str | None = setting(None, "a note printed at the top of the Markdown report")
+    num_threads: int | None = setting(None, "CPU threads for torch")
+    command: list[str] = setting(help="the command line, for the report", cli=False, default_factory=list)
 
     def validate(self) -> None:
         if self.kp is None and self.cnn is None:
@@ -891,42 +894,11 @@ def evaluate(cfg: EvalConfig, loaded: dict | None = None) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = EvalConfig()
     parser = argparse.ArgumentParser(
         prog="kp-eval",
         description="Evaluate KP-Net and/or CNN-Net checkpoints: Table I, the Fig. 6 interpolation, equivariance "
-                    "errors and figures (PNG) into --out; optionally a Markdown report (--results-md).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--kp", metavar="RUN_OR_CKPT", help="KP-Net checkpoint (.safetensors, .json, or a run folder -> best)")
-    parser.add_argument("--cnn", metavar="RUN_OR_CKPT", help="CNN-Net checkpoint (.safetensors, .json, or a run folder -> best)")
-    parser.add_argument("--kp-compare", dest="kp_compare", metavar="RUN_OR_CKPT",
-                        help="a second KP-Net (e.g. the previous shipped model) scored beside --kp on sensor-like clouds")
-    parser.add_argument("--out", default=d.out, help="output folder for tables, JSON, CSV and PNG files")
-    parser.add_argument("--results-md", dest="results_md", metavar="FILE", help="also write a Markdown report (e.g. docs/RESULTS.md)")
-    parser.add_argument("--samples", type=int, default=d.samples, help="augmentations for Table I (paper: 500)")
-    parser.add_argument("--angles", type=int, default=d.angles, help="interpolation angles over [0, 90) deg (paper: 200)")
-    parser.add_argument("--poses", type=int, default=d.poses, help="random base poses for the averaged curves (0: skip)")
-    parser.add_argument("--pose-angles", dest="pose_angles", type=int, default=d.pose_angles, help="angles per random pose")
-    parser.add_argument("--circle-angles", dest="circle_angles", type=int, default=d.circle_angles, help="angles over [0, 360) deg for the KP-Net circle")
-    parser.add_argument("--equivariance-samples", dest="equivariance_samples", type=int, default=d.equivariance_samples,
-                        help="random transforms per equivariance mode")
-    parser.add_argument("--sensor-poses", dest="sensor_poses", type=int, default=d.sensor_poses,
-                        help="poses per kind (whole, single view) for the sensor-like rotate-goal protocol (0: skip)")
-    parser.add_argument("--sensor-psi-step", dest="sensor_psi_step", type=float, default=d.sensor_psi_step,
-                        help="goal angle step in degrees over [0, 360)")
-    parser.add_argument("--figure-examples", dest="figure_examples", type=int, default=d.figure_examples, help="rows of the Fig. 5 figure")
-    parser.add_argument("--strip-angles", dest="strip_angles", type=int, default=d.strip_angles, help="columns of the Fig. 7 strip")
-    parser.add_argument("--chamfer-points", dest="chamfer_points", type=int, default=d.chamfer_points, help="points per cloud for the paper's Chamfer")
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--batch", type=int, default=d.batch, help="grids per forward pass")
-    parser.add_argument("--device", default=d.device, help="auto (cuda if available), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--shape", help="'mug' or a mesh file (default: the checkpoints' training shape)")
-    parser.add_argument("--up-axis", dest="up_axis", choices=UP_AXES, help="up axis of --shape")
-    parser.add_argument("--scale-min", dest="scale_min", type=float, default=d.scale_min)
-    parser.add_argument("--scale-max", dest="scale_max", type=float, default=d.scale_max)
-    parser.add_argument("--figures", action=argparse.BooleanOptionalAction, default=True, help="write PNG figures")
-    parser.add_argument("--note", help="a note printed at the top of the Markdown report")
-    parser.add_argument("--num-threads", dest="num_threads", type=int, help="CPU threads for torch")
+                    "errors and figures (PNG) into --out; optionally a Markdown report (--results-md).")
+    add_config_flags(parser, EvalConfig)
     return parser
 
 
@@ -934,7 +906,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    cfg = EvalConfig(**{k: v for k, v in vars(args).items()}, command=argv)
+    cfg = EvalConfig(**given(args, EvalConfig), command=argv)
     try:  # what the user gave: refused as a usage error (exit 2) before any work
         cfg.validate()
         loaded = load_checkpoints(cfg, resolve_device(cfg.device))

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
 from kp_core.checkpoint import (
     CheckpointError,
     atomic_write_json,
@@ -32,12 +31,15 @@ from kp_core.checkpoint import (
     save_checkpoint,
     save_tensors,
 )
-from .data import ValidationSet, ViewSampler, sample_transforms
 from kp_core.devices import keep_freed_memory, resolve_device
+from kp_core.models import PRESETS, build_model, model_config
+
+from . import __version__
+from .cli import add_config_flags, given, setting
+from .data import ValidationSet, ViewSampler, sample_transforms
 from .goal_quality import psi_grid, sensor_goal_iou
 from .losses import LossWeights, pair_losses
 from .metrics import voxel_iou
-from kp_core.models import PRESETS, build_model, model_config
 from .sensor import SensorConfig
 from .shapes import UP_AXES, load_shape, metres_per_unit
 
@@ -57,41 +59,46 @@ LOG_FIELDS = [
 class TrainConfig:
     """Everything a run depends on; saved as ``config.json`` in the run folder and in every checkpoint."""
 
-    out: str = "runs/kpnet"
-    preset: str = "paper"
-    shape: str = "mug"
-    up_axis: str = "z"
-    num_keypoints: int = 32
-    decoder_channels: int | None = None  # None: the preset's
-    heatmap_temperature: float = 1.0
-    epochs: int = 400
-    pairs_per_epoch: int = 4000
-    batch_pairs: int = 8
-    lr: float = 1e-3
-    alpha: float = 1.0
-    beta: float = 0.1
-    separation_m: float = 1000.0
-    gamma: float = 0.0  # weight of the axis-spread hinge (losses.axis_spread_loss); 0: the paper's losses
-    spread_radius: float = 0.15  # grid units; keypoints closer than this to their vertical axis are penalized
-    scale_min: float = 0.75
-    scale_max: float = 1.0
-    inputs: str = "solid"  # "solid": the paper's voxelized solids; "sensor": simulated depth-sensor clouds
-    zoom: float = 1.0  # grid half extent in normalized shape units (> 1: room for a single view's hidden side)
-    whole_fraction: float = 0.3  # sensor inputs: share of clouds fused from several cameras
-    prior_bias: bool = True  # start the decoder's output bias at the occupancy prior (predicts voxels sooner)
-    goal_check_clouds: int = 8  # sensor inputs: whole and single-view clouds scored for goal IoU every epoch
-    seed: int = 0
-    init_from: str | None = None  # a checkpoint of the same architecture to start from (weights only)
-    val_pairs: int = 4000
-    val_seed: int = 12345
-    val_batch_pairs: int = 16
-    device: str = "auto"
-    precision: str = "auto"  # bf16 autocast on GPU, fp32 on CPU
-    channels_last: bool | None = None  # None: on for CUDA
-    compile: bool = False
-    max_minutes: float | None = None  # stop (and checkpoint) after this much training time
-    tensorboard: bool = False
-    num_threads: int | None = None  # CPU threads for torch
+    out: str = setting("runs/kpnet", "run folder")
+    preset: str = setting("paper", "architecture: paper (KP-Net), fast (CPU KP-Net), cylinder (z-rotation "
+                          "equivariant KP-Net), cnn (CNN-Net)", choices=sorted(PRESETS))
+    shape: str = setting("mug", "'mug' (built in) or a mesh file (obj, stl, ply, glb, off)")
+    up_axis: str = setting("z", "the mesh's up axis", choices=UP_AXES)
+    num_keypoints: int = setting(32, "keypoints K", aliases=("-k",))
+    decoder_channels: int | None = setting(None, "decoder width (default: the preset's)")
+    heatmap_temperature: float = setting(1.0, "softmax temperature of the keypoint heatmaps")
+    epochs: int = setting(400, "epochs")
+    pairs_per_epoch: int = setting(4000, "training pairs per epoch")
+    batch_pairs: int = setting(8, "pairs per step (paper: 8)", aliases=("--batch",))
+    lr: float = setting(1e-3, "Adam learning rate (with --resume: the rate from there on)")
+    alpha: float = setting(1.0, "consistency weight (paper: 1)")
+    beta: float = setting(0.1, "separation weight (paper: 0.1)")
+    separation_m: float = setting(1000.0, "the separation loss's M (paper: 1000)")
+    gamma: float = setting(0.0, "weight of the axis-spread hinge (losses.axis_spread_loss; 0: the paper's losses)")
+    spread_radius: float = setting(0.15, "grid units; keypoints closer than this to their vertical axis are penalized")
+    scale_min: float = setting(0.75, "smallest per-axis augmentation scale")
+    scale_max: float = setting(1.0, "largest per-axis augmentation scale (at most 1: larger would clip)")
+    inputs: str = setting("solid", "solid (the paper's voxelized solids) or sensor (simulated depth-sensor clouds)",
+                          choices=INPUTS)
+    zoom: float = setting(1.0, "grid half extent in normalized shape units (> 1: room for a single view's "
+                          "hidden side; sensor inputs: about 1.3)")
+    whole_fraction: float = setting(0.3, "sensor inputs: share of clouds fused from several cameras")
+    prior_bias: bool = setting(True, "start the decoder's output bias at the occupancy prior (predicts voxels sooner)")
+    goal_check_clouds: int = setting(8, "sensor inputs: whole and single-view clouds scored for goal IoU every epoch")
+    seed: int = setting(0, "seed of the run (weights and data)")
+    init_from: str | None = setting(None, "start from this checkpoint's weights (same architecture; a new run)",
+                                    metavar="CHECKPOINT")
+    val_pairs: int = setting(4000, "validation pairs (fixed)")
+    val_seed: int = setting(12345, "seed of the validation set")
+    val_batch_pairs: int = setting(16, "pairs per validation batch")
+    device: str = setting("auto", "auto, cpu, cuda, cuda:1, ...")
+    precision: str = setting("auto", "auto (bf16 autocast on GPU, fp32 on CPU), bf16, tf32 or fp32",
+                             choices=PRECISIONS + ("auto",))
+    channels_last: bool | None = setting(None, "channels-last 3-D convolutions (default: on for CUDA)")
+    compile: bool = setting(False, "torch.compile the model")
+    max_minutes: float | None = setting(None, "stop (and checkpoint) after this much training time")
+    tensorboard: bool = setting(False, "also log to TensorBoard (needs the tensorboard package)")
+    num_threads: int | None = setting(None, "CPU threads for torch")
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field."""
@@ -412,53 +419,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kp-train", description="Train KP-Net or the CNN-Net baseline on one shape.")
     parser.add_argument("--config", help="YAML or JSON file of config fields; flags override it")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
-    parser.add_argument("--out", help="run folder (default runs/kpnet)")
-    parser.add_argument("--preset", choices=sorted(PRESETS), help="architecture: paper (KP-Net), fast (CPU KP-Net), cnn (CNN-Net)")
-    parser.add_argument("--shape", help="'mug' (built in) or a mesh file (obj, stl, ply, glb, off)")
-    parser.add_argument("--up-axis", dest="up_axis", choices=UP_AXES, help="the mesh's up axis")
-    parser.add_argument("--num-keypoints", "-k", dest="num_keypoints", type=int)
-    parser.add_argument("--decoder-channels", dest="decoder_channels", type=int)
-    parser.add_argument("--heatmap-temperature", dest="heatmap_temperature", type=float)
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--pairs-per-epoch", dest="pairs_per_epoch", type=int)
-    parser.add_argument("--batch-pairs", "--batch", dest="batch_pairs", type=int, help="pairs per step (paper: 8)")
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--alpha", type=float, help="consistency weight (paper: 1)")
-    parser.add_argument("--beta", type=float, help="separation weight (paper: 0.1)")
-    parser.add_argument("--separation-m", dest="separation_m", type=float)
-    parser.add_argument("--gamma", type=float, help="weight of the axis-spread hinge (0: the paper's losses)")
-    parser.add_argument("--spread-radius", dest="spread_radius", type=float, help="grid units (default 0.15)")
-    parser.add_argument("--init-from", dest="init_from", help="start from this checkpoint's weights (same architecture)")
-    parser.add_argument("--scale-min", dest="scale_min", type=float)
-    parser.add_argument("--scale-max", dest="scale_max", type=float)
-    parser.add_argument("--inputs", choices=INPUTS, help="solid (the paper's voxelized solids) or sensor (simulated depth-sensor clouds)")
-    parser.add_argument("--zoom", type=float, help="grid half extent in normalized shape units (sensor inputs: about 1.3)")
-    parser.add_argument("--whole-fraction", dest="whole_fraction", type=float, help="share of fused multi-camera clouds")
-    parser.add_argument("--prior-bias", dest="prior_bias", action=argparse.BooleanOptionalAction, default=None)
-    parser.add_argument("--goal-check-clouds", dest="goal_check_clouds", type=int, help="clouds per kind for the per-epoch goal IoU")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--val-pairs", dest="val_pairs", type=int)
-    parser.add_argument("--val-seed", dest="val_seed", type=int)
-    parser.add_argument("--val-batch-pairs", dest="val_batch_pairs", type=int)
-    parser.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument("--precision", choices=PRECISIONS + ("auto",))
-    parser.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None)
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
-    parser.add_argument("--max-minutes", dest="max_minutes", type=float, help="stop after this much training time")
-    parser.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None)
-    parser.add_argument("--num-threads", dest="num_threads", type=int)
+    add_config_flags(parser, TrainConfig)
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
     values: dict = {}
     if args.resume:
         values.update(json.loads((Path(args.resume) / "config.json").read_text()))
         values["out"] = args.resume
     if args.config:
         values.update(load_config_file(args.config))
-    values.update({k: v for k, v in vars(args).items() if k in fields and v is not None})
+    values.update(given(args, TrainConfig))
     return TrainConfig(**values)
 
 
