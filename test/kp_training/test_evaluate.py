@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from kp_training import evaluate as ev
+from kp_training import protocols
 from kp_core.checkpoint import save_checkpoint
 from kp_core.geometry import occupied_points, rotate_z_points
 from kp_core.models import build_model, model_config
@@ -226,7 +227,7 @@ def test_interpolation_conventions_with_an_equivariant_oracle(mug):
     points = mug.points
     oracle, recorder = CentroidOracle(points), Recorder()
     psi = torch.deg2rad(torch.tensor([0.0, 30.0, 60.0]))
-    curves, _ = ev.interpolation(oracle, recorder, points, math.pi, torch.ones(3), psi, batch=8,
+    curves, _ = protocols.interpolation(oracle, recorder, points, math.pi, torch.ones(3), psi, batch=8,
                                  chamfer_points=200, seed=0)
     # R_z(psi) applied to the keypoints of the base view reconstructs the base rotated by psi (the sign
     # conventions of the rotation, the ground truth and the interpolation weights all agree)
@@ -234,12 +235,12 @@ def test_interpolation_conventions_with_an_equivariant_oracle(mug):
     assert torch.all(curves["KP-Net (Interp.)"]["iou"] > 0.9), curves["KP-Net (Interp.)"]["iou"]
     assert torch.all(curves["KP-Net"]["distance"] < 0.5)
     # the test discriminates: rotating the keypoints the wrong way does not match the ground truth
-    base = ev.make_views(points, torch.tensor([math.pi]), torch.ones(1, 3))
-    target = ev.make_views(points, torch.tensor([math.pi + psi[2]]), torch.ones(1, 3))
+    base = protocols.make_views(points, torch.tensor([math.pi]), torch.ones(1, 3))
+    target = protocols.make_views(points, torch.tensor([math.pi + psi[2]]), torch.ones(1, 3))
     wrong = oracle.decode(rotate_z_points(oracle.encode(base), -psi[2:]))
-    assert ev.voxel_iou(torch.sigmoid(wrong), target).item() < 0.8
+    assert protocols.voxel_iou(torch.sigmoid(wrong), target).item() < 0.8
     # CNN-Net: linear interpolation (1 - a) z_base + a z_goal, a = psi / 90 deg
-    ends = ev.make_views(points, torch.tensor([math.pi, 1.5 * math.pi]), torch.ones(2, 3))
+    ends = protocols.make_views(points, torch.tensor([math.pi, 1.5 * math.pi]), torch.ones(2, 3))
     z = recorder.encode(ends)
     latent = torch.cat(recorder.decoded)
     a = torch.tensor([0.0, 1 / 3, 2 / 3])[:, None]
@@ -247,8 +248,8 @@ def test_interpolation_conventions_with_an_equivariant_oracle(mug):
 
 
 def test_equivariance_of_an_equivariant_oracle_is_small(mug):
-    cfg = ev.EvalConfig(kp="unused", equivariance_samples=4, batch=4)
-    result = ev.equivariance(CentroidOracle(mug.points), mug.points, cfg)
+    cfg = protocols.EvalConfig(kp="unused", equivariance_samples=4, batch=4)
+    result = protocols.equivariance(CentroidOracle(mug.points), mug.points, cfg)
     assert result["rotation"]["overall"]["max"] < 1.0  # voxels: only re-voxelization noise
     assert result["scale"]["overall"]["max"] < 1.0
     assert len(result["rotation"]["per_keypoint_mean"]) == 1
