@@ -11,7 +11,6 @@ coordinate are dropped.
 from __future__ import annotations
 
 import array
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -192,27 +191,6 @@ def make_xyz_cloud(points: np.ndarray, header=None, msg_cls=None, field_cls=None
     msg.data = array.array("B", points.tobytes())
     msg.is_dense = True
     return msg
-
-
-def read_xyz_reference(msg) -> np.ndarray:
-    """A slow, independent reader (``struct.unpack`` per point) used to check :func:`read_xyz` in tests.
-
-    Returns every point, NaNs included, as float64 (N, 3).
-    """
-    fields = {f.name: f for f in msg.fields}
-    order = ">" if msg.is_bigendian else "<"
-    data = bytes(msg.data)
-    out = []
-    for row in range(msg.height):
-        for col in range(msg.width):
-            base = row * msg.row_step + col * msg.point_step
-            point = []
-            for name in XYZ:
-                field = fields[name]
-                fmt = order + ("f" if field.datatype == FLOAT32 else "d")
-                point.append(struct.unpack_from(fmt, data, base + field.offset)[0])
-            out.append(point)
-    return np.asarray(out, dtype=np.float64).reshape(-1, 3)
 
 
 def write_ply(path: str | Path, points: np.ndarray) -> Path:

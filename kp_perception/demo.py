@@ -18,67 +18,23 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from kp_core.goals import rotate_about_vertical
+from kp_training import figures
 from kp_training.metrics import metric_points_iou
+from kp_training.scenes import make_scene
 
 from .pipeline import default_model_path
 from .process import RosProcess, node_command, pick_domain_id, ros_env, use_local_ros
 
 WORLD = "world"
 TOPIC = "/points"  # the node's default topic, as config/kp_perception.rviz shows
-
-
-@dataclass
-class Scene:
-    """The mug (solid samples, metres, world frame) at its pose on a table, and its sensor clouds."""
-
-    solid: np.ndarray  # (N, 3) every solid sample of the posed mug (ground truth)
-    axis: np.ndarray  # (3,) a point on the mug's own vertical axis (centre of its enclosing circle from above)
-    clouds: dict  # name -> (M, 3) sensor cloud in the world frame ("whole": 4 fused cameras, "partial": one)
-    cameras: dict  # name -> (C, 3) camera positions in the world frame
-
-
-def make_scene(seed: int = 0, max_points: int = 120_000) -> Scene:
-    """The built-in mug in metres at a random yaw on a table (world frame, z up), seen by simulated depth
-    sensors (:mod:`kp_training.sensor`: surface samples, z-buffer visibility, depth noise, uneven density,
-    a few outliers) as a whole cloud fused from four cameras and as one camera's view."""
-    import torch
-
-    from kp_core.placement import vertical_axis_of
-    from kp_training.sensor import SensorConfig, SensorSimulator, surface_samples
-    from kp_training.shapes import load_shape
-
-    shape = load_shape("mug")
-    unit = shape.normalization["mesh_units_per_grid_unit"]
-    rng = np.random.default_rng(seed)
-    yaw = rng.uniform(-math.pi, math.pi)
-    position = np.array([0.55, -0.15, 0.75]) + rng.uniform(-0.05, 0.05, size=3)
-
-    def to_world(normalized: np.ndarray) -> np.ndarray:
-        return rotate_about_vertical(normalized * unit, yaw, np.zeros(3)) + position
-
-    surface = surface_samples(shape.points, count=max(60_000, max_points))
-    clouds, cameras = {}, {}
-    for name, whole in (("whole", 1.0), ("partial", 0.0)):
-        simulator = SensorSimulator(surface, unit, SensorConfig(whole_fraction=whole))
-        sim = simulator.clouds(surface[None], torch.Generator().manual_seed(seed * 7 + int(whole)))
-        points = sim.points[0][sim.mask[0]].double().numpy()
-        if len(points) > max_points:
-            points = points[rng.choice(len(points), size=max_points, replace=False)]
-        clouds[name] = to_world(points)
-        cameras[name] = to_world(sim.cameras[0][sim.camera_mask[0]].double().numpy())
-    solid = to_world(shape.points.numpy().astype(np.float64))
-    axis = np.append(vertical_axis_of(solid), position[2])
-    return Scene(solid=solid, axis=axis, clouds=clouds, cameras=cameras)
 
 
 class SimSensor:
@@ -152,69 +108,6 @@ class SimSensor:
         self.executor.shutdown(timeout_sec=2.0)
         self.node.destroy_node()
         self.rclpy.shutdown(context=self.context)
-
-
-def snapshot(path: Path, title: str, cloud: np.ndarray, keypoints: np.ndarray, goals: list[dict], center: np.ndarray) -> None:
-    """One PNG: the input cloud with its keypoints, then each goal's voxels with its rotated keypoints."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = 1 + len(goals)
-    fig = plt.figure(figsize=(4.2 * panels, 4.4))
-    colors = plt.get_cmap("hsv")(np.linspace(0, 1, len(keypoints), endpoint=False))
-    rng = np.random.default_rng(0)
-
-    def scatter(ax, pts, **kw):
-        if len(pts) > 6000:
-            pts = pts[rng.choice(len(pts), 6000, replace=False)]
-        if len(pts):
-            ax.scatter(*(pts - center).T, **kw)
-
-    span = max(np.abs(cloud - center).max(), 1e-3) * 1.1
-    axes = []
-    ax = fig.add_subplot(1, panels, 1, projection="3d")
-    scatter(ax, cloud, s=0.4, c="0.55", alpha=0.5, depthshade=False)
-    ax.scatter(*(keypoints - center).T, s=28, c=colors, edgecolors="k", linewidths=0.4, depthshade=False)
-    ax.set_title(f"{title}: cloud ({len(cloud)} pts) + keypoints", fontsize=9)
-    axes.append(ax)
-    for i, g in enumerate(goals):
-        ax = fig.add_subplot(1, panels, 2 + i, projection="3d")
-        scatter(ax, g["truth"], s=0.3, c="tab:green", alpha=0.15, depthshade=False)
-        scatter(ax, g["points"], s=0.6, c="tab:blue", alpha=0.35, depthshade=False)
-        ax.scatter(*(g["keypoints"] - center).T, s=28, c=colors, edgecolors="k", linewidths=0.4, depthshade=False)
-        ax.set_title(f"goal {math.degrees(g['angle']):.0f} deg: IoU {g['iou']:.3f}\n(blue: prediction, green: truth)", fontsize=9)
-        axes.append(ax)
-    for ax in axes:
-        ax.set_xlim(-span, span)
-        ax.set_ylim(-span, span)
-        ax.set_zlim(-span, span)
-        ax.set_box_aspect((1, 1, 1))
-        ax.view_init(elev=25, azim=-60)
-        ax.tick_params(labelsize=6)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def iou_plot(path: Path, results: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for name, res in results.items():
-        ax.plot([g["angle_deg"] for g in res["goals"]], [g["iou"] for g in res["goals"]], "o-", label=name)
-    ax.set_xlabel("rotation about the vertical axis (deg)")
-    ax.set_ylabel("goal IoU vs. ground truth")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def parse_args(argv):
@@ -302,7 +195,7 @@ def main(argv=None) -> int:
             print(f"  {name:>7} input cloud vs truth at 0 deg: IoU {reference:.3f}")
             shown = [g for g in goals if g["angle_deg"] in (0, 90, 180)] or goals[:3]
             png = args.out / f"{name}.png"
-            snapshot(png, name, cloud, keypoints, shown, scene.axis)
+            figures.demo_snapshot(png, name, cloud, keypoints, shown, scene.axis)
             ious = [g["iou"] for g in goals]
             results[name] = {
                 "cloud_points": len(cloud),
@@ -318,7 +211,7 @@ def main(argv=None) -> int:
             }
         if all(g["voxels"] == 0 for res in results.values() for g in res["goals"]):
             print("kp-demo: note: the model predicted no occupied voxel at all: is it trained (see its .json metrics)?")
-        iou_plot(args.out / "iou.png", results)
+        figures.plot_demo_goals(args.out / "iou.png", results)
         summary = {"model": str(model), "mug_axis": scene.axis.tolist(), "object_size_param": params["object_size"],
                    "scenarios": results}
         (args.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")

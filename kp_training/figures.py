@@ -307,3 +307,59 @@ def plot_equivariance(path, per_keypoint: dict[str, np.ndarray]) -> Path:
     ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def demo_snapshot(path, title: str, cloud: np.ndarray, keypoints: np.ndarray, goals: list[dict],
+                  center: np.ndarray) -> Path:
+    """kp-demo's picture of one scene: the input cloud with its keypoints, then each goal's voxels (blue) over
+    the ground truth (green) with the rotated keypoints. ``goals``: dicts with angle (rad), iou, points,
+    truth and keypoints ((N, 3) metric arrays); ``center``: the point the view centres on."""
+    panels = 1 + len(goals)
+    fig = Figure(figsize=(4.2 * panels, 4.4))
+    colours = keypoint_colors(len(keypoints))
+    rng = np.random.default_rng(0)
+
+    def scatter(ax, pts, **kw):
+        if len(pts) > 6000:
+            pts = pts[rng.choice(len(pts), 6000, replace=False)]
+        if len(pts):
+            ax.scatter(*(pts - center).T, **kw)
+
+    span = max(np.abs(cloud - center).max(), 1e-3) * 1.1
+    ax = fig.add_subplot(1, panels, 1, projection="3d")
+    scatter(ax, cloud, s=0.4, c="0.55", alpha=0.5, depthshade=False)
+    ax.scatter(*(keypoints - center).T, s=28, c=colours, edgecolors="k", linewidths=0.4, depthshade=False)
+    ax.set_title(f"{title}: cloud ({len(cloud)} pts) + keypoints", fontsize=9)
+    axes = [ax]
+    for i, goal in enumerate(goals):
+        ax = fig.add_subplot(1, panels, 2 + i, projection="3d")
+        scatter(ax, goal["truth"], s=0.3, c="tab:green", alpha=0.15, depthshade=False)
+        scatter(ax, goal["points"], s=0.6, c="tab:blue", alpha=0.35, depthshade=False)
+        ax.scatter(*(goal["keypoints"] - center).T, s=28, c=colours, edgecolors="k", linewidths=0.4, depthshade=False)
+        ax.set_title(f"goal {np.degrees(goal['angle']):.0f} deg: IoU {goal['iou']:.3f}\n(blue: prediction, green: truth)",
+                     fontsize=9)
+        axes.append(ax)
+    for ax in axes:
+        ax.set_xlim(-span, span)
+        ax.set_ylim(-span, span)
+        ax.set_zlim(-span, span)
+        ax.set_box_aspect((1, 1, 1))
+        ax.view_init(elev=25, azim=-60)
+        ax.tick_params(labelsize=6)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return _save(fig, path)
+
+
+def plot_demo_goals(path, results: dict) -> Path:
+    """kp-demo's goal IoU against the angle, one line per scene (``results``: name -> {"goals": [...]})."""
+    fig = Figure(figsize=(5.5, 3.6))
+    ax = fig.add_subplot(1, 1, 1)
+    for name, res in results.items():
+        ax.plot([g["angle_deg"] for g in res["goals"]], [g["iou"] for g in res["goals"]], "o-", label=name)
+    ax.set_xlabel("rotation about the vertical axis (deg)")
+    ax.set_ylabel("goal IoU vs. ground truth")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)

@@ -14,7 +14,7 @@ import argparse
 
 import numpy as np
 
-from kp_perception.demo import make_scene
+from kp_training.scenes import make_scene
 from kp_perception.pipeline import Pipeline
 
 

@@ -14,9 +14,29 @@ from kp_perception.cloud_io import (
     CloudError,
     make_xyz_cloud,
     read_xyz,
-    read_xyz_reference,
     write_ply,
 )
+
+
+def read_xyz_reference(msg) -> np.ndarray:
+    """A slow, independent reader (``struct.unpack`` per point): the oracle for :func:`read_xyz`.
+
+    Returns every point, NaNs included, as float64 (N, 3).
+    """
+    fields = {f.name: f for f in msg.fields}
+    order = ">" if msg.is_bigendian else "<"
+    data = bytes(msg.data)
+    out = []
+    for row in range(msg.height):
+        for col in range(msg.width):
+            base = row * msg.row_step + col * msg.point_step
+            point = []
+            for name in "xyz":
+                field = fields[name]
+                fmt = order + ("f" if field.datatype == FLOAT32 else "d")
+                point.append(struct.unpack_from(fmt, data, base + field.offset)[0])
+            out.append(point)
+    return np.asarray(out, dtype=np.float64).reshape(-1, 3)
 
 
 def field(name, offset, datatype, count=1):

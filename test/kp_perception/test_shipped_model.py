@@ -68,7 +68,7 @@ def test_an_untrained_model_of_the_same_architecture_fails_the_quality_bar(shipp
 
 def test_the_node_pipeline_turns_a_metric_cloud_about_the_mugs_own_axis(mug):
     """End to end through the node's ROS-free pipeline: a fused sensor cloud in metres, far from the origin."""
-    from kp_perception.demo import make_scene
+    from kp_training.scenes import make_scene
 
     scene = make_scene(seed=5, max_points=60000)
     pipe = Pipeline(default_model_path())
