@@ -4,22 +4,8 @@ Writes into ``--out``: ``results.json`` (everything), ``table1.md``, CSV files o
 figures, and optionally a Markdown report (``--results-md``, e.g. docs/RESULTS.md) with the tables beside the
 paper's numbers, the figures, the exact command and the checkpoints' training configs.
 
-1. Representation power (Table I): reconstruction of ``--samples`` seeded random augmentations (the training
-   sampler, :func:`kp_training.data.sample_transforms` + :func:`~kp_training.data.make_views`), scored by BCE,
-   IoU, the paper's Chamfer (with its sampling floor: ground truth against itself) and the exact mean
-   nearest-neighbour distance in voxels (:mod:`kp_training.metrics`).
-2. Latent interpolation (Fig. 6): base = the unscaled shape rotated by pi about z, goal = base rotated by a
-   further 90 deg; for psi in [0, 90) deg: KP-Net ``g(R_z(psi) f(X))``, KP-Net (Interp.)
-   ``g((1-a) R_z(psi) f(X) + a R_z(psi - 90) f(X*))`` and CNN-Net ``g((1-a) f(X) + a f(X*))``, a = psi / 90,
-   against the rotated shape voxelized again. The same curves averaged over random base poses and scales,
-   and the KP-Net goal IoU over the whole circle.
-3. Equivariance error ``|f(phi(X)) - phi(f(X))|`` in voxels for rotation-only, scale-only and full
-   transforms of the canonical shape, per keypoint and overall.
-4. What a user sees (KP-Net, and optionally a second KP-Net, ``--kp-compare``, e.g. the previous model):
-   simulated depth-sensor clouds of the shape at its trained size in ``--sensor-poses`` seeded yaw poses,
-   whole (fused from several cameras) and single-view, the grid placed by the node's rule, and the goal
-   IoU at psi = 0, 15, ..., 345 deg against the solid turned about its own vertical axis
-   (:func:`kp_training.goal_quality.sensor_goal_iou`): mean, minimum and spread (max - min) over psi.
+1.-4. Table I (representation power), the Fig. 6 interpolation curves, equivariance errors and the rotate-goal
+   on simulated sensor clouds: :mod:`kp_training.protocols` says how each is measured.
 5. Figures (Fig. 5 reconstructions, Fig. 6 curves, Fig. 7 strip, circle, equivariance, sensor goal curves).
 
 Example::
