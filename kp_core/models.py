@@ -8,9 +8,9 @@ checkpoints store beside the weights.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import math
+from dataclasses import asdict, dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -334,11 +334,30 @@ class CNNNet(nn.Module):
         return {"latent": latent, "logits": self.decode(latent)}
 
 
-PRESETS: dict[str, dict] = {
-    "paper": {"model": "keypoint", "encoder": "paper", "num_keypoints": 32, "decoder_channels": 512},
-    "fast": {"model": "keypoint", "encoder": "fast", "num_keypoints": 32, "decoder_channels": 256},
-    "cylinder": {"model": "keypoint", "encoder": "cylinder", "num_keypoints": 32, "decoder_channels": 256},
-    "cnn": {"model": "cnn", "latent_dim": 128, "decoder_channels": 512},
+@dataclass(frozen=True)
+class KeypointNetPreset:
+    """A KP-Net architecture: which registered encoder, K, and the decoder's width."""
+
+    encoder: str
+    num_keypoints: int = 32
+    decoder_channels: int = 512
+    model: str = "keypoint"
+
+
+@dataclass(frozen=True)
+class CNNNetPreset:
+    """A CNN-Net architecture: the latent size and the decoder's width."""
+
+    latent_dim: int = 128
+    decoder_channels: int = 512
+    model: str = "cnn"
+
+
+PRESETS: dict[str, KeypointNetPreset | CNNNetPreset] = {
+    "paper": KeypointNetPreset("paper", decoder_channels=512),
+    "fast": KeypointNetPreset("fast", decoder_channels=256),
+    "cylinder": KeypointNetPreset("cylinder", decoder_channels=256),
+    "cnn": CNNNetPreset(),
 }
 
 
@@ -346,7 +365,7 @@ def model_config(preset: str, **overrides) -> dict:
     """Architecture dict of a preset ("paper", "fast", "cylinder", "cnn"), with ``overrides`` applied (None ignored)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
-    arch = dict(PRESETS[preset], grid_size=GRID_SIZE)
+    arch = dict(asdict(PRESETS[preset]), grid_size=GRID_SIZE)
     arch.update({k: v for k, v in overrides.items() if v is not None})
     return arch
 

@@ -32,7 +32,7 @@ from kp_core.checkpoint import (
     save_tensors,
 )
 from kp_core.devices import keep_freed_memory, resolve_device
-from kp_core.models import PRESETS, build_model, model_config
+from kp_core.models import PRESETS, KeypointNetPreset, build_model, model_config
 
 from . import __version__
 from .cli import add_config_flags, given, setting
@@ -130,7 +130,7 @@ class TrainConfig:
         resolve_device(self.device)
 
     def architecture(self) -> dict:
-        keypoint = PRESETS[self.preset]["model"] == "keypoint"
+        keypoint = isinstance(PRESETS[self.preset], KeypointNetPreset)
         overrides = {"decoder_channels": self.decoder_channels}
         if keypoint:
             overrides.update(num_keypoints=self.num_keypoints, heatmap_temperature=self.heatmap_temperature)
