@@ -1,5 +1,11 @@
-"""The rotate-goal's geometry: ``decode(R_z(psi) (k - a) + a)``, the keypoints ``k`` turned by ``psi`` about
-the object's own vertical axis ``a``.
+"""The rotate-goal's geometry: the object turned by ``psi`` about its own vertical axis ``a``.
+
+The keypoints ``k`` turned about ``a`` are ``R k + (I - R) a``: a turn about the grid's own vertical axis,
+then a shift. The goal is decoded from ``R k`` (the encoder is equivariant about the grid's axis by
+construction, and every training view placed its grid by the same rule, so the decoder has seen objects
+turned about that axis) and then moved rigidly by :func:`goal_offset` ``(I - R) a``. Decoding
+``R (k - a) + a`` instead asks the decoder for an object shifted off its trained placement; measured on
+sensor clouds that lost up to 0.07 goal IoU at psi = 180 deg, growing with the angle.
 
 The axis is the vertical line through the centroid of the decoded object (its largest connected part, so
 that stray voxels cannot move it; :func:`kp_core.placement.vertical_axis_of`). It is attached to the object,
@@ -50,6 +56,14 @@ def rotate_about_axis(points: torch.Tensor, angle, axis: torch.Tensor) -> torch.
     pivot = axis.clone()
     pivot[..., 2] = 0
     return rotate_z_points(points - pivot[..., None, :], angle) + pivot[..., None, :]
+
+
+def goal_offset(axis: torch.Tensor, angle) -> torch.Tensor:
+    """(..., 3) a point on the axis (z unused), angle -> (..., 3) ``(I - R_z(angle)) a`` with z = 0: where a
+    turn about the axis moves what a turn about the grid's own vertical axis leaves in place."""
+    pivot = axis.clone()
+    pivot[..., 2] = 0
+    return pivot - rotate_z_points(pivot[..., None, :], angle)[..., 0, :]
 
 
 def rotate_about_vertical(points: np.ndarray, angle: float, center: np.ndarray) -> np.ndarray:

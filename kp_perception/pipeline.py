@@ -1,17 +1,18 @@
 """The ROS-free perception pipeline: metric points -> keypoints, and rotate-goal decoding.
 
     points (N, 3) metres, any frame
-      -> clean (finite, crop box) -> MetricGridMap (bounding-box centre, half extent)
-      -> grid frame -> voxelize (64^3) -> model.encode -> keypoints (K, 3) grid frame
+      -> clean (finite, crop box) -> MetricGridMap (enclosing-circle centre, half extent)
+      -> grid frame -> the model's input grid -> model.encode -> keypoints (K, 3) grid frame
       -> to_metric -> keypoints in the input frame
-    goal(angle): R_z(angle) keypoints -> model.decode -> sigmoid -> voxels > 0.5 -> metric centres
+    goal(angle): R_z(angle) keypoints -> model.decode -> sigmoid -> voxels > 0.5 -> metric centres,
+                 moved by (I - R_z(angle)) a: the turn about the object's axis a
 
 The grid is placed by the same rule the model was trained with (origin at :func:`kp_core.placement.object_center`):
 origin at the centre of the smallest circle enclosing the cloud seen from above, half extent the object's
 size (``object_size``, else the trained shape's, from the checkpoint) times the checkpoint's zoom. The goal
-turns the keypoints about the object's own vertical axis, the vertical line through the centroid of the
-decoded object (:func:`kp_core.goals.decoded_axis`): attached to the object, not to the part of it one
-camera saw. The input frame must be z-up for the object, as the model was trained.
+is the object turned about its own vertical axis, the vertical line through the centroid of the decoded
+object (:func:`kp_core.goals.decoded_axis`): attached to the object, not to the part of it one camera saw
+(how the turn is decoded: :mod:`kp_core.goals`). The input frame must be z-up for the object, as the model was trained.
 """
 
 from __future__ import annotations
@@ -26,8 +27,16 @@ import torch
 
 from kp_core.checkpoint import load_model
 from kp_core.devices import resolve_device
-from kp_core.geometry import GRID_SIZE, NORMALIZE_MARGIN, MetricGridMap, bounds, fitting_half_extent, voxel_centers
-from kp_core.goals import decoded_axis, rotate_about_axis
+from kp_core.geometry import (
+    GRID_SIZE,
+    NORMALIZE_MARGIN,
+    MetricGridMap,
+    bounds,
+    fitting_half_extent,
+    rotate_z_points,
+    voxel_centers,
+)
+from kp_core.goals import decoded_axis, goal_offset
 from kp_core.placement import CENTERINGS, grid_zoom, object_center
 
 DEFAULT_MODEL_NAME = "mug.safetensors"
@@ -109,7 +118,7 @@ class Goal:
     points: np.ndarray  # (M, 3) metric centres of voxels with probability > threshold
     keypoints: np.ndarray  # (K, 3) rotated keypoints, metric
     voxel_size: float
-    grid_origin: np.ndarray  # (3,) metric position of the grid origin
+    grid_origin: np.ndarray  # (3,) metric origin of the goal's grid: the cloud's grid origin carried by the turn
     axis_point: np.ndarray  # (3,) metric point on the vertical axis the object was turned about (z: grid origin's)
     probabilities: np.ndarray | None = field(default=None, repr=False)  # (64, 64, 64) float32, axes (x, y, z)
 
@@ -267,24 +276,29 @@ class Pipeline:
 
     @torch.inference_mode()
     def goal(self, encoding: Encoding, angle: float, include_probabilities: bool = False) -> Goal:
-        """Decode the keypoints turned by ``angle`` (radians) about the object's own vertical axis."""
+        """The object turned by ``angle`` (radians) about its own vertical axis: the keypoints turned about
+        the grid's axis are decoded and the result is moved by the offset of the turn about the object's axis
+        (:mod:`kp_core.goals`), into the goal's own grid."""
         angle = float(angle)
         if not np.isfinite(angle):
             raise PipelineError(f"the angle must be a finite number of radians, got {angle}")
         angle = math.remainder(angle, 2 * math.pi)  # in float64, before any float32 rounding
         kp = encoding.keypoints_grid.to(self.device, torch.float32)
         axis = self.axis(encoding)
-        rotated = rotate_about_axis(kp[None], torch.tensor(angle, dtype=torch.float32, device=kp.device), axis[None])[0]
-        prob = self.decode_probabilities(rotated)
+        turn = torch.tensor(angle, dtype=torch.float32, device=kp.device)
+        turned = rotate_z_points(kp[None], turn)[0]
+        prob = self.decode_probabilities(turned)
         occupied = torch.nonzero(prob > self.threshold).cpu().numpy()
         grid_points = self._centers[occupied] if len(occupied) else np.zeros((0, 3))
         gm = encoding.grid_map
+        offset = goal_offset(axis.cpu().double(), torch.tensor(angle, dtype=torch.float64)).numpy()
+        goal_grid = MetricGridMap(center=gm.center + offset * gm.half_extent, half_extent=gm.half_extent)
         return Goal(
             angle=angle,
-            points=gm.to_metric(grid_points),
-            keypoints=gm.to_metric(rotated.cpu().double().numpy()),
+            points=goal_grid.to_metric(grid_points),
+            keypoints=goal_grid.to_metric(turned.cpu().double().numpy()),
             voxel_size=gm.voxel_size,
-            grid_origin=gm.center.copy(),
+            grid_origin=goal_grid.center.copy(),
             axis_point=gm.to_metric(axis.cpu().double().numpy()),
             probabilities=prob.cpu().numpy().astype(np.float32) if include_probabilities else None,
         )

@@ -2,7 +2,7 @@
 
 Its quality is scored as a user sees it: a simulated sensor cloud of the shape in a known pose, the grid
 placed by the node's rule, and the goal against the true solid turned by ``psi`` about the returned axis,
-voxelized in the same grid (what a planner that reads the axis expects), and separately against the solid
+voxelized in the goal's grid (what a planner that reads the axis expects), and separately against the solid
 turned about its true axis (which also charges the axis error); the axis error itself is reported too.
 """
 
@@ -13,8 +13,8 @@ import math
 import numpy as np
 import torch
 
-from kp_core.geometry import transform_points
-from kp_core.goals import axis_of_occupancy, rotate_about_axis
+from kp_core.geometry import rotate_z_points, transform_points
+from kp_core.goals import axis_of_occupancy, goal_offset, rotate_about_axis
 from kp_core.placement import vertical_axis_of
 from kp_core.voxelize import voxelize
 
@@ -58,10 +58,13 @@ def sensor_goal_iou(model, sampler, angle: torch.Tensor, scale: torch.Tensor, ps
         axis_posed = axis * views.half_extent[:, None] + views.center
         rows, rows_true = [], []
         for p in psi:
-            pred = torch.sigmoid(model.decode(rotate_about_axis(keypoints, p, axis)).float())
+            # As the node answers (kp_core.goals): decoded from the keypoints turned about the grid's axis, in
+            # the goal's grid, whose origin the turn about the object's axis carries along.
+            pred = torch.sigmoid(model.decode(rotate_z_points(keypoints, p)).float())
+            goal_center = views.center + goal_offset(axis, p) * views.half_extent[:, None]
             for pivot, out in ((axis_posed, rows), (true_axis, rows_true)):
                 turned = rotate_about_axis(posed, p, pivot)
-                truth = voxelize((turned - views.center[:, None]) / views.half_extent[:, None, None], pred.shape[-1])
+                truth = voxelize((turned - goal_center[:, None]) / views.half_extent[:, None, None], pred.shape[-1])
                 out.append(voxel_iou(pred, truth))
         ious.append(torch.stack(rows, dim=1))
         ious_true.append(torch.stack(rows_true, dim=1))

@@ -76,15 +76,21 @@ def test_goal_turns_keypoints_about_the_decoded_objects_vertical_axis(pipe, mug_
     expected = rotate_about_vertical(enc.keypoints, math.pi / 2, goal.axis_point)
     np.testing.assert_allclose(goal.keypoints, expected, atol=1e-6)
     assert goal.voxel_size == pytest.approx(2 * enc.grid_map.half_extent / GRID_SIZE)
-    np.testing.assert_allclose(goal.grid_origin, enc.grid_map.center)
+    # Decoded from the keypoints turned about the grid's own axis ((x, y) -> (-y, x) at 90 deg), in a grid whose
+    # origin the turn about the object's axis carries along: c + (a - c) - R (a - c), written out by hand.
+    kp = enc.keypoints_grid.double().numpy()
+    turned_about_grid_axis = np.stack([-kp[:, 1], kp[:, 0], kp[:, 2]], axis=1)
+    c, a = enc.grid_map.center, goal.axis_point
+    d = a - c
+    np.testing.assert_allclose(goal.grid_origin, c + [d[0] + d[1], d[1] - d[0], 0.0], atol=1e-9)
     prob = goal.probabilities
     assert prob.shape == (GRID_SIZE,) * 3 and prob.dtype == np.float32
-    # The goal points are exactly the metric centres of the voxels above 0.5.
-    c = voxel_centers(GRID_SIZE).double().numpy()
+    # The goal points are exactly the metric centres of the goal grid's voxels above 0.5.
+    centres = voxel_centers(GRID_SIZE).double().numpy()
     idx = np.argwhere(prob > 0.5)
-    np.testing.assert_allclose(goal.points, c[idx] * enc.grid_map.half_extent + enc.grid_map.center)
-    turned_grid = torch.from_numpy(enc.grid_map.to_grid(expected)).float()
-    torch.testing.assert_close(torch.from_numpy(prob), pipe.decode_probabilities(turned_grid), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(goal.points, centres[idx] * enc.grid_map.half_extent + goal.grid_origin)
+    torch.testing.assert_close(torch.from_numpy(prob), pipe.decode_probabilities(torch.from_numpy(turned_about_grid_axis).float()),
+                               atol=1e-5, rtol=1e-5)
 
 
 def test_angles_are_reduced_modulo_a_turn_in_double_precision(pipe, mug_cloud):
