@@ -111,3 +111,15 @@ def test_cylinder_encoder_turns_a_shifted_input_exactly_and_reads_cartesian_grid
     with torch.no_grad():  # a 64^3 Cartesian grid is resampled onto the cylinder: nearly the same keypoints
         cartesian = model.encode(voxelize(mug.points[None, ::3] * 0.8))
     assert float((cartesian - base).norm(dim=-1).mean()) * 32 < 1.0
+
+
+def test_keypoints_stay_float32_under_bf16_autocast():
+    """bf16 keypoints would be rounded by up to 1/16 voxel before the consistency loss sees them."""
+    model = build_model(model_config("fast", num_keypoints=4, decoder_channels=32, encoder_options={"width": 8}))
+    voxels = (torch.rand(1, 1, 64, 64, 64) > 0.8).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(voxels)
+    assert out["latent"].dtype == torch.float32
+    with torch.no_grad():
+        reference = model.encode(voxels)
+    torch.testing.assert_close(out["latent"].detach(), reference, atol=0.02, rtol=0)  # bf16 heatmaps, float32 expectation
