@@ -12,14 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from kp_core.goals import rotate_about_vertical
-from kp_perception.pipeline import Pipeline, default_model_path
-from kp_training.metrics import metric_points_iou
 from kp_core.checkpoint import load_model
-from kp_training.data import ViewSampler
-from kp_training.goal_quality import sensor_goal_iou
+from kp_core.geometry import MetricGridMap
+from kp_core.goals import rotate_about_vertical
 from kp_core.models import build_model
 from kp_core.placement import grid_zoom, vertical_axis_of
+from kp_perception.pipeline import Pipeline, default_model_path
+from kp_training.data import ViewSampler
+from kp_training.goal_quality import sensor_goal_iou
+from kp_training.metrics import metric_points_iou
 from kp_training.sensor import SensorConfig
 
 PSI = torch.tensor([0.0, 90.0, 180.0, 270.0]) * (math.pi / 180)
@@ -75,7 +76,8 @@ def test_the_node_pipeline_turns_a_metric_cloud_about_the_mugs_own_axis(mug):
     encoding = pipe.encode(scene.clouds["whole"])
     goal = pipe.goal(encoding, math.pi / 2)
     assert np.hypot(*(goal.axis_point[:2] - scene.axis[:2])) < 0.005  # within 5 mm of the mug's own axis
-    # Scored as the eval protocol does: the mug turned about the axis the service returns.
+    # Scored as the eval protocol does: the mug turned about the axis the service returns, in the goal's grid.
     truth = rotate_about_vertical(scene.solid, math.pi / 2, goal.axis_point)
-    assert metric_points_iou(goal.points, truth, encoding.grid_map) >= 0.45  # measured 0.51 on this scene; untrained: ~0
+    goal_grid = MetricGridMap(center=goal.grid_origin, half_extent=encoding.grid_map.half_extent)
+    assert metric_points_iou(goal.points, truth, goal_grid) >= 0.45  # measured 0.51 on this scene; untrained: ~0
     assert np.allclose(vertical_axis_of(scene.solid), scene.axis[:2])
