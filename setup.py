@@ -52,7 +52,7 @@ setup(
             "kp_perception_node = kp_perception.node:main",
             "kp_perception_managed_node = kp_perception.lifecycle_node:main",
             "kp-rotate-goal = kp_perception.client:main",
-            "kp-demo = kp_perception.demo:main",
+            "kp-demo = kp_perception.demo.main:main",
         ],
     },
 )

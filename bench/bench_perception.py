@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kp_perception.pipeline import default_model_path  # noqa: E402
-from kp_perception.process import RosProcess, node_command, pick_domain_id, ros_env, use_local_ros  # noqa: E402
+from kp_perception.demo.processes import RosProcess, node_command, pick_domain_id, ros_env, use_local_ros  # noqa: E402
 
 TOPIC = "/kp_bench/points"
 NODE = "/kp_perception_node"

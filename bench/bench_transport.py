@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kp_perception.process import pick_domain_id, ros_env, use_local_ros  # noqa: E402
+from kp_perception.demo.processes import pick_domain_id, ros_env, use_local_ros  # noqa: E402
 
 IN, OUT = "/kp_transport/cloud", "/kp_transport/header"
 

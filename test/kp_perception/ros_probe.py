@@ -21,7 +21,7 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
 from kp_interfaces.srv import RotateGoal
-from kp_perception.process import RosProcess, pick_domain_id, ros_env
+from kp_perception.demo.processes import RosProcess, pick_domain_id, ros_env
 
 NODE = "/kp_perception_node"
 

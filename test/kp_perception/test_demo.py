@@ -9,7 +9,7 @@ import pytest
 def test_demo_end_to_end(tiny_model_path, tmp_path):
     pytest.importorskip("rclpy")
     pytest.importorskip("kp_interfaces.srv")
-    from kp_perception.demo import main
+    from kp_perception.demo.main import main
 
     out = tmp_path / "demo"
     code = main(["--model", str(tiny_model_path), "--out", str(out), "--angles", "0", "90", "--points", "100000"])
@@ -29,7 +29,7 @@ def test_demo_end_to_end(tiny_model_path, tmp_path):
 
 
 def test_demo_without_a_model_says_so(tmp_path, capsys):
-    from kp_perception.demo import main
+    from kp_perception.demo.main import main
 
     assert main(["--model", str(tmp_path / "none.safetensors"), "--out", str(tmp_path / "o")]) == 2
     assert "no model at" in capsys.readouterr().err

@@ -139,7 +139,7 @@ pytest.importorskip("kp_interfaces.srv")
 
 from kp_perception.cloud_io import make_xyz_cloud, read_xyz  # noqa: E402
 from kp_perception.pipeline import Pipeline  # noqa: E402
-from kp_perception.process import node_command  # noqa: E402
+from kp_perception.demo.processes import node_command  # noqa: E402
 from ros_probe import Probe, header, join_domain, start_node  # noqa: E402
 
 TOPIC = "/kp_frames_test/points"
@@ -214,7 +214,7 @@ def test_target_frame_with_tf_but_no_tf2_ros_fails_clearly(tiny_model_path, tmp_
         pytest.skip("tf2_ros is installed: the TF path runs instead (test_tf_transform_at_the_cloud_stamp)")
     except ImportError:
         pass
-    from kp_perception.process import RosProcess, pick_domain_id, ros_env
+    from kp_perception.demo.processes import RosProcess, pick_domain_id, ros_env
 
     params = {"model_path": str(tiny_model_path), "target_frame": "base_link", "use_tf": True}
     proc = RosProcess(node_command(params=params), ros_env(pick_domain_id(), tmp_path))

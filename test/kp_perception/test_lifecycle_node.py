@@ -18,7 +18,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import PointCloud2  # noqa: E402
 
 from kp_perception.cloud_io import make_xyz_cloud  # noqa: E402
-from kp_perception.process import node_command  # noqa: E402
+from kp_perception.demo.processes import node_command  # noqa: E402
 from ros_probe import NODE, Probe, diagnostic_values, header, join_domain, start_node  # noqa: E402
 
 TOPIC = "/kp_managed_test/points"

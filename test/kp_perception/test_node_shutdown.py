@@ -22,7 +22,7 @@ from visualization_msgs.msg import MarkerArray  # noqa: E402
 
 from kp_interfaces.srv import RotateGoal  # noqa: E402
 from kp_perception.cloud_io import make_xyz_cloud  # noqa: E402
-from kp_perception.process import RosProcess, node_command, pick_domain_id, ros_env  # noqa: E402
+from kp_perception.demo.processes import RosProcess, node_command, pick_domain_id, ros_env  # noqa: E402
 
 TOPIC = "/kp_stop_test/points"
 NOISE = ("Traceback", "never retrieved", "Failed to publish", "RCLError", "InvalidHandle")

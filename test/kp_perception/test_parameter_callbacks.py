@@ -5,7 +5,7 @@ import rclpy
 from rclpy.parameter import Parameter
 
 from kp_perception.node import PerceptionNode
-from kp_perception.process import pick_domain_id
+from kp_perception.demo.processes import pick_domain_id
 
 
 def test_validation_applies_nothing_and_an_accepted_change_is_applied_whole(tiny_model_path):

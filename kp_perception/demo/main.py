@@ -30,8 +30,8 @@ from kp_training import figures
 from kp_training.metrics import metric_points_iou
 from kp_training.scenes import make_scene
 
-from .pipeline import default_model_path
-from .process import RosProcess, node_command, pick_domain_id, ros_env, use_local_ros
+from ..pipeline import default_model_path
+from .processes import RosProcess, node_command, pick_domain_id, ros_env, use_local_ros
 
 WORLD = "world"
 TOPIC = "/points"  # the node's default topic, as config/kp_perception.rviz shows
@@ -67,7 +67,7 @@ class SimSensor:
 
     def show(self, points: np.ndarray) -> float:
         """Start publishing ``points``; returns the time (s) from which markers belong to it."""
-        from .cloud_io import make_xyz_cloud
+        from ..cloud_io import make_xyz_cloud
 
         msg = make_xyz_cloud(points.astype(np.float32))
         msg.header.frame_id = WORLD
@@ -170,7 +170,7 @@ def main(argv=None) -> int:
                     return 1
                 from kp_core.geometry import MetricGridMap
 
-                from .cloud_io import read_xyz
+                from ..cloud_io import read_xyz
 
                 o = response.grid_origin
                 grid = MetricGridMap(center=[o.x, o.y, o.z], half_extent=response.voxel_size * 32)
