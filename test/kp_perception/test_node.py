@@ -101,8 +101,9 @@ def test_service_on_the_latest_cloud(ros, local, mug_cloud):
     np.testing.assert_allclose(got, goal.points, atol=1e-5)
     np.testing.assert_allclose([[p.x, p.y, p.z] for p in response.keypoints], goal.keypoints, atol=1e-5)
     assert response.voxel_size == pytest.approx(goal.voxel_size, rel=1e-6)
-    o = response.grid_origin
-    np.testing.assert_allclose([o.x, o.y, o.z], enc.grid_map.center, atol=1e-9)
+    o = response.grid_origin  # the goal's grid: the cloud's, carried along by the turn about the axis
+    origin = np.array([o.x, o.y, o.z])
+    np.testing.assert_allclose(origin, goal.grid_origin, atol=1e-9)
     if hasattr(response, "rotation_axis"):  # the service type's newer field: the axis the goal turned about
         a = response.rotation_axis
         axis = getattr(goal, "axis_point", None)
@@ -111,7 +112,7 @@ def test_service_on_the_latest_cloud(ros, local, mug_cloud):
     np.testing.assert_allclose(occupancy, goal.probabilities, atol=1e-5)
     # The occupancy layout the .srv documents: voxel (i, j, k) centred at origin + size * ((i, j, k) - 31.5).
     idx = np.argwhere(occupancy > 0.5)
-    np.testing.assert_allclose(np.sort(got, axis=0), np.sort(enc.grid_map.center + response.voxel_size * (idx - 31.5), axis=0), atol=1e-5)
+    np.testing.assert_allclose(np.sort(got, axis=0), np.sort(origin + response.voxel_size * (idx - 31.5), axis=0), atol=1e-5)
     # The goal also goes out as a CUBE_LIST (after the reply) and as a cloud.
     markers = ros.probe.wait_for("goal_markers", lambda m: m.markers[0].header.stamp.sec == 202)
     cubes = markers.markers[0]
