@@ -4,8 +4,8 @@ The keypoints ``k`` turned about ``a`` are ``R k + (I - R) a``: a turn about the
 then a shift. The goal is decoded from ``R k`` (the encoder is equivariant about the grid's axis by
 construction, and every training view placed its grid by the same rule, so the decoder has seen objects
 turned about that axis) and then moved rigidly by :func:`goal_offset` ``(I - R) a``. Decoding
-``R (k - a) + a`` instead asks the decoder for an object shifted off its trained placement; measured on
-sensor clouds that lost up to 0.07 goal IoU at psi = 180 deg, growing with the angle.
+``R (k - a) + a`` instead asks the decoder for an object shifted off its trained placement: on sensor
+clouds the goal IoU then falls with the angle (``scripts/goal_decoding.py``).
 
 The axis is the vertical line through the centroid of the decoded object (its largest connected part, so
 that stray voxels cannot move it; :func:`kp_core.placement.vertical_axis_of`). It is attached to the object,

@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Two ways to decode a rotate-goal, compared on simulated sensor clouds of the mug: the keypoints turned
+about the object's axis and decoded (``decode(R (k - a) + a)``), or turned about the grid's own axis, decoded
+and moved by ``(I - R) a`` (what the node does, :mod:`kp_core.goals`). Both are scored against the mug
+turned about the same axis, voxelized in the goal's grid.
+
+    python scripts/goal_decoding.py                           # the shipped model, 8 poses
+    python scripts/goal_decoding.py runs/x/best.safetensors --poses 12
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import torch
+
+from kp_core.checkpoint import load_model
+from kp_core.geometry import rotate_z_points, transform_points
+from kp_core.goals import axis_of_occupancy, goal_offset, rotate_about_axis
+from kp_core.placement import grid_zoom
+from kp_core.voxelize import voxelize
+from kp_perception.pipeline import default_model_path
+from kp_training.data import ViewSampler
+from kp_training.metrics import voxel_iou
+from kp_training.sensor import SensorConfig
+from kp_training.shapes import load_shape, metres_per_unit
+
+
+@torch.no_grad()
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", nargs="?", default=str(default_model_path()), help="checkpoint (default: the shipped model)")
+    parser.add_argument("--poses", type=int, default=8, help="seeded yaw poses of the mug at its trained size")
+    args = parser.parse_args()
+    model, meta = load_model(args.model)
+    shape = load_shape("mug")
+    psis_deg = [0, 45, 90, 135, 180]
+    angle = torch.rand(args.poses, generator=torch.Generator().manual_seed(0)) * 2 * math.pi
+    scale = torch.ones(args.poses, 3)
+    print(f"goal IoU at psi = {psis_deg} deg, mean over {args.poses} poses ({args.model})")
+    for kind, whole_fraction in (("whole", 1.0), ("single view", 0.0)):
+        sampler = ViewSampler(shape.points, model.input_from_points, SensorConfig(whole_fraction=whole_fraction),
+                              metres_per_unit=metres_per_unit(shape), zoom=grid_zoom(meta.get("placement")))
+        views = sampler.views(angle, scale, torch.Generator().manual_seed(3))
+        keypoints = model.encode(views.inputs)
+        axis = axis_of_occupancy(torch.sigmoid(model.decode(keypoints)))
+        posed = transform_points(sampler.points.expand(args.poses, -1, -1), angle, scale)
+        pivot = axis * views.half_extent[:, None] + views.center
+        rows = {"about the object's axis": [], "about the grid's axis, then moved": []}
+        for deg in psis_deg:
+            psi = deg * math.pi / 180
+            truth_posed = rotate_about_axis(posed, psi, pivot)
+            for name, (turned, offset) in {
+                "about the object's axis": (rotate_about_axis(keypoints, psi, axis), torch.zeros_like(axis)),
+                "about the grid's axis, then moved": (rotate_z_points(keypoints, psi), goal_offset(axis, psi)),
+            }.items():
+                prediction = torch.sigmoid(model.decode(turned))
+                goal_center = views.center + offset * views.half_extent[:, None]
+                truth = voxelize((truth_posed - goal_center[:, None]) / views.half_extent[:, None, None])
+                rows[name].append(float(voxel_iou(prediction, truth).mean()))
+        for name, values in rows.items():
+            print(f"  {kind:<12} {name:<36}" + " ".join(f"{v:.3f}" for v in values))
+
+
+if __name__ == "__main__":
+    main()
