@@ -11,8 +11,9 @@ import torch
 
 from kp_core.geometry import GRID_SIZE, transform_points
 from kp_core.placement import object_center
-from .sensor import SensorConfig, SensorSimulator, surface_samples
 from kp_core.voxelize import voxelize
+
+from .sensor import SensorConfig, SensorSimulator, surface_samples
 
 SCALE_RANGE = (0.75, 1.0)
 
