@@ -21,6 +21,15 @@ from kp_core.voxelize import voxelize
 from .metrics import voxel_iou
 
 
+def turned_solid(posed: torch.Tensor, psi, pivot: torch.Tensor, goal_center: torch.Tensor,
+                 half_extent: torch.Tensor) -> torch.Tensor:
+    """The ground truth of a goal: (P, N, 3) posed solid samples turned by ``psi`` about the vertical lines
+    through ``pivot`` ((P, 3), posed frame), voxelized in the goal's grid (origin ``goal_center`` (P, 3),
+    ``half_extent`` (P,)) -> (P, 1, 64, 64, 64)."""
+    turned = rotate_about_axis(posed, psi, pivot)
+    return voxelize((turned - goal_center[:, None]) / half_extent[:, None, None])
+
+
 @torch.no_grad()
 def sensor_goal_iou(model, sampler, angle: torch.Tensor, scale: torch.Tensor, psi: torch.Tensor,
                     generator: torch.Generator, batch: int = 8) -> dict[str, torch.Tensor]:
@@ -63,9 +72,7 @@ def sensor_goal_iou(model, sampler, angle: torch.Tensor, scale: torch.Tensor, ps
             pred = torch.sigmoid(model.decode(rotate_z_points(keypoints, p)).float())
             goal_center = views.center + goal_offset(axis, p) * views.half_extent[:, None]
             for pivot, out in ((axis_posed, rows), (true_axis, rows_true)):
-                turned = rotate_about_axis(posed, p, pivot)
-                truth = voxelize((turned - goal_center[:, None]) / views.half_extent[:, None, None], pred.shape[-1])
-                out.append(voxel_iou(pred, truth))
+                out.append(voxel_iou(pred, turned_solid(posed, p, pivot, goal_center, views.half_extent)))
         ious.append(torch.stack(rows, dim=1))
         ious_true.append(torch.stack(rows_true, dim=1))
         recon.append(voxel_iou(reconstruction, views.targets))

@@ -19,9 +19,9 @@ from kp_core.checkpoint import load_model
 from kp_core.geometry import rotate_z_points, transform_points
 from kp_core.goals import axis_of_occupancy, goal_offset, rotate_about_axis
 from kp_core.placement import grid_zoom
-from kp_core.voxelize import voxelize
 from kp_perception.pipeline import default_model_path
 from kp_training.data import ViewSampler
+from kp_training.goal_quality import turned_solid
 from kp_training.metrics import voxel_iou
 from kp_training.sensor import SensorConfig
 from kp_training.shapes import load_shape, metres_per_unit
@@ -50,14 +50,13 @@ def main() -> None:
         rows = {"about the object's axis": [], "about the grid's axis, then moved": []}
         for deg in psis_deg:
             psi = deg * math.pi / 180
-            truth_posed = rotate_about_axis(posed, psi, pivot)
             for name, (turned, offset) in {
                 "about the object's axis": (rotate_about_axis(keypoints, psi, axis), torch.zeros_like(axis)),
                 "about the grid's axis, then moved": (rotate_z_points(keypoints, psi), goal_offset(axis, psi)),
             }.items():
                 prediction = torch.sigmoid(model.decode(turned))
                 goal_center = views.center + offset * views.half_extent[:, None]
-                truth = voxelize((truth_posed - goal_center[:, None]) / views.half_extent[:, None, None])
+                truth = turned_solid(posed, psi, pivot, goal_center, views.half_extent)
                 rows[name].append(float(voxel_iou(prediction, truth).mean()))
         for name, values in rows.items():
             print(f"  {kind:<12} {name:<36}" + " ".join(f"{v:.3f}" for v in values))
