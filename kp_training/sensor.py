@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from kp_core.geometry import point_to_index
 from kp_core.voxelize import voxelize
 
 SURFACE_GRID = 128
@@ -42,7 +43,7 @@ def surface_samples(solid: torch.Tensor, count: int | None = 120_000, grid_size:
     occupied = voxelize(solid[None], grid_size)
     interior = -F.max_pool3d(-F.pad(occupied, (1, 1, 1, 1, 1, 1)), kernel_size=3, stride=1)  # 3x3x3 erosion
     skin = (occupied > 0) & (interior == 0)
-    index = torch.floor((solid + 1.0) * (grid_size / 2.0)).long().clamp_(0, grid_size - 1)
+    index = point_to_index(solid, grid_size)
     on_skin = skin[0, 0, index[:, 0], index[:, 1], index[:, 2]]
     skin_points = solid[on_skin]
     if count is not None and count < len(skin_points):
