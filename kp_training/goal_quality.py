@@ -15,10 +15,19 @@ import torch
 
 from kp_core.geometry import rotate_z_points, transform_points
 from kp_core.goals import axis_of_occupancy, goal_offset, rotate_about_axis
-from kp_core.placement import vertical_axis_of
+from kp_core.placement import grid_zoom, vertical_axis_of
 from kp_core.voxelize import voxelize
 
+from .data import ViewSampler
 from .metrics import voxel_iou
+from .sensor import SensorConfig
+
+
+def sensor_sampler(model, meta: dict, points: torch.Tensor, metres_per_unit: float, whole_fraction: float) -> ViewSampler:
+    """Sensor clouds of a shape at its trained size, the grid placed as the node places a checkpoint's
+    (``meta``: its metadata; the zoom from its ``placement``), ``whole_fraction`` of them fused."""
+    return ViewSampler(points, model.input_from_points, SensorConfig(whole_fraction=whole_fraction),
+                       metres_per_unit=metres_per_unit, zoom=grid_zoom(meta.get("placement")))
 
 
 def turned_solid(posed: torch.Tensor, psi, pivot: torch.Tensor, goal_center: torch.Tensor,

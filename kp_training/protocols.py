@@ -27,11 +27,10 @@ from dataclasses import dataclass
 import torch
 
 from kp_core.geometry import GRID_SIZE, rotate_z_points, transform_points
-from kp_core.placement import grid_zoom
 
 from .cli import setting
-from .data import SCALE_RANGE, ViewSampler, make_views, sample_transforms
-from .goal_quality import psi_grid, sensor_goal_iou
+from .data import SCALE_RANGE, make_views, sample_transforms
+from .goal_quality import psi_grid, sensor_goal_iou, sensor_sampler
 from .metrics import (
     binary_cross_entropy,
     chamfer_paper,
@@ -41,7 +40,6 @@ from .metrics import (
     summarize,
     voxel_iou,
 )
-from .sensor import SensorConfig
 from .shapes import UP_AXES, metres_per_unit
 
 
@@ -410,11 +408,10 @@ def sensor_suite(kp_models: dict, shape, cfg: EvalConfig, device: torch.device) 
     scale = torch.ones(cfg.sensor_poses, 3)  # the object at its trained size, as the node assumes
     result: dict = {"psi_deg": torch.rad2deg(psi).tolist(), "pose_angle_deg": torch.rad2deg(angle).tolist(), "models": {}}
     for name, (model, meta) in kp_models.items():
-        zoom = grid_zoom(meta.get("placement"))  # as the node places the grid on the object at its trained size
         per_kind = {}
         for kind, whole_fraction in SENSOR_KINDS.items():
-            sampler = ViewSampler(points, model.input_from_points, SensorConfig(whole_fraction=whole_fraction),
-                                  metres_per_unit=unit, zoom=zoom)
+            sampler = sensor_sampler(model, meta, points, unit, whole_fraction)
+            zoom = sampler.zoom
             generator = _generator(cfg.seed, "sensor")  # the same cameras for every model
             scores = sensor_goal_iou(model, sampler, angle, scale, psi, generator, batch=cfg.batch)
             per_psi = scores["iou"].mean(0)

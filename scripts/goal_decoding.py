@@ -18,12 +18,9 @@ import torch
 from kp_core.checkpoint import load_model
 from kp_core.geometry import rotate_z_points, transform_points
 from kp_core.goals import axis_of_occupancy, goal_offset, rotate_about_axis
-from kp_core.placement import grid_zoom
 from kp_perception.pipeline import default_model_path
-from kp_training.data import ViewSampler
-from kp_training.goal_quality import turned_solid
+from kp_training.goal_quality import sensor_sampler, turned_solid
 from kp_training.metrics import voxel_iou
-from kp_training.sensor import SensorConfig
 from kp_training.shapes import load_shape, metres_per_unit
 
 
@@ -40,8 +37,7 @@ def main() -> None:
     scale = torch.ones(args.poses, 3)
     print(f"goal IoU at psi = {psis_deg} deg, mean over {args.poses} poses ({args.model})")
     for kind, whole_fraction in (("whole", 1.0), ("single view", 0.0)):
-        sampler = ViewSampler(shape.points, model.input_from_points, SensorConfig(whole_fraction=whole_fraction),
-                              metres_per_unit=metres_per_unit(shape), zoom=grid_zoom(meta.get("placement")))
+        sampler = sensor_sampler(model, meta, shape.points, metres_per_unit(shape), whole_fraction)
         views = sampler.views(angle, scale, torch.Generator().manual_seed(3))
         keypoints = model.encode(views.inputs)
         axis = axis_of_occupancy(torch.sigmoid(model.decode(keypoints)))

@@ -16,12 +16,10 @@ from kp_core.checkpoint import load_model
 from kp_core.geometry import MetricGridMap
 from kp_core.goals import rotate_about_vertical
 from kp_core.models import build_model
-from kp_core.placement import grid_zoom, vertical_axis_of
+from kp_core.placement import vertical_axis_of
 from kp_perception.pipeline import Pipeline, default_model_path
-from kp_training.data import ViewSampler
-from kp_training.goal_quality import sensor_goal_iou
+from kp_training.goal_quality import sensor_goal_iou, sensor_sampler
 from kp_training.metrics import metric_points_iou
-from kp_training.sensor import SensorConfig
 
 PSI = torch.tensor([0.0, 90.0, 180.0, 270.0]) * (math.pi / 180)
 POSES = 4
@@ -46,8 +44,7 @@ def test_shipped_model_loads_with_its_provenance(shipped):
 
 
 def goal_iou(model, meta, mug, whole_fraction: float) -> float:
-    sampler = ViewSampler(mug.points, model.input_from_points, SensorConfig(whole_fraction=whole_fraction),
-                          metres_per_unit=meta["normalization"]["mesh_units_per_grid_unit"], zoom=grid_zoom(meta["placement"]))
+    sampler = sensor_sampler(model, meta, mug.points, meta["normalization"]["mesh_units_per_grid_unit"], whole_fraction)
     generator = torch.Generator().manual_seed(2024)
     angle = torch.rand(POSES, generator=generator) * (2 * math.pi)
     return float(sensor_goal_iou(model, sampler, angle, torch.ones(POSES, 3), PSI, generator)["iou"].mean())
