@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 GRID_SIZE = 64
 HEATMAP_SIZE = 32
@@ -107,6 +108,51 @@ def grid_points(grid_size: int = GRID_SIZE, device=None, dtype=torch.float32) ->
     """
     c = voxel_centers(grid_size, device=device, dtype=dtype)
     return torch.stack(torch.meshgrid(c, c, c, indexing="ij"), dim=-1)
+
+
+def rotate_grid_z(grids: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Turn grids about the grid's z axis: ``out(p) = grids(R_z(-angle) p)`` (as :func:`rotate_z_points` turns points).
+
+    Each z slice is resampled bilinearly (a turn about z never mixes slices); cells that come from outside
+    the grid repeat its border, so logits of empty space stay empty. Multiples of 90 deg are exact.
+
+    Args:
+        grids: (B, C, G, G, G) grids, array axes (x, y, z).
+        angle: (B,) angles in radians.
+
+    Returns:
+        (B, C, G, G, G) turned grids.
+    """
+    b, c, gx, gy, gz = grids.shape
+    slices = grids.permute(0, 4, 1, 2, 3).reshape(b * gz, c, gx, gy)
+    center = voxel_centers(gx, device=grids.device, dtype=grids.dtype)
+    x, y = torch.meshgrid(center, center, indexing="ij")
+    cos, sin = torch.cos(angle).to(grids.dtype)[:, None, None], torch.sin(angle).to(grids.dtype)[:, None, None]
+    source_x, source_y = cos * x + sin * y, -sin * x + cos * y
+    # grid_sample's last coordinate indexes the input's last axis: (y, x) for an (x, y) slice.
+    sample = torch.stack([source_y, source_x], dim=-1).repeat_interleave(gz, dim=0)
+    turned = F.grid_sample(slices, sample, mode="bilinear", padding_mode="border", align_corners=False)
+    return turned.reshape(b, gz, c, gx, gy).permute(0, 2, 3, 4, 1)
+
+
+def yaw_to_template(points: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
+    """The turn about z that best carries a template's horizontal layout onto each point set's (2-D Procrustes).
+
+    Both are centred on their own centroids, so the answer is a property of the layout: turning ``points``
+    by ``psi`` about any vertical axis adds exactly ``psi``. A layout with no horizontal spread (or a zero
+    template) gives 0.
+
+    Args:
+        points: (B, K, 3) points (keypoints).
+        template: (K, 2) horizontal template, centred.
+
+    Returns:
+        (B,) angles in radians, in (-pi, pi].
+    """
+    xy = points[..., :2] - points[..., :2].mean(dim=-2, keepdim=True)
+    cross = (template[:, 0] * xy[..., 1] - template[:, 1] * xy[..., 0]).sum(-1)
+    dot = (template * xy).sum((-1, -2))
+    return torch.atan2(cross, dot)
 
 
 def point_to_index(points: torch.Tensor, grid_size: int = GRID_SIZE) -> torch.Tensor:

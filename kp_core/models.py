@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .geometry import GRID_SIZE, HEATMAP_SIZE, grid_points
+from .geometry import GRID_SIZE, HEATMAP_SIZE, grid_points, rotate_grid_z, rotate_z_points, yaw_to_template
 from .voxelize import CYLINDER_BINS, voxelize, voxelize_cylindrical
 
 ENCODERS: dict[str, Callable[..., nn.Module]] = {}
@@ -253,12 +253,21 @@ class VoxelDecoder(nn.Module):
 
 
 class KeypointNet(nn.Module):
-    """KP-Net: voxels -> K heatmaps (32^3) -> keypoints (expectation) -> decoder -> voxel logits."""
+    """KP-Net: voxels -> K heatmaps (32^3) -> keypoints (expectation) -> decoder -> voxel logits.
+
+    With ``canonical_yaw`` the decoder is equivariant to turns about the grid's z axis by construction:
+    ``g(k) = turn_psi(g_c(R_z(-psi) k))``, ``psi`` = :func:`kp_core.geometry.yaw_to_template` of ``k`` against
+    the model's ``yaw_template`` buffer (fitted from an encoder's keypoints at known yaws,
+    :func:`fit_yaw_template`). Since ``psi(R_z(a) k) = psi(k) + a``, the inner decoder ``g_c`` always sees
+    the object at one yaw and only has to learn scale and placement, and the rotate-goal ``g(R_z(a) k)``
+    is the canonical reconstruction turned by ``a``. The output turn resamples z slices bilinearly.
+    A zero template (not yet fitted) leaves the decoder as it is.
+    """
 
     kind = "keypoint"
 
     def __init__(self, encoder: str, num_keypoints: int = 32, decoder_channels: int = 512,
-                 heatmap_temperature: float = 1.0, encoder_options: dict | None = None):
+                 heatmap_temperature: float = 1.0, encoder_options: dict | None = None, canonical_yaw: bool = False):
         super().__init__()
         if encoder not in ENCODERS:
             raise ValueError(f"unknown encoder {encoder!r}; registered: {sorted(ENCODERS)}")
@@ -270,6 +279,9 @@ class KeypointNet(nn.Module):
         if not hasattr(self.encoder, "heatmap_centers"):  # a registered encoder that predicts 32^3 Cartesian heatmaps
             self.encoder.register_buffer("heatmap_centers", grid_points(HEATMAP_SIZE).reshape(-1, 3), persistent=False)
         self.decoder = VoxelDecoder(3 * num_keypoints, decoder_channels)
+        self.canonical_yaw = bool(canonical_yaw)
+        if self.canonical_yaw:
+            self.register_buffer("yaw_template", torch.zeros(num_keypoints, 2))
 
     def input_from_points(self, points: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, N, 3) grid-frame points -> the encoder's input grid (see the encoder's ``input_from_points``)."""
@@ -294,7 +306,11 @@ class KeypointNet(nn.Module):
 
     def decode(self, keypoints: torch.Tensor) -> torch.Tensor:
         """(B, K, 3) keypoints -> (B, 1, 64, 64, 64) occupancy logits."""
-        return self.decoder(keypoints)
+        if not self.canonical_yaw:
+            return self.decoder(keypoints)
+        yaw = yaw_to_template(keypoints.float(), self.yaw_template)
+        canonical = self.decoder(rotate_z_points(keypoints, -yaw.to(keypoints.dtype)))
+        return rotate_grid_z(canonical, yaw)
 
     def forward(self, voxels: torch.Tensor) -> dict[str, torch.Tensor]:
         keypoints, prob = self.keypoints_from_heatmaps(self.heatmaps(voxels))
@@ -332,6 +348,24 @@ class CNNNet(nn.Module):
     def forward(self, voxels: torch.Tensor) -> dict[str, torch.Tensor]:
         latent = self.encode(voxels)
         return {"latent": latent, "logits": self.decode(latent)}
+
+
+@torch.no_grad()
+def fit_yaw_template(model: KeypointNet, keypoints: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Set a ``canonical_yaw`` model's template to the mean horizontal keypoint layout of views at known yaws.
+
+    Args:
+        keypoints: (B, K, 3) keypoints of views of one object turned by ``angle`` (B,) about z.
+
+    Returns:
+        (K, 2) the template (also stored in ``model.yaw_template``).
+    """
+    if not model.canonical_yaw:
+        raise ValueError("the model has no yaw template (built without canonical_yaw)")
+    centred = keypoints.float() - keypoints.float().mean(dim=-2, keepdim=True)
+    template = rotate_z_points(centred, -angle.float())[..., :2].mean(0)
+    model.yaw_template.copy_(template)
+    return template
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from kp_core.checkpoint import (
     save_tensors,
 )
 from kp_core.devices import keep_freed_memory, resolve_device
-from kp_core.models import PRESETS, KeypointNetPreset, build_model, model_config
+from kp_core.models import PRESETS, KeypointNetPreset, build_model, fit_yaw_template, model_config
 
 from . import __version__
 from .cli import add_config_flags, given, setting
@@ -88,6 +88,10 @@ class TrainConfig:
     seed: int = setting(0, "seed of the run (weights and data)")
     init_from: str | None = setting(None, "start from this checkpoint's weights (same architecture; a new run)",
                                     metavar="CHECKPOINT")
+    canonical_yaw: bool = setting(False, "keypoint models: decode at one canonical yaw and turn the output "
+                                  "(z-rotation equivariant decoder, kp_core.models.KeypointNet); needs --init-from "
+                                  "a trained encoder, whose keypoints fit the yaw template")
+    freeze_encoder: bool = setting(False, "train the decoder only (the encoder's weights stay as loaded)")
     val_pairs: int = setting(4000, "validation pairs (fixed)")
     val_seed: int = setting(12345, "seed of the validation set")
     val_batch_pairs: int = setting(16, "pairs per validation batch")
@@ -123,6 +127,10 @@ class TrainConfig:
             (math.isfinite(self.zoom) and self.zoom >= 1, "zoom must be >= 1"),
             (0 <= self.whole_fraction <= 1, "whole_fraction must be in [0, 1]"),
             (self.goal_check_clouds >= 0, "goal_check_clouds must be >= 0"),
+            (not self.canonical_yaw or isinstance(PRESETS[self.preset], KeypointNetPreset),
+             "canonical_yaw needs a keypoint preset"),
+            (not self.canonical_yaw or self.init_from, "canonical_yaw needs --init-from a trained keypoint model"),
+            (not self.freeze_encoder or self.init_from, "freeze_encoder needs --init-from (an untrained encoder would stay untrained)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -133,7 +141,8 @@ class TrainConfig:
         keypoint = isinstance(PRESETS[self.preset], KeypointNetPreset)
         overrides = {"decoder_channels": self.decoder_channels}
         if keypoint:
-            overrides.update(num_keypoints=self.num_keypoints, heatmap_temperature=self.heatmap_temperature)
+            overrides.update(num_keypoints=self.num_keypoints, heatmap_temperature=self.heatmap_temperature,
+                             canonical_yaw=self.canonical_yaw or None)  # absent unless asked: older checkpoints match
         return model_config(self.preset, **overrides)
 
 
@@ -161,7 +170,9 @@ class Trainer:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
         self.forward = torch.compile(self.model) if config.compile else self.model
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        if config.freeze_encoder:
+            self.model.encoder.requires_grad_(False)
+        self.optimizer = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=config.lr)
         self.weights = LossWeights(config.alpha, config.beta, config.separation_m, config.gamma, config.spread_radius)
         self.scale_range = (config.scale_min, config.scale_max)
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -204,11 +215,27 @@ class Trainer:
         self.model.decoder.out.bias.fill_(math.log(prior / (1 - prior)))
 
     def _init_from(self, path: str) -> None:
-        """Start from another run's weights (a fine-tune): same architecture, fresh optimizer and schedule."""
+        """Start from another run's weights (a fine-tune): same architecture, fresh optimizer and schedule.
+
+        A ``canonical_yaw`` run may start from a model without it: same weights, and the yaw template is
+        fitted from the loaded encoder's keypoints."""
         source, _ = load_model(path)
-        if source.arch != self.model.arch:
+        plain_arch = {k: v for k, v in self.model.arch.items() if k != "canonical_yaw"}
+        if source.arch not in (self.model.arch, plain_arch):
             raise ValueError(f"init_from {path}: architecture {source.arch} differs from this run's {self.model.arch}")
-        self.model.load_state_dict(source.state_dict())
+        fit_template = self.model.arch.get("canonical_yaw") and not source.arch.get("canonical_yaw")
+        missing, _ = self.model.load_state_dict(source.state_dict(), strict=not fit_template)
+        if fit_template:
+            assert missing == ["yaw_template"], missing
+            self._fit_yaw_template()
+
+    @torch.no_grad()
+    def _fit_yaw_template(self, views: int = 32) -> None:
+        """The template of a canonical-yaw decoder: the encoder's keypoints of whole views at known yaws."""
+        self.model.eval()
+        angle = torch.arange(views, device=self.device) * (2 * math.pi / views)
+        batch = self._sampler(1.0).views(angle, torch.ones(views, 3, device=self.device), torch.Generator().manual_seed(0))
+        fit_yaw_template(self.model, self.model.encode(self._prepare(batch.inputs)).float(), angle)
 
     def _tensorboard(self):
         try:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from kp_core.geometry import rotate_z_points
-from kp_core.models import ENCODERS, PRESETS, build_model, model_config, register_encoder
+from kp_core.models import ENCODERS, PRESETS, build_model, fit_yaw_template, model_config, register_encoder
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -123,3 +123,57 @@ def test_keypoints_stay_float32_under_bf16_autocast():
     with torch.no_grad():
         reference = model.encode(voxels)
     torch.testing.assert_close(out["latent"].detach(), reference, atol=0.02, rtol=0)  # bf16 heatmaps, float32 expectation
+
+
+def canonical_model(num_keypoints: int = 6):
+    torch.manual_seed(0)
+    return build_model(model_config("fast", num_keypoints=num_keypoints, decoder_channels=32,
+                                    encoder_options={"width": 8}, canonical_yaw=True)).eval()
+
+
+def test_canonical_yaw_template_is_fitted_from_views_at_known_yaws():
+    model = canonical_model()
+    layout = torch.rand(6, 3, generator=torch.Generator().manual_seed(1)) - 0.5
+    angle = torch.tensor([0.0, 1.0, -2.0, 3.0])
+    views = rotate_z_points(layout.expand(4, -1, -1), angle) + torch.tensor([0.1, -0.2, 0.0])
+    template = fit_yaw_template(model, views, angle)
+    torch.testing.assert_close(template, layout[:, :2] - layout[:, :2].mean(0), atol=1e-6, rtol=0)
+    assert torch.equal(model.yaw_template, template)
+    with pytest.raises(ValueError, match="canonical_yaw"):
+        fit_yaw_template(build_model(model_config("fast", num_keypoints=6)), views, angle)
+
+
+def test_canonical_yaw_decoder_is_equivariant_by_construction():
+    model = canonical_model()
+    keypoints = torch.rand(2, 6, 3, generator=torch.Generator().manual_seed(2)) - 0.5
+    plain = model.decode(keypoints)  # zero template: the decoder as it is
+    assert torch.equal(plain, model.decoder(keypoints))
+    fit_yaw_template(model, keypoints[:1], torch.zeros(1))
+    with torch.no_grad():
+        base = model.decode(keypoints)
+        for quarter in (1, 2, 3):
+            turned = model.decode(rotate_z_points(keypoints, quarter * math.pi / 2))
+            torch.testing.assert_close(turned, torch.rot90(base, quarter, dims=(2, 3)), atol=1e-5, rtol=0)
+        # Any angle: the canonical grid is turned once, so the goal at 0.3 rad equals the one at 0 turned by 0.3.
+        from kp_core.geometry import rotate_grid_z, yaw_to_template
+
+        yaw = yaw_to_template(keypoints, model.yaw_template)
+        canonical = model.decoder(rotate_z_points(keypoints, -yaw))
+        turned = model.decode(rotate_z_points(keypoints, 0.3))
+        torch.testing.assert_close(turned, rotate_grid_z(canonical, yaw + 0.3), atol=1e-5, rtol=0)
+    assert not torch.allclose(base, plain)  # the template changed what the decoder sees
+
+
+def test_canonical_yaw_decoder_trains_and_keeps_its_template_in_checkpoints(tmp_path):
+    from kp_core.checkpoint import load_model, save_checkpoint
+
+    model = canonical_model().train()
+    keypoints = torch.rand(2, 6, 3, generator=torch.Generator().manual_seed(3)) - 0.5
+    fit_yaw_template(model, keypoints[:1], torch.zeros(1))
+    model.decode(keypoints.requires_grad_()).mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.decoder.parameters())
+    assert keypoints.grad.abs().sum() > 0
+    save_checkpoint(tmp_path / "m", model, {})
+    loaded, _ = load_model(tmp_path / "m")
+    assert loaded.arch["canonical_yaw"] is True
+    assert torch.equal(loaded.yaw_template, model.yaw_template)

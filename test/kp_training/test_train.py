@@ -116,6 +116,23 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path):
         Trainer(TrainConfig(out=str(tmp_path / "c"), preset="cylinder", init_from=str(tmp_path / "a" / "last")))
 
 
+def test_canonical_yaw_fine_tune_fits_the_template_and_trains_the_decoder_only(tmp_path):
+    assert main(TINY + ["--epochs", "1", "--out", str(tmp_path / "a")]) == 0
+    source, _ = load_model(tmp_path / "a" / "last")
+    assert main(TINY + ["--epochs", "1", "--out", str(tmp_path / "b"), "--init-from", str(tmp_path / "a" / "last"),
+                        "--canonical-yaw", "--freeze-encoder"]) == 0
+    tuned, _ = load_model(tmp_path / "b" / "last")
+    assert tuned.arch == {**source.arch, "canonical_yaw": True}
+    assert float(tuned.yaw_template.norm(dim=-1).mean()) > 0  # fitted from the source encoder's keypoints
+    for name, value in source.encoder.state_dict().items():
+        assert torch.equal(tuned.encoder.state_dict()[name], value), name  # frozen
+    changed = [n for n, v in source.decoder.state_dict().items() if not torch.equal(tuned.decoder.state_dict()[n], v)]
+    assert changed  # the decoder trained
+    # A canonical run continues from its own checkpoints like any other (template included).
+    assert main(["--resume", str(tmp_path / "b"), "--epochs", "2"]) == 0
+    assert load_model(tmp_path / "b" / "last")[0].arch["canonical_yaw"] is True
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -130,6 +147,8 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path):
         (["--config", "/no/such/config.yaml"], "No such file"),
         (["--init-from", "/no/such/checkpoint"], "not found"),
         (["--gamma", "-1"], "gamma"),
+        (["--canonical-yaw"], "canonical_yaw needs --init-from"),
+        (["--freeze-encoder"], "freeze_encoder needs --init-from"),
     ],
 )
 def test_bad_arguments_exit_with_a_clear_error(tmp_path, capsys, args, message):
