@@ -133,7 +133,8 @@ class Perception:
             torch.set_num_threads(get("num_threads"))
         try:
             self.pipeline = Pipeline(get("model_path") or None, device=get("device"),
-                                     config=self._pipeline_config(self.settings), optimize=bool(get("optimize")))
+                                     config=self._pipeline_config(self.settings), optimize=bool(get("optimize")),
+                                     precision=str(get("precision")).lower())
             self.pipeline.warmup()
             self.frames = self._frame_mapper(get)
             self.input_topic = str(get("input_topic"))

@@ -17,6 +17,8 @@ object (:func:`kp_core.goals.decoded_axis`): attached to the object, not to the 
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
 import threading
 from dataclasses import dataclass, field
@@ -123,11 +125,28 @@ class Goal:
     probabilities: np.ndarray | None = field(default=None, repr=False)  # (64, 64, 64) float32, axes (x, y, z)
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+BF16_KEYPOINT_TOLERANCE_VOXELS = 0.25
+"""How far bf16 keypoints may sit from float32 ones on the start-up probe (the shipped model: 0.11 voxel on that
+made-up box, 0.03 voxel on a mug cloud; a voxel is 2.4 mm there)."""
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto``: bf16 on a CPU with native bf16 instructions (oneDNN's check), else fp32."""
+    if precision != "auto":
+        return precision
+    native = device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return "bf16" if native else "fp32"
+
+
 class Pipeline:
     """Model + settings; thread-safe (a lock serializes every use of the model)."""
 
     def __init__(self, model_path: str | Path | None = None, device: str = "cpu",
-                 config: PipelineConfig | None = None, threshold: float = 0.5, optimize: bool = False):
+                 config: PipelineConfig | None = None, threshold: float = 0.5, optimize: bool = False,
+                 precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise PipelineError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.model_path = Path(model_path) if model_path else default_model_path()
         self.device = pipeline_device(device)
         self.model, self.metadata = load_model(self.model_path, device=self.device)
@@ -144,6 +163,8 @@ class Pipeline:
         # The trained shape's half extent in metres, when its mesh was in metres (the built-in mug is).
         self.trained_half_extent = (float(normalization["mesh_units_per_grid_unit"])
                                     if normalization.get("units") == "m" and "mesh_units_per_grid_unit" in normalization else None)
+        self.precision = resolve_precision(precision, self.device)
+        """fp32 or bf16: the convolutions' number format (bf16: autocast; keypoints stay float32)."""
         self.optimized = False
         self.encoder_path = "eager encoder" + ("" if optimize else " (optimize off)")
         """Which encoder runs, and why, for the node's log and diagnostics."""
@@ -161,10 +182,18 @@ class Pipeline:
         box = torch.stack(torch.meshgrid(axes, axes * 0.8, axes * 1.4, indexing="ij"), -1).reshape(1, -1, 3)
         return self.model.input_from_points(box.to(self.device)).contiguous(memory_format=self.memory_format)
 
-    def _optimize_encoder(self) -> None:
-        """Trace the encoder and let TorchScript fold it for inference (oneDNN on CPU: ~3x faster).
+    def _autocast(self):
+        """bf16 autocast for the model's convolutions when :attr:`precision` asks for it."""
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
-        Kept only when it reproduces the eager encoder on a test grid; otherwise the eager one stays.
+    def _optimize_encoder(self) -> None:
+        """Trace the encoder and let TorchScript fold it for inference (oneDNN on CPU: ~3x faster; in bf16
+        about 2.5x faster again, ``bench/bench_pipeline.py``).
+
+        Kept only when it reproduces the eager float32 encoder on a test grid (float32: the heatmaps to 1e-4;
+        bf16: the keypoints to :data:`BF16_KEYPOINT_TOLERANCE_VOXELS`); otherwise the eager one stays.
         """
         import warnings
 
@@ -172,14 +201,24 @@ class Pipeline:
         try:
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                traced = torch.jit.optimize_for_inference(torch.jit.trace(self.model.encoder.eval(), probe))
-                same = torch.allclose(traced(probe), self.model.encoder(probe), atol=1e-4, rtol=1e-4)
+                dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+                encoder = copy.deepcopy(self.model.encoder).eval().to(dtype)  # bf16 weights: no casts at run time
+                folded = torch.jit.optimize_for_inference(torch.jit.trace(encoder, probe.to(dtype)))
+                traced = lambda voxels: folded(voxels.to(dtype))  # noqa: E731
+                heatmaps = traced(probe)
+                reference = self.model.encoder(probe)
+                if self.precision == "bf16":
+                    keypoints = self.model.keypoints_from_heatmaps(heatmaps.float())[0]
+                    error = (keypoints - self.model.keypoints_from_heatmaps(reference)[0]).norm(dim=-1).max()
+                    same = float(error) * GRID_SIZE / 2 < BF16_KEYPOINT_TOLERANCE_VOXELS
+                else:
+                    same = torch.allclose(heatmaps, reference, atol=1e-4, rtol=1e-4)
         except Exception as err:  # tracing is an optimization only
             self.encoder_path = f"eager encoder (TorchScript failed: {type(err).__name__}: {err})"
             return
         if same:
             self._heatmaps, self.optimized = traced, True
-            self.encoder_path = "TorchScript encoder (traced, frozen for inference; matches the eager one)"
+            self.encoder_path = f"TorchScript encoder ({self.precision}; traced, frozen for inference; matches the eager one)"
         else:
             self.encoder_path = "eager encoder (the TorchScript one differed from it on a test grid)"
 
@@ -188,9 +227,9 @@ class Pipeline:
         """Run the encoder and decoder a few times on a made-up input, so that the first real cloud does not
         pay for TorchScript's profiling runs and oneDNN's kernel set-up."""
         probe = self._probe_input()
-        with self._lock:
+        with self._lock, self._autocast():
             for _ in range(runs):
-                keypoints = self.model.keypoints_from_heatmaps(self._heatmaps(probe))[0]
+                keypoints = self.model.keypoints_from_heatmaps(self._heatmaps(probe).float())[0]
             self.model.decode(keypoints)
 
     # ---- points -> grid ------------------------------------------------------------------------
@@ -254,14 +293,15 @@ class Pipeline:
         points = self.clean(points, config)
         grid_map = self.grid_map_for(points, config)
         voxels = self.voxelize(points, grid_map)
-        with self._lock:
-            keypoints = self.model.keypoints_from_heatmaps(self._heatmaps(voxels))[0][0]
+        with self._lock, self._autocast():
+            heatmaps = self._heatmaps(voxels)
+        keypoints = self.model.keypoints_from_heatmaps(heatmaps.float())[0][0]
         return Encoding(keypoints, grid_map, len(points), int(voxels.sum().item()))
 
     @torch.inference_mode()
     def decode_probabilities(self, keypoints_grid: torch.Tensor) -> torch.Tensor:
         """(K, 3) grid-frame keypoints -> (64, 64, 64) occupancy probabilities (on the model's device)."""
-        with self._lock:
+        with self._lock, self._autocast():
             logits = self.model.decode(keypoints_grid[None].to(self.device, torch.float32))
         return torch.sigmoid(logits[0, 0].float())
 
@@ -270,7 +310,7 @@ class Pipeline:
         """(3,) grid-frame point (z = 0) on the object's own vertical axis, found once per encoding."""
         if encoding.axis_grid is None:
             kp = encoding.keypoints_grid.to(self.device, torch.float32)[None]
-            with self._lock:
+            with self._lock, self._autocast():
                 encoding.axis_grid = decoded_axis(self.model, kp, self.threshold)[0]
         return encoding.axis_grid
 

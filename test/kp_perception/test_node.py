@@ -36,7 +36,8 @@ def ros(tiny_model_path, tmp_path_factory):
     domain = pick_domain_id()
     home = tmp_path_factory.mktemp("ros_home")
     params = {"model_path": str(tiny_model_path), "input_topic": TOPIC, "max_points": MAX_POINTS,
-              "warn_throttle_sec": 0.0, "num_threads": 1}
+              "warn_throttle_sec": 0.0, "num_threads": 1,
+              "precision": "fp32"}  # the tests compare the node's answers with a float32 pipeline's, voxel for voxel
     node = RosProcess(node_command(CONFIG, params=params), ros_env(domain, home))
     try:
         assert node.wait_for_line("ready", 90), f"the node did not start:\n{node.output}"
@@ -238,6 +239,17 @@ def test_node_refuses_a_missing_model_with_a_clear_message(tmp_path):
         proc.stop()
     assert proc.proc.returncode == 2
     assert "checkpoint metadata not found" in proc.output
+
+
+def test_node_refuses_an_unknown_precision_naming_the_parameter(tmp_path):
+    proc = RosProcess(node_command(CONFIG, params={"precision": "fp8"}), ros_env(pick_domain_id(), tmp_path))
+    try:
+        assert proc.wait_for_line("cannot start", 60), proc.output
+        proc.proc.wait(timeout=20)
+    finally:
+        proc.stop()
+    assert proc.proc.returncode == 2
+    assert "precision must be one of auto, fp32, bf16, got 'fp8'" in proc.output
 
 
 def run_client(ros, tmp_path, *args, timeout=60):
