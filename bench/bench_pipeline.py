@@ -1,5 +1,6 @@
 """Where the node's time goes, stage by stage, in this process (no ROS): the ROS-free pipeline on a 50k-point
-mug cloud, with 1 and 2 torch threads, on an idle CPU and on one kept busy by other processes.
+mug cloud, in float32 and bf16 (the node's ``precision``), with 1 and 2 torch threads, on an idle CPU and on
+one kept busy by other processes.
 
     .venv/bin/python bench/bench_pipeline.py                     # the shipped model
     .venv/bin/python bench/bench_pipeline.py --model runs/x/best.safetensors --busy 2
@@ -46,9 +47,9 @@ def median_ms(fn, repeats: int) -> float:
     return float(np.median(times))
 
 
-def stages(model, points: np.ndarray, threads: int, repeats: int) -> dict[str, float]:
+def stages(model, points: np.ndarray, threads: int, repeats: int, precision: str) -> dict[str, float]:
     torch.set_num_threads(threads)
-    pipe = Pipeline(model, optimize=True)
+    pipe = Pipeline(model, optimize=True, precision=precision)
     pipe.warmup()
     clean = pipe.clean(points)
     grid_map = pipe.grid_map_for(clean)
@@ -61,7 +62,7 @@ def stages(model, points: np.ndarray, threads: int, repeats: int) -> dict[str, f
             "placement": median_ms(lambda: pipe.grid_map_for(clean), repeats),
             "voxelize": median_ms(lambda: pipe.voxelize(clean, grid_map), repeats),
             "encoder": median_ms(lambda: pipe._heatmaps(voxels), repeats),
-            "expectation": median_ms(lambda: pipe.model.keypoints_from_heatmaps(heatmaps), repeats),
+            "expectation": median_ms(lambda: pipe.model.keypoints_from_heatmaps(heatmaps.float()), repeats),
         }
     figures["encode"] = median_ms(lambda: pipe.encode(points), repeats)
     figures["decode"] = median_ms(lambda: pipe.decode_probabilities(encoding.keypoints_grid), repeats)
@@ -75,29 +76,33 @@ def main(argv=None) -> int:
     parser.add_argument("--points", type=int, default=50000)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--busy", type=int, default=2, help="processes burning a core each for the busy figures (0: skip)")
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     args = parser.parse_args(argv)
     points = mug_points(args.points)
     rows = {}
-    for threads in (1, 2):
-        rows[f"idle, {threads} thread{'s' if threads > 1 else ''}"] = stages(args.model, points, threads, args.repeats)
+    for precision in args.precisions:
+        for threads in (1, 2):
+            rows[f"{precision}, idle, {threads} thread{'s' if threads > 1 else ''}"] = stages(
+                args.model, points, threads, args.repeats, precision)
     if args.busy:
         stop = multiprocessing.Event()
         burners = [multiprocessing.Process(target=_burn, args=(stop,), daemon=True) for _ in range(args.busy)]
         for p in burners:
             p.start()
         try:
-            for threads in (1, 2):
-                rows[f"{args.busy} busy cores, {threads} thread{'s' if threads > 1 else ''}"] = stages(
-                    args.model, points, threads, args.repeats)
+            for precision in args.precisions:
+                for threads in (1, 2):
+                    rows[f"{precision}, {args.busy} busy cores, {threads} thread{'s' if threads > 1 else ''}"] = stages(
+                        args.model, points, threads, args.repeats, precision)
         finally:
             stop.set()
             for p in burners:
                 p.join(timeout=5)
     names = list(next(iter(rows.values())))
     print(f"kp_perception pipeline stages, {args.points} points, median ms of {args.repeats} (TorchScript encoder):")
-    print(f"  {'':<26}" + "".join(f"{n:>12}" for n in names))
+    print(f"  {'':<32}" + "".join(f"{n:>12}" for n in names))
     for label, figures in rows.items():
-        print(f"  {label:<26}" + "".join(f"{figures[n]:12.1f}" for n in names))
+        print(f"  {label:<32}" + "".join(f"{figures[n]:12.1f}" for n in names))
     return 0
 
 
