@@ -73,7 +73,7 @@ PARAMETERS = [
     Param("optimize", True, "trace the encoder with TorchScript and fold it for inference (about 3x faster on "
           "CPU; checked against the eager model at start, which is kept if they differ)", P.PARAMETER_BOOL, read_only=True),
     Param("precision", "auto", "number format of the model's convolutions: auto (bf16 on a CPU with native bf16 "
-          "instructions, else fp32), fp32 or bf16 (encoder about 2.5x faster; keypoints within 0.1 mm of fp32's, "
+          "instructions, else fp32), fp32 or bf16 (encoder about 2x faster; keypoints within 0.25 voxel of fp32's, "
           "bench/bench_pipeline.py)", P.PARAMETER_STRING, read_only=True),
     Param("input_topic", "points", "PointCloud2 topic of the object", P.PARAMETER_STRING, read_only=True),
     Param("qos.reliability", "auto", "input subscription reliability: auto (reliable, which large clouds need, "

@@ -190,7 +190,7 @@ class Pipeline:
 
     def _optimize_encoder(self) -> None:
         """Trace the encoder and let TorchScript fold it for inference (oneDNN on CPU: ~3x faster; in bf16
-        about 2.5x faster again, ``bench/bench_pipeline.py``).
+        about 2x faster again, ``bench/bench_pipeline.py``).
 
         Kept only when it reproduces the eager float32 encoder on a test grid (float32: the heatmaps to 1e-4;
         bf16: the keypoints to :data:`BF16_KEYPOINT_TOLERANCE_VOXELS`); otherwise the eager one stays.
