@@ -153,7 +153,8 @@ def marker_points(marker):
 def fixed(tiny_model_path, tmp_path_factory):
     home = tmp_path_factory.mktemp("frames_home")
     params = {"model_path": str(tiny_model_path), "input_topic": TOPIC, "num_threads": 1, "target_frame": "table",
-              "use_tf": False, "input_transform": [float(v) for v in INPUT_TRANSFORM]}
+              "use_tf": False, "input_transform": [float(v) for v in INPUT_TRANSFORM],
+              "precision": "fp32"}  # compared with a float32 pipeline, voxel for voxel
     node, domain = start_node(node_command(params=params), home)
     join_domain(domain, home)
     probe = Probe(domain, TOPIC, name="kp_frames_probe")
@@ -233,7 +234,7 @@ def test_tf_transform_at_the_cloud_stamp(tiny_model_path, mug_cloud, tmp_path):
     from tf2_ros import StaticTransformBroadcaster
 
     params = {"model_path": str(tiny_model_path), "input_topic": TOPIC, "num_threads": 1, "target_frame": "table",
-              "use_tf": True, "tf_timeout": 1.0, "warn_throttle_sec": 0.0}
+              "use_tf": True, "tf_timeout": 1.0, "warn_throttle_sec": 0.0, "precision": "fp32"}
     node, domain = start_node(node_command(params=params), tmp_path)
     join_domain(domain, tmp_path)
     probe = Probe(domain, TOPIC, name="kp_tf_probe")
