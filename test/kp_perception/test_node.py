@@ -229,27 +229,19 @@ def test_parameters_are_validated_and_applied(ros, mug_cloud):
         assert ros.probe.set_param("object_size", 0.0, ParameterType.PARAMETER_DOUBLE).successful
 
 
-def test_node_refuses_a_missing_model_with_a_clear_message(tmp_path):
-    proc = RosProcess(node_command(CONFIG, params={"model_path": str(tmp_path / "none.safetensors")}),
-                      ros_env(pick_domain_id(), tmp_path))
+@pytest.mark.parametrize("params, message", [
+    ({"model_path": "/no/such/folder/none.safetensors"}, "checkpoint metadata not found"),
+    ({"precision": "fp8"}, "precision must be one of auto, fp32, bf16, got 'fp8'"),
+])
+def test_node_refuses_bad_start_parameters_with_a_clear_message(tmp_path, params, message):
+    proc = RosProcess(node_command(CONFIG, params=params), ros_env(pick_domain_id(), tmp_path))
     try:
         assert proc.wait_for_line("cannot start", 60), proc.output
         proc.proc.wait(timeout=20)
     finally:
         proc.stop()
     assert proc.proc.returncode == 2
-    assert "checkpoint metadata not found" in proc.output
-
-
-def test_node_refuses_an_unknown_precision_naming_the_parameter(tmp_path):
-    proc = RosProcess(node_command(CONFIG, params={"precision": "fp8"}), ros_env(pick_domain_id(), tmp_path))
-    try:
-        assert proc.wait_for_line("cannot start", 60), proc.output
-        proc.proc.wait(timeout=20)
-    finally:
-        proc.stop()
-    assert proc.proc.returncode == 2
-    assert "precision must be one of auto, fp32, bf16, got 'fp8'" in proc.output
+    assert message in proc.output
 
 
 def run_client(ros, tmp_path, *args, timeout=60):
