@@ -164,7 +164,8 @@ class Pipeline:
         self.trained_half_extent = (float(normalization["mesh_units_per_grid_unit"])
                                     if normalization.get("units") == "m" and "mesh_units_per_grid_unit" in normalization else None)
         self.precision = resolve_precision(precision, self.device)
-        """fp32 or bf16: the convolutions' number format (bf16: autocast; keypoints stay float32)."""
+        """fp32 or bf16: the convolutions' number format (bf16: a bf16 copy of the traced encoder, autocast for the
+        rest; keypoints stay float32)."""
         self.optimized = False
         self.encoder_path = "eager encoder" + ("" if optimize else " (optimize off)")
         """Which encoder runs, and why, for the node's log and diagnostics."""
