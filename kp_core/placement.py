@@ -105,9 +105,12 @@ def _raster_outline(xy: np.ndarray, n: int) -> np.ndarray:
     if span <= 0:
         return xy[:1]
     cell = span / n
-    ij = np.minimum(((xy - lo) / cell).astype(np.int64), n - 1)
-    occupied = np.zeros((n, n), dtype=bool)
-    occupied[ij[:, 0], ij[:, 1]] = True
+    # Column by column and one flat index: half the time of the same on (N, 2) arrays.
+    rows = np.minimum(((xy[:, 0] - lo[0]) / cell).astype(np.int64), n - 1)
+    cols = np.minimum(((xy[:, 1] - lo[1]) / cell).astype(np.int64), n - 1)
+    occupied = np.zeros(n * n, dtype=bool)
+    occupied[rows * n + cols] = True
+    occupied = occupied.reshape(n, n)
     rows = np.nonzero(occupied.any(axis=1))[0]
     first = occupied[rows].argmax(axis=1)
     last = n - 1 - occupied[rows, ::-1].argmax(axis=1)

@@ -18,21 +18,31 @@ CYLINDER_BINS = (32, 128, 64)
 """(r, theta, z) bins of the cylindrical grid: r in [0, 1), theta in [0, 2 pi), z in [-1, 1)."""
 
 
-def _scatter_occupancy(flat: torch.Tensor, keep: torch.Tensor, cells_per_item: int) -> torch.Tensor:
-    batch = flat.shape[0]
-    flat = flat + torch.arange(batch, device=flat.device)[:, None] * cells_per_item
-    grid = torch.zeros(batch * cells_per_item, dtype=torch.float32, device=flat.device)
-    grid[flat[keep]] = 1.0
-    return grid
+def _components(points: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    """x, y, z of (B, N, 3) points as contiguous (B, N) tensors (non-finite values set to 0) and the (B, N) mask
+    of the points to keep (finite, and ``mask``).
 
-
-def _keep_mask(points: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    Contiguous components, because torch's element-wise kernels run unvectorized on the strided views that
+    ``unbind(-1)`` gives: atan2 on 50k points took 1.2 ms that way and 0.07 ms on contiguous ones.
+    """
     if points.ndim != 3 or points.shape[-1] != 3:
         raise ValueError(f"expected points of shape (B, N, 3), got {tuple(points.shape)}")
-    keep = torch.isfinite(points).all(dim=-1)
+    x, y, z = points.movedim(-1, 0).contiguous()
+    keep = torch.isfinite(x) & torch.isfinite(y) & torch.isfinite(z)
     if mask is not None:
-        keep = keep & mask.to(device=points.device, dtype=torch.bool)
-    return keep
+        keep &= mask.to(device=points.device, dtype=torch.bool)
+    return torch.nan_to_num(x), torch.nan_to_num(y), torch.nan_to_num(z), keep
+
+
+def _scatter_occupancy(flat: torch.Tensor, keep: torch.Tensor, cells_per_item: int) -> torch.Tensor:
+    """(B * cells_per_item,) 0/1 grid with the cells ``flat`` ((B, N), per item) of the kept points set."""
+    batch = flat.shape[0]
+    total = batch * cells_per_item
+    flat = flat + torch.arange(batch, device=flat.device)[:, None] * cells_per_item
+    # Dropped points go to one spare cell past the end: cheaper than selecting the kept ones first.
+    grid = torch.zeros(total + 1, dtype=torch.float32, device=flat.device)
+    grid.index_fill_(0, torch.where(keep, flat, total).reshape(-1), 1.0)
+    return grid[:total]
 
 
 def voxelize(points: torch.Tensor, grid_size: int = GRID_SIZE, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -49,20 +59,15 @@ def voxelize(points: torch.Tensor, grid_size: int = GRID_SIZE, mask: torch.Tenso
     Returns:
         (B, 1, G, G, G) float32 grid of 0/1 on the device of ``points``.
     """
-    keep = _keep_mask(points, mask)
-    index = torch.floor((torch.nan_to_num(points) + 1.0) * (grid_size / 2.0))
-    keep &= ((index >= 0) & (index < grid_size)).all(dim=-1)
-    index = index.long().clamp_(0, grid_size - 1)
-    flat = (index[..., 0] * grid_size + index[..., 1]) * grid_size + index[..., 2]
+    *xyz, keep = _components(points, mask)
+    index = []
+    for v in xyz:
+        i = torch.floor((v + 1.0) * (grid_size / 2.0))
+        keep &= (i >= 0) & (i < grid_size)
+        index.append(i.long().clamp_(0, grid_size - 1))
+    flat = (index[0] * grid_size + index[1]) * grid_size + index[2]
     grid = _scatter_occupancy(flat, keep, grid_size**3)
     return grid.view(points.shape[0], 1, grid_size, grid_size, grid_size)
-
-
-def cylindrical_coordinates(points: torch.Tensor) -> torch.Tensor:
-    """(..., 3) grid-frame points -> (..., 3) (r, theta in [0, 2 pi), z) about the grid's vertical axis."""
-    x, y, z = points.unbind(-1)
-    theta = torch.remainder(torch.atan2(y, x), 2 * math.pi)
-    return torch.stack([torch.hypot(x, y), theta, z], dim=-1)
 
 
 def voxelize_cylindrical(points: torch.Tensor, bins: tuple[int, int, int] = CYLINDER_BINS,
@@ -81,11 +86,11 @@ def voxelize_cylindrical(points: torch.Tensor, bins: tuple[int, int, int] = CYLI
         (B, 1, R, T, Z) float32 grid of 0/1.
     """
     n_r, n_t, n_z = bins
-    keep = _keep_mask(points, mask)
-    cyl = cylindrical_coordinates(torch.nan_to_num(points))
-    i = torch.floor(cyl[..., 0] * n_r)
-    j = torch.floor(cyl[..., 1] * (n_t / (2 * math.pi))).remainder(n_t)  # theta = 2 pi - eps may round up to n_t
-    k = torch.floor((cyl[..., 2] + 1.0) * (n_z / 2.0))
+    x, y, z, keep = _components(points, mask)
+    i = torch.floor(torch.hypot(x, y) * n_r)
+    theta = torch.remainder(torch.atan2(y, x), 2 * math.pi)
+    j = torch.floor(theta * (n_t / (2 * math.pi))).remainder(n_t)  # theta = 2 pi - eps may round up to n_t
+    k = torch.floor((z + 1.0) * (n_z / 2.0))
     keep &= (i < n_r) & (k >= 0) & (k < n_z)
     i, j, k = (v.long().clamp_(0, n - 1) for v, n in ((i, n_r), (j, n_t), (k, n_z)))
     grid = _scatter_occupancy((i * n_t + j) * n_z + k, keep, n_r * n_t * n_z)

@@ -246,7 +246,8 @@ class Pipeline:
         if len(points) > cfg.max_points:
             raise PipelineError(f"the cloud has {len(points)} points, more than max_points = {cfg.max_points}")
         points = points.astype(np.float64, copy=False)
-        keep = np.isfinite(points).all(axis=1)
+        # Column by column: numpy's .all(axis=1) over (N, 3) is several times slower.
+        keep = np.isfinite(points[:, 0]) & np.isfinite(points[:, 1]) & np.isfinite(points[:, 2])
         if cfg.crop_enabled:
             keep &= np.all((points >= cfg.crop_min) & (points <= cfg.crop_max), axis=1)
         if not keep.all():

@@ -130,6 +130,20 @@ def test_keypoint_expectation_conventions():
     torch.testing.assert_close(prob.sum((2, 3, 4)), torch.ones(1, 3))
 
 
+def test_keypoint_expectation_reads_channels_last_maps_alike():
+    # The node's encoder hands over channels-last heatmaps; they are read in place, and must mean the same.
+    logits = torch.randn(2, 5, 4, 6, 3, generator=torch.Generator().manual_seed(0)) * 3
+    centers = torch.randn(4 * 6 * 3, 3, generator=torch.Generator().manual_seed(1))
+    kp, prob = spatial_expectation(logits, centers, 0.7)
+    kp_cl, prob_cl = spatial_expectation(logits.contiguous(memory_format=torch.channels_last_3d), centers, 0.7)
+    expected = torch.softmax(logits.reshape(2, 5, -1) / 0.7, -1) @ centers  # the definition, written out
+    torch.testing.assert_close(kp, expected)
+    torch.testing.assert_close(kp_cl, expected)
+    torch.testing.assert_close(prob_cl, prob)
+    with pytest.raises(ValueError, match="cell centres"):
+        spatial_expectation(logits, centers[:-1])
+
+
 def test_keypoint_expectation_gradcheck():
     logits = torch.randn(1, 2, 4, 4, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x: spatial_expectation(x.float(), grid_points(4).reshape(-1, 3), 0.5)[0].double(), (logits,), eps=1e-3, atol=1e-3)

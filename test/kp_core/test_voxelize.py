@@ -76,3 +76,22 @@ def test_cylindrical_grid_shifts_under_rotations_by_whole_bins(steps, mug):
     grid, turned = voxelize_cylindrical(points), voxelize_cylindrical(rotated)
     differing = (torch.roll(grid, steps, dims=3) != turned).sum()
     assert differing <= 1e-3 * grid.sum()  # only points within float rounding of a bin edge may move
+
+
+def test_cylindrical_matches_brute_force_reference():
+    bins = (4, 16, 8)
+    points = torch.rand(2, 400, 3, generator=torch.Generator().manual_seed(3)) * 2.4 - 1.2  # some outside
+    points[0, :7] = float("nan")
+    points[1, 3:5, 1] = float("inf")
+    mask = torch.rand(2, 400, generator=torch.Generator().manual_seed(4)) > 0.2
+    grids = voxelize_cylindrical(points, bins, mask)
+    for b in range(2):
+        expected = np.zeros(bins, np.float32)
+        for (x, y, z), keep in zip(points[b].tolist(), mask[b].tolist()):
+            if not keep or not all(math.isfinite(c) for c in (x, y, z)):
+                continue
+            theta = math.atan2(y, x) % (2 * math.pi)
+            i, j, k = int(math.hypot(x, y) * bins[0]), int(theta / (2 * math.pi) * bins[1]) % bins[1], int(math.floor((z + 1) * bins[2] / 2))
+            if i < bins[0] and 0 <= k < bins[2]:
+                expected[i, j, k] = 1.0
+        np.testing.assert_array_equal(grids[b, 0].numpy(), expected)
