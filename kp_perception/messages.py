@@ -59,18 +59,29 @@ def _marker(header, ns: str, marker_id: int, kind: int) -> Marker:
     return m
 
 
+def _sphere_diameter(voxel_size: float, style: MarkerStyle) -> float:
+    return float(style.scale if style.scale > 0 else 3.0 * voxel_size)
+
+
+def keypoint_spheres(header, keypoints: np.ndarray, voxel_size: float, style: MarkerStyle,
+                     ns: str = KEYPOINT_NS) -> Marker:
+    """A SPHERE_LIST of the keypoints, one colour each."""
+    keypoints = np.asarray(keypoints, dtype=np.float64).reshape(-1, 3)
+    spheres = _marker(header, ns, 0, Marker.SPHERE_LIST)
+    spheres.scale.x = spheres.scale.y = spheres.scale.z = _sphere_diameter(voxel_size, style)
+    spheres.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=float(style.alpha))
+    spheres.points = to_points(keypoints)
+    spheres.colors = [ColorRGBA(r=r, g=g, b=b, a=a) for r, g, b, a in keypoint_colors(len(keypoints), style)]
+    return spheres
+
+
 def keypoint_markers(header, keypoints: np.ndarray, voxel_size: float, style: MarkerStyle) -> MarkerArray:
     """A SPHERE_LIST of the keypoints (one colour each) and a text label per keypoint."""
     keypoints = np.asarray(keypoints, dtype=np.float64).reshape(-1, 3)
-    diameter = style.scale if style.scale > 0 else 3.0 * voxel_size
+    diameter = _sphere_diameter(voxel_size, style)
     colors = keypoint_colors(len(keypoints), style)
-    spheres = _marker(header, KEYPOINT_NS, 0, Marker.SPHERE_LIST)
-    spheres.scale.x = spheres.scale.y = spheres.scale.z = float(diameter)
-    spheres.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=float(style.alpha))
-    spheres.points = to_points(keypoints)
-    spheres.colors = [ColorRGBA(r=r, g=g, b=b, a=a) for r, g, b, a in colors]
     out = MarkerArray()
-    out.markers.append(spheres)
+    out.markers.append(keypoint_spheres(header, keypoints, voxel_size, style))
     text_height = style.text_scale if style.text_scale > 0 else diameter
     for i, (p, c) in enumerate(zip(keypoints.tolist(), colors)):
         label = _marker(header, LABEL_NS, i, Marker.TEXT_VIEW_FACING)
@@ -97,8 +108,7 @@ def goal_markers(header, goal_points: np.ndarray, goal_keypoints: np.ndarray, vo
     cubes.scale.x = cubes.scale.y = cubes.scale.z = float(voxel_size)
     r, g, b, a = (list(style.goal_color) + [1.0] * 4)[:4]
     cubes.color = ColorRGBA(r=float(r), g=float(g), b=float(b), a=float(a))
-    spheres = keypoint_markers(header, goal_keypoints, voxel_size, style).markers[0]
-    spheres.ns = GOAL_KEYPOINT_NS
+    spheres = keypoint_spheres(header, goal_keypoints, voxel_size, style, ns=GOAL_KEYPOINT_NS)
     out = MarkerArray()
     out.markers = [cubes, spheres]
     return serialize_with_points(out, cubes, goal_points)

@@ -102,8 +102,12 @@ class Perception:
         self._latest_lock = threading.Lock()
         self._cloud_lock = threading.Lock()  # held while a cloud is processed (deactivate waits for it)
         self._service_lock = threading.Lock()
+        self._views_lock = threading.Lock()  # the goal waiting for its viewers, and their publishers
+        self._pending_views = None  # (header, goal, goal cloud) of the last answer, not yet published
+        self._views_guard = None  # triggers _publish_goal_views after an answer
         self._cloud_group = MutuallyExclusiveCallbackGroup()
         self._service_group = MutuallyExclusiveCallbackGroup()
+        self._views_group = MutuallyExclusiveCallbackGroup()
         self._subscription = None
         self._service = None
         self._publishers: list = []
@@ -147,6 +151,8 @@ class Perception:
             self.goal_marker_pub = create(MarkerArray, GOAL_MARKERS_TOPIC, latched)
             self.goal_cloud_pub = create(PointCloud2, GOAL_CLOUD_TOPIC, latched)
             self._publishers = [self.keypoint_marker_pub, self.keypoints_pub, self.goal_marker_pub, self.goal_cloud_pub]
+            self._views_guard = self.node.create_guard_condition(self._publish_goal_views,
+                                                                 callback_group=self._views_group)
             # Diagnostics go out in every state, so a monitor sees an inactive node too.
             from diagnostic_msgs.msg import DiagnosticArray
 
@@ -207,9 +213,14 @@ class Perception:
             self.node.destroy_timer(self._timer)
             self._timer = None
         destroy = self.node.destroy_lifecycle_publisher if self.managed else self.node.destroy_publisher
-        for pub in self._publishers:
-            destroy(pub)
-        self._publishers = []
+        with self._views_lock:  # not while a goal is being published
+            self._pending_views = None
+            if self._views_guard is not None:
+                self.node.destroy_guard_condition(self._views_guard)
+                self._views_guard = None
+            for pub in self._publishers:
+                destroy(pub)
+            self._publishers = []
         if self._diagnostics_pub is not None:
             self.node.destroy_publisher(self._diagnostics_pub)
             self._diagnostics_pub = None
@@ -411,11 +422,26 @@ class Perception:
             f"{len(goal.points)} occupied voxels ({goal.voxel_size * 1000:.2f} mm) for a rotation of {angle:.6g} rad"
             f"{reduced_note} of {source}, in {(time.perf_counter() - start) * 1000:.1f} ms")
         self.stats.goal_answered((time.perf_counter() - start) * 1000)
-        self.goal_cloud_pub.publish(response.goal_cloud)
-        if self.goal_marker_pub.get_subscription_count() > 0:  # only when watched (e.g. by RViz)
-            self.goal_marker_pub.publish(goal_markers(header, goal.points, goal.keypoints, goal.voxel_size,
-                                                      self.settings.style))
+        # The viewers' copies go out after the answer (on another executor thread): a planner waits for the
+        # answer, RViz can wait a few milliseconds for the picture.
+        with self._views_lock:
+            self._pending_views = (header, goal, response.goal_cloud)
+            if self._views_guard is not None:
+                self._views_guard.trigger()
         return response
+
+    def _publish_goal_views(self) -> None:
+        """~/goal_cloud (latched) and, when someone watches them, ~/goal_markers of the last answered goal;
+        of several answers in quick succession only the newest is drawn."""
+        with self._views_lock:
+            pending, self._pending_views = self._pending_views, None
+            if pending is None or not self._publishers or not self.active:
+                return
+            header, goal, cloud = pending
+            self.goal_cloud_pub.publish(cloud)
+            if self.goal_marker_pub.get_subscription_count() > 0:  # only when watched (e.g. by RViz)
+                self.goal_marker_pub.publish(goal_markers(header, goal.points, goal.keypoints, goal.voxel_size,
+                                                          self.settings.style))
 
     # ---- housekeeping and /diagnostics ------------------------------------------------------------
     def _on_timer(self) -> None:

@@ -17,7 +17,7 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
 START_FAILED = 2
-EXECUTOR_THREADS = 4  # clouds, the service, parameters/lifecycle services, TF (when used)
+EXECUTOR_THREADS = 5  # clouds, the service, the goal's viewers, parameters/lifecycle services, TF (when used)
 
 
 class _Executor(MultiThreadedExecutor):
