@@ -320,7 +320,8 @@ class KeypointNet(nn.Module):
             return self.decoder(keypoints)
         yaw = yaw_to_template(keypoints.float(), self.yaw_template)
         canonical = self.decoder(rotate_z_points(keypoints, -yaw.to(keypoints.dtype)))
-        return rotate_grid_z(canonical, yaw)
+        # Resampled in float32 even under bf16 autocast: bf16 interpolation flipped 2-3 % of a goal's voxels.
+        return rotate_grid_z(canonical.float(), yaw)
 
     def forward(self, voxels: torch.Tensor) -> dict[str, torch.Tensor]:
         keypoints, prob = self.keypoints_from_heatmaps(self.heatmaps(voxels))
