@@ -10,10 +10,10 @@ The node runs as a subprocess on a private, localhost-only ROS domain with its p
 (only model_path, input_topic and device are set; QoS, everything else as shipped). Cloud -> markers: a cloud
 is published with the current time as its stamp and the latency is the arrival of the keypoint markers
 (which carry that stamp; taken serialized, as by RViz) minus the stamp, one cloud at a time; for the 50k cloud
-the node's /diagnostics split it into stamp -> callback (transport) and the callback itself. Service: round trips of rotate_goal on the
-latest cloud, in alternating blocks without and with a goal-marker subscriber. Targets on the project's
-2-core CPU: cloud -> markers p50 <= 30 ms for 50k points, service p50 <= 60 ms, watching the goal costs
-< 10% of the service time. Prints figures; not a test.
+the node's /diagnostics split it into stamp -> callback (transport) and the callback itself. Service: round
+trips of rotate_goal on the latest cloud, in alternating blocks without and with a goal-marker subscriber.
+Targets on the project's 2-core CPU: cloud -> markers p50 <= 30 ms for 50k points, service p50 <= 60 ms,
+watching the goal costs < 10% of the service time. Prints figures; not a test.
 """
 
 from __future__ import annotations
