@@ -62,7 +62,7 @@ def stages(model, points: np.ndarray, threads: int, repeats: int, precision: str
             "placement": median_ms(lambda: pipe.grid_map_for(clean), repeats),
             "voxelize": median_ms(lambda: pipe.voxelize(clean, grid_map), repeats),
             "encoder": median_ms(lambda: pipe._heatmaps(voxels), repeats),
-            "expectation": median_ms(lambda: pipe.model.keypoints_from_heatmaps(heatmaps.float()), repeats),
+            "expectation": median_ms(lambda: pipe.model.keypoints_from_heatmaps(heatmaps), repeats),
         }
     figures["encode"] = median_ms(lambda: pipe.encode(points), repeats)
     figures["decode"] = median_ms(lambda: pipe.decode_probabilities(encoding.keypoints_grid), repeats)

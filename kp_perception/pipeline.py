@@ -209,7 +209,7 @@ class Pipeline:
                 heatmaps = traced(probe)
                 reference = self.model.encoder(probe)
                 if self.precision == "bf16":
-                    keypoints = self.model.keypoints_from_heatmaps(heatmaps.float())[0]
+                    keypoints = self.model.keypoints_from_heatmaps(heatmaps)[0]
                     error = (keypoints - self.model.keypoints_from_heatmaps(reference)[0]).norm(dim=-1).max()
                     same = float(error) * GRID_SIZE / 2 < BF16_KEYPOINT_TOLERANCE_VOXELS
                 else:
@@ -232,7 +232,7 @@ class Pipeline:
         probe = self._probe_input()
         with self._lock, self._autocast():
             for _ in range(runs):
-                keypoints = self.model.keypoints_from_heatmaps(self._heatmaps(probe).float())[0]
+                keypoints = self.model.keypoints_from_heatmaps(self._heatmaps(probe))[0]
             self.model.decode(keypoints)
 
     # ---- points -> grid ------------------------------------------------------------------------
@@ -299,7 +299,7 @@ class Pipeline:
         voxels = self.voxelize(points, grid_map)
         with self._lock, self._autocast():
             heatmaps = self._heatmaps(voxels)
-        keypoints = self.model.keypoints_from_heatmaps(heatmaps.float())[0][0]
+        keypoints = self.model.keypoints_from_heatmaps(heatmaps)[0][0]
         return Encoding(keypoints, grid_map, len(points), int(voxels.sum().item()))
 
     @torch.inference_mode()

@@ -240,7 +240,7 @@ def test_bf16_keeps_the_shipped_models_keypoints_and_goals(mug_cloud, optimize):
     assert error_voxels < 0.25  # measured 0.03-0.04
     goal = fast.goal(encoding, 1.0, include_probabilities=True).probabilities > 0.5
     truth = exact.goal(reference, 1.0, include_probabilities=True).probabilities > 0.5
-    assert (goal & truth).sum() / (goal | truth).sum() > 0.98  # measured 0.996
+    assert (goal & truth).sum() / (goal | truth).sum() > 0.98  # measured 0.991 (the shipped model of 2026-11-25)
 
 
 def test_precision_auto_and_unknown():
