@@ -15,12 +15,12 @@ setup(
     name=package_name,
     version="0.1.0",
     packages=find_packages(include=["kp_core", "kp_core.*", "kp_training", "kp_training.*", "kp_perception", "kp_perception.*"]),
-    package_data={"kp_perception": ["models/*.safetensors", "models/*.json"]},
+    package_data={"kp_perception": ["models/*.safetensors", "models/*.json", "middleware/*.xml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
-        ("share/" + package_name + "/config", glob("config/*.yaml") + glob("config/*.rviz")),
+        ("share/" + package_name + "/config", glob("config/*.yaml") + glob("config/*.rviz") + glob("config/*.xml")),
     ],
     python_requires=">=3.10",
     # torch: any release from 2.4 on; install torch first (scripts/setup.sh pins the CPU wheel) so pip

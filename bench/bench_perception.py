@@ -7,7 +7,9 @@ subscriber on the goal markers (as RViz has); the PointCloud2 reader against a s
     .venv/bin/python bench/bench_perception.py --untrained           # same cost, no trained model needed
 
 The node runs as a subprocess on a private, localhost-only ROS domain with its parameters file's defaults
-(only model_path, input_topic and device are set; QoS, everything else as shipped). Cloud -> markers: a cloud
+(only model_path, input_topic and device are set; QoS, its Fast DDS profile, everything else as shipped); the
+bench publishes the clouds as a driver with Fast DDS's defaults would (``--publisher-profile``: with a profile of
+its own, such as config/fastdds_large_clouds.xml). Cloud -> markers: a cloud
 is published with the current time as its stamp and the latency is the arrival of the keypoint markers
 (which carry that stamp; taken serialized, as by RViz) minus the stamp, one cloud at a time; for the 50k cloud
 the node's /diagnostics split it into stamp -> callback (transport) and the callback itself. Service: round
@@ -36,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kp_perception.pipeline import default_model_path  # noqa: E402
 from kp_perception.demo.processes import RosProcess, node_command, pick_domain_id, ros_env, use_local_ros  # noqa: E402
+from kp_perception.transport import PROFILES_VARIABLE  # noqa: E402
 
 TOPIC = "/kp_bench/points"
 NODE = "/kp_perception_node"
@@ -299,12 +302,17 @@ def main(argv=None) -> int:
     parser.add_argument("--calls", type=int, default=48, help="service calls timed per cloud kind and watcher state")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--fastdds-profile", type=Path, metavar="XML", help="a Fast DDS profile for the node and the bench")
+    parser.add_argument("--publisher-profile", type=Path, metavar="XML",
+                        help="a Fast DDS profile for the bench's cloud publisher, the driver's stand-in "
+                             "(e.g. config/fastdds_large_clouds.xml; default: Fast DDS's defaults)")
     args = parser.parse_args(argv)
-    if args.fastdds_profile is not None:
-        if not args.fastdds_profile.is_file():
-            parser.error(f"--fastdds-profile: no file {args.fastdds_profile}")
-        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(args.fastdds_profile.resolve())
+    if args.publisher_profile is not None and not args.publisher_profile.is_file():
+        parser.error(f"--publisher-profile: no file {args.publisher_profile}")
+    # The node runs as shipped (with its own profile, kp_perception.transport); the bench as a driver would.
+    os.environ.pop(PROFILES_VARIABLE, None)
+    node_env_base = dict(os.environ)
+    if args.publisher_profile is not None:
+        os.environ[PROFILES_VARIABLE] = str(args.publisher_profile.resolve())
 
     from kp_perception.cloud_io import make_xyz_cloud
 
@@ -322,7 +330,7 @@ def main(argv=None) -> int:
     domain = pick_domain_id()
     use_local_ros(domain, tmp / "ros")
     node = RosProcess(node_command(params={"model_path": str(model), "input_topic": TOPIC, "device": args.device}),
-                      ros_env(domain, tmp / "ros"))
+                      ros_env(domain, tmp / "ros", base=node_env_base))
     figures = {"model": str(model) + (" (untrained weights)" if args.untrained else ""), "cpu_cores": os.cpu_count(),
                "reader_640x480": reader, "clouds": {}}
     probe = None
@@ -348,10 +356,10 @@ def main(argv=None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     summary = [line for line in node.lines if "stopping:" in line]
 
-    figures["fastdds_profile"] = str(args.fastdds_profile) if args.fastdds_profile else None
-    transport = f"Fast DDS profile {args.fastdds_profile}" if args.fastdds_profile else "default transports"
+    figures["publisher_profile"] = str(args.publisher_profile) if args.publisher_profile else None
+    publisher = f"Fast DDS profile {args.publisher_profile}" if args.publisher_profile else "Fast DDS's defaults"
     print(f"kp_perception bench: {figures['model']}, {os.cpu_count()} CPU cores, node input {figures['node_input']} "
-          f"(its defaults), {transport}")
+          f"(its defaults, its own Fast DDS profile); cloud publisher: {publisher}")
     print(f"  {'cloud':<44} {'cloud->markers p50/p99':>24} {'service p50/p99':>20} {'+ goal watched p50/p99':>24} "
           f"{'watching costs':>15}")
     for label, f in figures["clouds"].items():

@@ -1,11 +1,14 @@
-"""What moving a stamped xyz cloud between two ROS processes costs on this computer, by cloud size, with Fast
-DDS's default transports or a profile of yours: the floor under the node's cloud -> markers latency.
+"""What moving a stamped xyz cloud between two ROS processes costs on this computer, by cloud size: the floor under
+the node's cloud -> markers latency.
 
-    .venv/bin/python bench/bench_transport.py
-    .venv/bin/python bench/bench_transport.py --points 20000 50000 --fastdds-profile my_profile.xml
+    .venv/bin/python bench/bench_transport.py                                  # the subscriber as the node runs
+    .venv/bin/python bench/bench_transport.py --subscriber-profile none        # both with Fast DDS's defaults
+    .venv/bin/python bench/bench_transport.py --publisher-profile driver.xml   # a driver with a profile of its own
 
 An echo process subscribes to the cloud (reliable, keep last 1, as kp_perception_node does) and publishes its
-header back; the latency is the header's arrival here minus the cloud's stamp. Both processes stay on loopback
+header back; the latency is the header's arrival here minus the cloud's stamp. The echo stands in for the node and
+by default runs with the node's Fast DDS profile (kp_perception/middleware/fastdds_profile.xml); this process
+stands in for the driver and runs with Fast DDS's defaults unless given a profile. Both stay on loopback
 (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, a private domain). Prints figures; not a test.
 """
 
@@ -25,6 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kp_perception.demo.processes import pick_domain_id, ros_env, use_local_ros  # noqa: E402
+from kp_perception.transport import FASTDDS_PROFILE, PROFILES_VARIABLE  # noqa: E402
 
 IN, OUT = "/kp_transport/cloud", "/kp_transport/header"
 
@@ -49,6 +53,7 @@ def echo() -> None:
 
 
 def measure(points_per_cloud: list[int], clouds: int, env: dict) -> dict[int, dict]:
+    """``env``: the echo process's environment (its Fast DDS profile included)."""
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
     from sensor_msgs.msg import PointCloud2
@@ -114,22 +119,32 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--points", type=int, nargs="+", default=[20000, 50000, 100000], help="points per cloud")
     parser.add_argument("--clouds", type=int, default=60, help="clouds timed per size")
-    parser.add_argument("--fastdds-profile", type=Path, metavar="XML", help="Fast DDS profile for both processes")
+    parser.add_argument("--subscriber-profile", default="node", metavar="XML|node|none",
+                        help="the echo's Fast DDS profile: node (the node's own, default), none (Fast DDS's defaults) or a file")
+    parser.add_argument("--publisher-profile", type=Path, metavar="XML", help="this process's Fast DDS profile (default: none)")
     parser.add_argument("--echo", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.echo:
         echo()
         return 0
-    if args.fastdds_profile is not None:
-        if not args.fastdds_profile.is_file():
-            parser.error(f"--fastdds-profile: no file {args.fastdds_profile}")
-        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(args.fastdds_profile.resolve())
+    subscriber = {"node": FASTDDS_PROFILE, "none": None}.get(args.subscriber_profile, Path(args.subscriber_profile))
+    for flag, profile in (("--subscriber-profile", subscriber), ("--publisher-profile", args.publisher_profile)):
+        if profile is not None and not profile.is_file():
+            parser.error(f"{flag}: no file {profile}")
+    os.environ.pop(PROFILES_VARIABLE, None)
+    if args.publisher_profile is not None:
+        os.environ[PROFILES_VARIABLE] = str(args.publisher_profile.resolve())
     domain = pick_domain_id()
     with tempfile.TemporaryDirectory(prefix="kp_transport_") as home:
         use_local_ros(domain, home)
-        results = measure(args.points, args.clouds, ros_env(domain, home))
-    transport = f"Fast DDS profile {args.fastdds_profile}" if args.fastdds_profile else "Fast DDS default transports"
-    print(f"cloud transport between two processes, {transport}, reliable, {os.cpu_count()} CPU cores:")
+        env = ros_env(domain, home)
+        env.pop(PROFILES_VARIABLE, None)
+        if subscriber is not None:
+            env[PROFILES_VARIABLE] = str(subscriber.resolve())
+        results = measure(args.points, args.clouds, env)
+    print(f"cloud transport between two processes, reliable, {os.cpu_count()} CPU cores; Fast DDS profile of the "
+          f"publisher: {args.publisher_profile or 'none'}, of the subscriber: "
+          f"{'the node' + chr(39) + 's' if args.subscriber_profile == 'node' else subscriber or 'none'}:")
     for count, r in results.items():
         print(f"  {count:>7} points ({r['bytes'] / 1e6:.2f} MB): stamp -> echo back p50 {r['p50']:.1f} ms, "
               f"p90 {r['p90']:.1f} ms" + (f", {r['lost']} lost" if r["lost"] else ""))

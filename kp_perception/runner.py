@@ -16,6 +16,8 @@ import rclpy
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
+from .transport import use_node_profile
+
 START_FAILED = 2
 EXECUTOR_THREADS = 5  # clouds, the service, the goal's viewers, parameters/lifecycle services, TF (when used)
 
@@ -37,6 +39,7 @@ class _Executor(MultiThreadedExecutor):
 
 def run(make_node, name: str, args=None) -> int:
     """Build the node with ``make_node()`` and spin it until a signal; 0 on a clean stop, 2 if it cannot start."""
+    middleware = use_node_profile()
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -46,6 +49,7 @@ def run(make_node, name: str, args=None) -> int:
             except Exception as err:  # a bad model path, device or parameter: say so plainly and exit
                 rclpy.logging.get_logger(name).fatal(f"cannot start: {type(err).__name__}: {err}")
                 return START_FAILED
+            rclpy.logging.get_logger(name).info(middleware)
             try:
                 executor = _Executor(num_threads=EXECUTOR_THREADS)
                 executor.add_node(node)

@@ -87,7 +87,8 @@ def test_ament_index_has_both_packages(workspace):
 
 def test_share_has_launch_config_and_rviz(workspace):
     share = workspace / "install" / "kp_perception" / "share" / "kp_perception"
-    for name in ("launch/kp_perception.launch.py", "config/kp_perception.yaml", "config/kp_perception.rviz"):
+    for name in ("launch/kp_perception.launch.py", "config/kp_perception.yaml", "config/kp_perception.rviz",
+                 "config/fastdds_large_clouds.xml"):
         assert (share / name).is_file(), name
         assert (share / name).read_bytes() == (ROOT / name).read_bytes()
 
@@ -98,6 +99,8 @@ def test_executables_are_where_ros2_run_looks(workspace):
         assert (lib / name).is_file() and os.access(lib / name, os.X_OK), name
     models = list((workspace / "install" / "kp_perception").rglob("kp_perception/models/mug.safetensors"))
     assert len(models) == 1, "the shipped model is not installed with the package"
+    profiles = list((workspace / "install" / "kp_perception").rglob("kp_perception/middleware/fastdds_profile.xml"))
+    assert len(profiles) == 1, "the node's Fast DDS profile is not installed with the package"
 
 
 def test_the_install_imports_and_runs(workspace):
