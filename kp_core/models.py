@@ -125,14 +125,16 @@ def spatial_expectation(heatmap_logits: torch.Tensor, centers: torch.Tensor,
     # channels-last map (the node's encoder) is read as the (B, C, K) array it is in memory, with no copy.
     channels_last = heatmap_logits.dim() == 5 and heatmap_logits.is_contiguous(memory_format=torch.channels_last_3d)
     with torch.autocast(heatmap_logits.device.type, enabled=False):
-        logits = heatmap_logits.float() / temperature
+        # The softmax reads bf16 logits and writes float32 itself: no float32 copy, no division at temperature 1.
+        logits = heatmap_logits if temperature == 1.0 else heatmap_logits.float() / temperature
         centers_t = centers.float().t()
         if channels_last:
-            prob = torch.softmax(logits.permute(0, 2, 3, 4, 1).reshape(batch, cells, k), dim=1)  # (B, C, K)
+            prob = torch.softmax(logits.permute(0, 2, 3, 4, 1).reshape(batch, cells, k), dim=1,
+                                 dtype=torch.float32)  # (B, C, K)
             keypoints = (centers_t @ prob).transpose(-1, -2)
             prob = prob.transpose(1, 2)
         else:
-            prob = torch.softmax(logits.reshape(batch, k, cells), dim=-1)  # (B, K, C)
+            prob = torch.softmax(logits.reshape(batch, k, cells), dim=-1, dtype=torch.float32)  # (B, K, C)
             keypoints = (centers_t @ prob.transpose(-1, -2)).transpose(-1, -2)
     return keypoints, prob.reshape(heatmap_logits.shape)
 

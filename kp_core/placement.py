@@ -48,7 +48,7 @@ def min_enclosing_circle(xy: np.ndarray, exact_below: int = 4096, raster: int = 
 
     Up to ``exact_below`` points: exact (Welzl's algorithm on the convex hull's vertices). Above, the
     points are first binned into a ``raster`` x ``raster`` grid over their extent and the circle is the
-    exact one of the bins' corners (only the first and last occupied bin of each row can matter): it
+    exact one of the bins' corners (only the outer corners of each row's occupied bins can matter): it
     still contains every point and is at most one bin diagonal (extent / raster * 1.42) too large.
     """
     xy = np.asarray(xy, dtype=np.float64)
@@ -99,7 +99,7 @@ def min_enclosing_circle(xy: np.ndarray, exact_below: int = 4096, raster: int = 
 
 
 def _raster_outline(xy: np.ndarray, n: int) -> np.ndarray:
-    """Corners of the outermost occupied bins of each row of an n x n binning of ``xy`` (see above)."""
+    """Outer corners of the occupied bins of each row of an n x n binning of ``xy`` (see above)."""
     lo, hi = bounds(xy)
     span = float((hi - lo).max())
     if span <= 0:
@@ -112,11 +112,11 @@ def _raster_outline(xy: np.ndarray, n: int) -> np.ndarray:
     occupied[rows * n + cols] = True
     occupied = occupied.reshape(n, n)
     rows = np.nonzero(occupied.any(axis=1))[0]
-    first = occupied[rows].argmax(axis=1)
-    last = n - 1 - occupied[rows, ::-1].argmax(axis=1)
-    cells = np.concatenate([np.stack([rows, first], 1), np.stack([rows, last], 1)])
-    offsets = np.array([[0, 0], [0, 1], [1, 0], [1, 1]])
-    return lo + ((cells[:, None, :] + offsets[None]) * cell).reshape(-1, 2)
+    first = occupied[rows].argmax(axis=1)  # the row's first occupied bin
+    end = n - occupied[rows, ::-1].argmax(axis=1)  # one past its last
+    # The row's bins lie in the rectangle [row, row + 1] x [first, end]: its four corners are all the hull needs.
+    corners = np.concatenate([np.stack([r, c], 1) for r in (rows, rows + 1) for c in (first, end)])
+    return lo + corners * cell
 
 
 def discard_interior(xy: np.ndarray) -> np.ndarray:

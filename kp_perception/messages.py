@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import array
 import colorsys
+import dataclasses
 import struct
 from dataclasses import dataclass
 
 import numpy as np
 from geometry_msgs.msg import Point, Pose, PoseArray
-from std_msgs.msg import ColorRGBA
+from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from .cloud_io import make_xyz_cloud
@@ -78,21 +79,51 @@ def keypoint_spheres(header, keypoints: np.ndarray, voxel_size: float, style: Ma
 def keypoint_markers(header, keypoints: np.ndarray, voxel_size: float, style: MarkerStyle) -> MarkerArray:
     """A SPHERE_LIST of the keypoints (one colour each) and a text label per keypoint."""
     keypoints = np.asarray(keypoints, dtype=np.float64).reshape(-1, 3)
-    diameter = _sphere_diameter(voxel_size, style)
     colors = keypoint_colors(len(keypoints), style)
     out = MarkerArray()
     out.markers.append(keypoint_spheres(header, keypoints, voxel_size, style))
-    text_height = style.text_scale if style.text_scale > 0 else diameter
-    for i, (p, c) in enumerate(zip(keypoints.tolist(), colors)):
+    for i, c in enumerate(colors):
         label = _marker(header, LABEL_NS, i, Marker.TEXT_VIEW_FACING)
         if not style.show_labels:
             label.action = Marker.DELETE
-        label.pose.position = Point(x=p[0], y=p[1], z=p[2] + 0.75 * diameter + 0.5 * text_height)
-        label.scale.z = float(text_height)
         label.color = ColorRGBA(r=c[0], g=c[1], b=c[2], a=c[3])
         label.text = str(i)
         out.markers.append(label)
+    _place_labels(out.markers[1:], keypoints, voxel_size, style)
     return out
+
+
+def _place_labels(labels: list[Marker], keypoints: np.ndarray, voxel_size: float, style: MarkerStyle) -> None:
+    """Each label just above its keypoint's sphere."""
+    diameter = _sphere_diameter(voxel_size, style)
+    text_height = float(style.text_scale if style.text_scale > 0 else diameter)
+    lift = 0.75 * diameter + 0.5 * text_height
+    for label, (x, y, z) in zip(labels, keypoints.tolist()):
+        label.pose.position = Point(x=x, y=y, z=z + lift)
+        label.scale.z = text_height
+
+
+class KeypointMarkers:
+    """:func:`keypoint_markers` for a stream of clouds: the markers are built once per keypoint count and style,
+    then only their stamp, frame, positions and sizes change (building 33 markers anew took ~0.9 ms of the
+    node's cloud callback). Not thread-safe: one instance per publishing callback."""
+
+    def __init__(self):
+        self._key = None
+        self._header = Header()  # shared by every marker of the array
+        self._array: MarkerArray | None = None
+
+    def __call__(self, header, keypoints: np.ndarray, voxel_size: float, style: MarkerStyle) -> MarkerArray:
+        keypoints = np.asarray(keypoints, dtype=np.float64).reshape(-1, 3)
+        key = (len(keypoints), dataclasses.astuple(style))
+        if key != self._key:
+            self._array, self._key = keypoint_markers(self._header, keypoints, voxel_size, style), key
+        self._header.stamp, self._header.frame_id = header.stamp, header.frame_id
+        spheres = self._array.markers[0]
+        spheres.scale.x = spheres.scale.y = spheres.scale.z = _sphere_diameter(voxel_size, style)
+        spheres.points = to_points(keypoints)
+        _place_labels(self._array.markers[1:], keypoints, voxel_size, style)
+        return self._array
 
 
 def goal_markers(header, goal_points: np.ndarray, goal_keypoints: np.ndarray, voxel_size: float,

@@ -33,7 +33,7 @@ from kp_interfaces.srv import RotateGoal
 from .cloud_io import CloudError, cloud_size, read_xyz
 from .diagnostics import OK, WARN, PerceptionStats, diagnostic_array, model_key_values
 from .frames import FrameMapper, TransformUnavailable, fixed_lookup
-from .messages import NotFinite, fill_goal_response, goal_markers, keypoint_markers, keypoint_poses
+from .messages import KeypointMarkers, NotFinite, fill_goal_response, goal_markers, keypoint_poses
 from .parameters import (
     DIAGNOSTICS_TOPIC, GOAL_CLOUD_TOPIC, GOAL_MARKERS_TOPIC, KEYPOINT_MARKERS_TOPIC, KEYPOINTS_TOPIC, SERVICE_NAME,
     SettingsError, check_read_only, read_settings,
@@ -100,6 +100,7 @@ class Perception:
         self._tf = None
         self._latest: Located | None = None  # the latest usable cloud's encoding
         self._latest_lock = threading.Lock()
+        self._keypoint_markers = KeypointMarkers()  # used under _cloud_lock only
         self._cloud_lock = threading.Lock()  # held while a cloud is processed (deactivate waits for it)
         self._service_lock = threading.Lock()
         self._views_lock = threading.Lock()  # the goal waiting for its viewers, and their publishers
@@ -375,8 +376,9 @@ class Perception:
             with self._latest_lock:
                 self._latest = located
             keypoints, header = located.keypoints, located.header
-            self.keypoint_marker_pub.publish(keypoint_markers(header, keypoints, located.encoding.grid_map.voxel_size,
-                                                              self.settings.style))
+            self.keypoint_marker_pub.publish(self._keypoint_markers(header, keypoints,
+                                                                    located.encoding.grid_map.voxel_size,
+                                                                    self.settings.style))
             self.keypoints_pub.publish(keypoint_poses(header, keypoints))
             self.stats.cloud_used((time.perf_counter() - start) * 1000)
 

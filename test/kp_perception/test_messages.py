@@ -73,3 +73,25 @@ def test_an_unknown_serialization_layout_falls_back_to_ordinary_messages(monkeyp
     header, points, keypoints, voxel = goal_inputs(50)
     cubes = as_array(messages.goal_markers(header, points, keypoints, voxel, MarkerStyle())).markers[0]
     np.testing.assert_array_equal(np.array([[p.x, p.y, p.z] for p in cubes.points]), points)
+
+
+def _header(frame, sec):
+    header = Header(frame_id=frame)
+    header.stamp.sec, header.stamp.nanosec = sec, 7
+    return header
+
+
+def test_cached_keypoint_markers_equal_freshly_built_ones_cloud_after_cloud():
+    rng = np.random.default_rng(3)
+    cache = messages.KeypointMarkers()
+    styles = [MarkerStyle(), MarkerStyle(), MarkerStyle(show_labels=False, text_scale=0.01), MarkerStyle()]
+    counts = [8, 8, 8, 5]  # a new style, then a new keypoint count, rebuild the markers
+    for i, (style, count) in enumerate(zip(styles, counts)):
+        header, keypoints, voxel = _header(f"frame_{i % 2}", 100 + i), rng.normal(size=(count, 3)), 0.002 + 0.001 * i
+        got = cache(header, keypoints, voxel, style)
+        assert got == messages.keypoint_markers(header, keypoints, voxel, style)
+        labels = got.markers[1:]
+        assert len(labels) == count and all(m.header.stamp.sec == 100 + i for m in got.markers)
+        assert np.allclose([[p.x, p.y, p.z] for p in got.markers[0].points], keypoints)
+        assert np.allclose([[m.pose.position.x, m.pose.position.y] for m in labels], keypoints[:, :2])
+        assert all(m.pose.position.z > k for m, k in zip(labels, keypoints[:, 2]))  # above the sphere
