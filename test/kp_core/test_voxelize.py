@@ -95,3 +95,16 @@ def test_cylindrical_matches_brute_force_reference():
             if i < bins[0] and 0 <= k < bins[2]:
                 expected[i, j, k] = 1.0
         np.testing.assert_array_equal(grids[b, 0].numpy(), expected)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), 3e38])
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_a_single_non_finite_coordinate_drops_the_point(bad, axis):
+    # The other two coordinates sit in the middle of the grid: replacing the bad one by 0 would keep the point.
+    points = torch.full((1, 5, 3), 0.1)
+    points[0, 2, axis] = bad
+    mask = torch.ones(1, 5, dtype=torch.bool)
+    for grid, one in ((voxelize(points, 8, mask), voxelize(points[:, :1], 8)),
+                      (voxelize_cylindrical(points, (4, 16, 8), mask), voxelize_cylindrical(points[:, :1], (4, 16, 8)))):
+        assert torch.equal(grid, one)  # only the good points' cell
+    assert mask.all()  # the caller's mask is not written to
