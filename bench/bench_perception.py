@@ -152,7 +152,7 @@ class Probe:
 
     def __init__(self, domain: int):
         import rclpy
-        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.executors import SingleThreadedExecutor
         from sensor_msgs.msg import PointCloud2
         from diagnostic_msgs.msg import DiagnosticArray
         from visualization_msgs.msg import MarkerArray
@@ -174,7 +174,9 @@ class Probe:
         self.pub = self.node.create_publisher(PointCloud2, TOPIC, 10)
         self.client = self.node.create_client(RotateGoal, f"{NODE}/rotate_goal")
         self.goal_sub = None
-        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+        # Single-threaded, as the node: rclpy's multi-threaded executor took messages erratically here when idle
+        # (stalls of 0.1-3 s; kp_perception/runner.py), which would be the bench's delay, not the node's.
+        self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         threading.Thread(target=self.executor.spin, daemon=True).start()
 

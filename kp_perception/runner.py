@@ -5,6 +5,12 @@ on it or publishing: that gave exit status 1 (``RCLError: failed to initialize w
 publish" noise on stops. Here a signal only sets an event; the main thread stops spinning, lets the callbacks in
 flight finish while the context is still valid, destroys the node (which logs its summary), and only then shuts
 rclpy down.
+
+The executor is single-threaded unless the node says its callbacks may wait for data that only another executor
+thread can deliver (``node.executor_threads`` > 1: TF lookups). On the project's 2-core machine, idle, rclpy's
+multi-threaded executor took a cloud erratically: a 50k-point cloud's stamp -> callback p50 10.6-11.9 ms, p99
+92-101 ms in bench/bench_perception.py, with stalls up to the 0.1 s spin timeout, against 6.7-9.1 ms, p99 12-13 ms
+single-threaded; the GIL lets only one callback run Python at a time anyway.
 """
 
 from __future__ import annotations
@@ -13,13 +19,12 @@ import signal
 import threading
 
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
 from .transport import use_node_profile
 
 START_FAILED = 2
-EXECUTOR_THREADS = 5  # clouds, the service, the goal's viewers, parameters/lifecycle services, TF (when used)
 
 
 class _Executor(MultiThreadedExecutor):
@@ -49,9 +54,11 @@ def run(make_node, name: str, args=None) -> int:
             except Exception as err:  # a bad model path, device or parameter: say so plainly and exit
                 rclpy.logging.get_logger(name).fatal(f"cannot start: {type(err).__name__}: {err}")
                 return START_FAILED
-            rclpy.logging.get_logger(name).info(middleware)
+            threads = int(getattr(node, "executor_threads", 1))
+            rclpy.logging.get_logger(name).info(
+                f"{middleware}; {'single-threaded executor' if threads == 1 else f'{threads}-thread executor'}")
             try:
-                executor = _Executor(num_threads=EXECUTOR_THREADS)
+                executor = SingleThreadedExecutor() if threads == 1 else _Executor(num_threads=threads)
                 executor.add_node(node)
                 while not stop.is_set() and rclpy.ok():
                     executor.spin_once(timeout_sec=0.1)

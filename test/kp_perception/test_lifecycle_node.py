@@ -152,3 +152,16 @@ def test_a_failed_configure_leaves_the_node_unconfigured_and_alive(tmp_path):
         probe.close()
         code = node.stop()
     assert code == 0
+
+
+@pytest.mark.parametrize("frames, expected", [({}, "single-threaded executor"),
+                                              ({"target_frame": "base_link", "use_tf": True}, "5-thread executor"),
+                                              ({"target_frame": "base_link", "use_tf": False}, "single-threaded executor")])
+def test_the_executor_has_threads_only_when_tf_lookups_wait_in_callbacks(frames, expected, tmp_path):
+    # A TF lookup blocks a cloud callback until the node's own /tf subscriptions deliver: that needs other threads.
+    params = {"model_path": str(tmp_path / "unused.safetensors"), "input_topic": TOPIC, **frames}
+    node, _ = start_node(node_command(params=params, managed=True), tmp_path, ready="executor")
+    try:
+        assert expected in node.output and "Fast DDS profile" in node.output
+    finally:
+        assert node.stop() == 0
