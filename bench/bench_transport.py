@@ -5,8 +5,8 @@ the node's cloud -> markers latency.
     .venv/bin/python bench/bench_transport.py --subscriber-profile none        # both with Fast DDS's defaults
     .venv/bin/python bench/bench_transport.py --publisher-profile driver.xml   # a driver with a profile of its own
 
-An echo process subscribes to the cloud (reliable, keep last 1, as kp_perception_node does) and publishes its
-header back; the latency is the header's arrival here minus the cloud's stamp. The echo stands in for the node and
+An echo process subscribes to the cloud (reliable, keep last 1, single-threaded executor, as kp_perception_node
+does) and publishes its header back; the latency is the header's arrival here minus the cloud's stamp. The echo stands in for the node and
 by default runs with the node's Fast DDS profile (kp_perception/middleware/fastdds_profile.xml); this process
 stands in for the driver and runs with Fast DDS's defaults unless given a profile. Both stay on loopback
 (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, a private domain). Prints figures; not a test.
@@ -36,7 +36,7 @@ IN, OUT = "/kp_transport/cloud", "/kp_transport/header"
 def echo() -> None:
     """The echo process: every cloud's header goes straight back."""
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import PointCloud2
     from std_msgs.msg import Header
 
@@ -44,7 +44,7 @@ def echo() -> None:
     node = rclpy.create_node("kp_transport_echo")
     pub = node.create_publisher(Header, OUT, 10)
     node.create_subscription(PointCloud2, IN, lambda msg: pub.publish(msg.header), 1)
-    executor = MultiThreadedExecutor(num_threads=2)
+    executor = SingleThreadedExecutor()  # as the node runs (kp_perception/runner.py)
     executor.add_node(node)
     try:
         executor.spin()
@@ -55,7 +55,7 @@ def echo() -> None:
 def measure(points_per_cloud: list[int], clouds: int, env: dict) -> dict[int, dict]:
     """``env``: the echo process's environment (its Fast DDS profile included)."""
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import PointCloud2
     from std_msgs.msg import Header
 
@@ -73,7 +73,7 @@ def measure(points_per_cloud: list[int], clouds: int, env: dict) -> dict[int, di
 
     node.create_subscription(Header, OUT, on_header, 10)
     pub = node.create_publisher(PointCloud2, IN, 10)
-    executor = MultiThreadedExecutor(num_threads=2)
+    executor = SingleThreadedExecutor()  # rclpy's multi-threaded one stalls messages here (kp_perception/runner.py)
     executor.add_node(node)
     threading.Thread(target=executor.spin, daemon=True).start()
 
