@@ -42,7 +42,7 @@ class SimSensor:
 
     def __init__(self, domain_id: int, rate_hz: float):
         import rclpy
-        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.executors import SingleThreadedExecutor
         from sensor_msgs.msg import PointCloud2
         from visualization_msgs.msg import MarkerArray
 
@@ -60,7 +60,8 @@ class SimSensor:
         self.markers = []
         self.node.create_subscription(MarkerArray, "/kp_perception_node/keypoint_markers", self._on_markers, 5)
         self.node.create_timer(1.0 / rate_hz, self._tick)
-        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+        # Single-threaded, as the node (kp_perception/runner.py: the multi-threaded one stalled messages here).
+        self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
         self.thread.start()

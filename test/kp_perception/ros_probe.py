@@ -14,7 +14,7 @@ from geometry_msgs.msg import PoseArray
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
@@ -68,7 +68,8 @@ class Probe:
         self.pub = self.node.create_publisher(PointCloud2, topic, QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
         self.client = self.node.create_client(RotateGoal, f"{NODE}/rotate_goal")
         self.params = self.node.create_client(SetParameters, f"{NODE}/set_parameters")
-        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+        # Single-threaded, as the node (kp_perception/runner.py: the multi-threaded one stalled messages here).
+        self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
         self.thread.start()
