@@ -6,9 +6,10 @@ the node's cloud -> markers latency.
     .venv/bin/python bench/bench_transport.py --publisher-profile driver.xml   # a driver with a profile of its own
 
 An echo process subscribes to the cloud (reliable, keep last 1, single-threaded executor, as kp_perception_node
-does) and publishes its header back; the latency is the header's arrival here minus the cloud's stamp. The echo stands in for the node and
-by default runs with the node's Fast DDS profile (kp_perception/middleware/fastdds_profile.xml); this process
-stands in for the driver and runs with Fast DDS's defaults unless given a profile. Both stay on loopback
+does) and publishes its header back; the latency is the header's arrival here minus the cloud's stamp. The echo
+stands in for the node and by default runs with the node's Fast DDS profile
+(kp_perception/middleware/fastdds_profile.xml); this process stands in for the driver and runs with Fast DDS's
+defaults unless given a profile. Both stay on loopback
 (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, a private domain). Prints figures; not a test.
 """
 
@@ -142,9 +143,9 @@ def main(argv=None) -> int:
         if subscriber is not None:
             env[PROFILES_VARIABLE] = str(subscriber.resolve())
         results = measure(args.points, args.clouds, env)
+    subscriber_name = "the node's" if args.subscriber_profile == "node" else subscriber or "none"
     print(f"cloud transport between two processes, reliable, {os.cpu_count()} CPU cores; Fast DDS profile of the "
-          f"publisher: {args.publisher_profile or 'none'}, of the subscriber: "
-          f"{'the node' + chr(39) + 's' if args.subscriber_profile == 'node' else subscriber or 'none'}:")
+          f"publisher: {args.publisher_profile or 'none'}, of the subscriber: {subscriber_name}:")
     for count, r in results.items():
         print(f"  {count:>7} points ({r['bytes'] / 1e6:.2f} MB): stamp -> echo back p50 {r['p50']:.1f} ms, "
               f"p90 {r['p90']:.1f} ms" + (f", {r['lost']} lost" if r["lost"] else ""))

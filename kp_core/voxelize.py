@@ -36,8 +36,12 @@ def _cell_index(cells: torch.Tensor, count: int) -> torch.Tensor:
     return torch.nan_to_num(cells, nan=0.0, posinf=0.0, neginf=0.0).long().clamp_(0, count - 1)
 
 
-def _scatter_occupancy(flat: torch.Tensor, keep: torch.Tensor, cells_per_item: int) -> torch.Tensor:
-    """(B * cells_per_item,) 0/1 grid with the cells ``flat`` ((B, N), per item) of the kept points set."""
+def _scatter_occupancy(flat: torch.Tensor, keep: torch.Tensor, cells_per_item: int,
+                       mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(B * cells_per_item,) 0/1 grid with the cells ``flat`` ((B, N), per item) set of the points in ``keep`` (the
+    grid's range checks) and in the caller's ``mask`` (optional (B, N) bool)."""
+    if mask is not None:
+        keep = keep & mask.to(device=keep.device, dtype=torch.bool)
     batch = flat.shape[0]
     total = batch * cells_per_item
     flat = flat + torch.arange(batch, device=flat.device)[:, None] * cells_per_item
@@ -65,11 +69,9 @@ def voxelize(points: torch.Tensor, grid_size: int = GRID_SIZE, mask: torch.Tenso
     keep = (cells[0] >= 0) & (cells[0] < grid_size)  # False for NaN and +-inf
     for c in cells[1:]:
         keep &= (c >= 0) & (c < grid_size)
-    if mask is not None:
-        keep &= mask.to(device=points.device, dtype=torch.bool)
     index = [_cell_index(c, grid_size) for c in cells]
     flat = (index[0] * grid_size + index[1]) * grid_size + index[2]
-    grid = _scatter_occupancy(flat, keep, grid_size**3)
+    grid = _scatter_occupancy(flat, keep, grid_size**3, mask)
     return grid.view(points.shape[0], 1, grid_size, grid_size, grid_size)
 
 
@@ -95,8 +97,6 @@ def voxelize_cylindrical(points: torch.Tensor, bins: tuple[int, int, int] = CYLI
     j = torch.floor(theta * (n_t / (2 * math.pi))).remainder(n_t)  # theta = 2 pi - eps may round up to n_t
     k = torch.floor((z + 1.0) * (n_z / 2.0))
     keep = (i < n_r) & (k >= 0) & (k < n_z)  # False for NaN and +-inf (hypot is NaN or inf if x or y is)
-    if mask is not None:
-        keep &= mask.to(device=points.device, dtype=torch.bool)
     i, j, k = (_cell_index(v, n) for v, n in ((i, n_r), (j, n_t), (k, n_z)))
-    grid = _scatter_occupancy((i * n_t + j) * n_z + k, keep, n_r * n_t * n_z)
+    grid = _scatter_occupancy((i * n_t + j) * n_z + k, keep, n_r * n_t * n_z, mask)
     return grid.view(points.shape[0], 1, n_r, n_t, n_z)

@@ -115,10 +115,11 @@ class KeypointMarkers:
 
     def __call__(self, header, keypoints: np.ndarray, voxel_size: float, style: MarkerStyle) -> MarkerArray:
         keypoints = np.asarray(keypoints, dtype=np.float64).reshape(-1, 3)
-        key = (len(keypoints), dataclasses.astuple(style))
-        if key != self._key:
-            self._array, self._key = keypoint_markers(self._header, keypoints, voxel_size, style), key
         self._header.stamp, self._header.frame_id = header.stamp, header.frame_id
+        key = (len(keypoints), dataclasses.astuple(style))
+        if key != self._key:  # built with this cloud's positions and sizes already
+            self._array, self._key = keypoint_markers(self._header, keypoints, voxel_size, style), key
+            return self._array
         spheres = self._array.markers[0]
         spheres.scale.x = spheres.scale.y = spheres.scale.z = _sphere_diameter(voxel_size, style)
         spheres.points = to_points(keypoints)

@@ -436,8 +436,8 @@ class Perception:
             f"{len(goal.points)} occupied voxels ({goal.voxel_size * 1000:.2f} mm) for a rotation of {angle:.6g} rad"
             f"{reduced_note} of {source}, in {(time.perf_counter() - start) * 1000:.1f} ms")
         self.stats.goal_answered((time.perf_counter() - start) * 1000)
-        # The viewers' copies go out after the answer (on another executor thread): a planner waits for the
-        # answer, RViz can wait a few milliseconds for the picture.
+        # The viewers' copies go out after the answer, from their own callback: a planner waits for the answer,
+        # RViz can wait a few milliseconds for the picture.
         with self._views_lock:
             self._pending_views = (header, goal, response.goal_cloud)
             if self._views_guard is not None:
