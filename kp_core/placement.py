@@ -27,16 +27,19 @@ def grid_zoom(placement: dict | None) -> float:
     return float(placement.get("zoom", 1.0)) / float(placement.get("object_scale", 1.0))
 
 
-def object_center(points: np.ndarray, centering: str = "circle") -> np.ndarray:
+def object_center(points: np.ndarray, centering: str = "circle", bottom: float | None = None) -> np.ndarray:
     """The grid origin for an (N, 3) cloud.
 
     ``"circle"``: x, y at the centre of the smallest circle enclosing the points seen from above, z in the
     middle of their height (invariant to the object's yaw); ``"box"``: the axis-aligned bounding-box centre
-    (which moves with the yaw of an asymmetric object).
+    (which moves with the yaw of an asymmetric object). ``bottom``: the height the object stands at (its support
+    plane, :mod:`kp_core.conditioning`), used instead of the lowest point, which the plane's removal took away.
     """
     if centering not in CENTERINGS:
         raise ValueError(f"centering must be one of {CENTERINGS}, got {centering!r}")
     lo, hi = bounds(points)
+    if bottom is not None:
+        lo[2] = min(float(bottom), hi[2])
     center = (lo + hi) / 2.0
     if centering == "circle":
         center[:2] = min_enclosing_circle(points[:, :2])[0]

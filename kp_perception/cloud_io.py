@@ -39,44 +39,62 @@ def cloud_size(msg) -> int:
     return int(msg.width) * int(msg.height)
 
 
+MAX_POINT_STEP = 2**31 - 1
+"""The largest point_step numpy can describe (a record's size is a C int)."""
+
+
+def _fields_by_name(msg) -> dict:
+    """The message's fields by name; a name given twice is refused (which one would be meant?), except the empty
+    name and "_", which drivers use for padding."""
+    by_name = {}
+    for field in msg.fields:
+        if field.name in by_name and field.name not in ("", "_"):
+            raise CloudError(f"the cloud has two fields named {field.name!r}")
+        by_name[field.name] = field
+    return by_name
+
+
 def xyz_dtype(msg) -> np.dtype:
     """A numpy structured dtype reading the x, y, z fields of one point of ``msg``.
 
     Raises:
-        CloudError: a missing coordinate field, an unsupported datatype (x/y/z must be FLOAT32 or FLOAT64),
-            a field with count 0, or a field that does not fit inside ``point_step``.
+        CloudError: a missing or duplicated coordinate field, an unsupported datatype (x/y/z must be FLOAT32 or
+            FLOAT64), a coordinate field whose count is not 1, coordinate fields that overlap, or a field that does
+            not fit inside ``point_step``.
     """
-    by_name = {}
-    for field in msg.fields:
-        by_name.setdefault(field.name, field)
+    by_name = _fields_by_name(msg)
     missing = [name for name in XYZ if name not in by_name]
     if missing:
         present = [f.name for f in msg.fields]
         raise CloudError(f"the cloud has no {'/'.join(missing)} field (fields: {present or 'none'})")
     order = ">" if msg.is_bigendian else "<"
-    names, formats, offsets = [], [], []
+    names, formats, offsets, spans = [], [], [], []
     point_step = int(msg.point_step)
+    if not 0 < point_step <= MAX_POINT_STEP:
+        raise CloudError(f"point_step is {point_step}; it must be in 1..{MAX_POINT_STEP}")
     for name in XYZ:
         field = by_name[name]
         if field.datatype not in (FLOAT32, FLOAT64):
             kind = DATATYPES.get(field.datatype, (f"unknown datatype {field.datatype}",))[0]
             raise CloudError(f"field {name!r} has datatype {kind}; only FLOAT32 and FLOAT64 coordinates are supported")
-        if field.count < 1:
-            raise CloudError(f"field {name!r} has count {field.count}")
+        if field.count != 1:
+            raise CloudError(f"field {name!r} has count {field.count}; a coordinate field has count 1")
         code, size = DATATYPES[field.datatype]
         if field.offset < 0 or field.offset + size > point_step:
             raise CloudError(f"field {name!r} at offset {field.offset} (+{size} bytes) does not fit in point_step {point_step}")
+        for other, (start, end) in zip(names, spans):
+            if field.offset < end and start < field.offset + size:
+                raise CloudError(f"fields {other!r} and {name!r} overlap (offsets {start} and {field.offset})")
         names.append(name)
         formats.append(order + code)
         offsets.append(int(field.offset))
+        spans.append((int(field.offset), int(field.offset) + size))
     return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": point_step})
 
 
 def coordinate_dtype(msg) -> np.dtype:
     """float64 if any of x/y/z is FLOAT64, else float32: the precision the cloud carries."""
-    by_name = {}
-    for field in msg.fields:
-        by_name.setdefault(field.name, field)
+    by_name = {field.name: field for field in msg.fields}
     return np.dtype(np.float64 if any(getattr(by_name.get(n), "datatype", None) == FLOAT64 for n in XYZ) else np.float32)
 
 
@@ -106,7 +124,7 @@ def read_xyz(msg, dtype=None, max_points: int | None = None, keep_nonfinite: boo
         return np.zeros((0, 3), dtype=out_dtype)
     if point_step <= 0:
         raise CloudError(f"point_step is {point_step}")
-    record = xyz_dtype(msg)
+    # Sizes first, in Python integers: a header can declare more than numpy can describe.
     row_bytes = width * point_step
     if height > 1 and row_step < row_bytes:
         raise CloudError(f"row_step {row_step} is smaller than width * point_step = {row_bytes}")
@@ -115,6 +133,7 @@ def read_xyz(msg, dtype=None, max_points: int | None = None, keep_nonfinite: boo
     needed = (height - 1) * stride + row_bytes
     if data.size < needed:
         raise CloudError(f"the data holds {data.size} bytes, the header needs {needed} ({height} x {width} points)")
+    record = xyz_dtype(msg)
     if height > 1 and stride != row_bytes:
         # Padding at the end of each row: view each row separately, then join them.
         rows = np.lib.stride_tricks.as_strided(data, shape=(height, row_bytes), strides=(stride, 1))

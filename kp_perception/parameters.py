@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
+from kp_core.conditioning import ConditioningConfig
+
 from .messages import MarkerStyle
 from .pipeline import PRECISIONS, PipelineConfig, PipelineError
 
@@ -95,6 +97,10 @@ PARAMETERS = [
     Param("centering", "circle", "grid origin: circle (x, y: centre of the smallest circle around the cloud seen "
           "from above, z: mid-height; invariant to the object's yaw) or box (bounding-box centre)",
           P.PARAMETER_STRING),
+    Param("conditioning.enabled", True, "isolate the object in a scene before encoding (kp_core.conditioning): "
+          "drop the supporting plane (a table) and what lies below it, keep the cluster of points whose size "
+          "matches the model's object, drop isolated points; false: only points far from the cloud's median are "
+          "dropped. An already segmented object cloud passes unchanged", P.PARAMETER_BOOL),
     Param("crop.enabled", False, "keep only points inside the crop box (target frame)", P.PARAMETER_BOOL),
     Param("crop.min", [-1.0, -1.0, -1.0], "crop box minimum corner x, y, z (metres)", P.PARAMETER_DOUBLE_ARRAY),
     Param("crop.max", [1.0, 1.0, 1.0], "crop box maximum corner x, y, z (metres)", P.PARAMETER_DOUBLE_ARRAY),
@@ -141,15 +147,17 @@ def read_settings(get) -> Settings:
     if not math.isfinite(object_size) or object_size < 0 or 0 < object_size < MIN_OBJECT_SIZE:
         raise SettingsError(f"object_size must be 0 (automatic) or at least {MIN_OBJECT_SIZE} m (1 mm), got "
                             f"{object_size:g} m: below that every cloud would fill a single voxel")
+    crop_min, crop_max = (numbers(name, get(name), 3) for name in ("crop.min", "crop.max"))
     try:
         pipeline = PipelineConfig(
             object_size=object_size,
             crop_enabled=bool(get("crop.enabled")),
-            crop_min=tuple(float(v) for v in get("crop.min")),
-            crop_max=tuple(float(v) for v in get("crop.max")),
+            crop_min=crop_min,
+            crop_max=crop_max,
             min_points=int(get("min_points")),
             max_points=int(get("max_points")),
             centering=str(get("centering")),
+            conditioning=ConditioningConfig(enabled=bool(get("conditioning.enabled"))),
         ).validate()
     except PipelineError as err:
         raise SettingsError(str(err)) from err
@@ -158,20 +166,45 @@ def read_settings(get) -> Settings:
         text_scale=float(get("marker.text_scale")),
         show_labels=bool(get("marker.show_labels")),
         alpha=float(get("marker.alpha")),
-        keypoint_colors=tuple(float(v) for v in get("marker.keypoint_colors")),
-        goal_color=tuple(float(v) for v in get("marker.goal_color")),
+        keypoint_colors=colour_values("marker.keypoint_colors", get("marker.keypoint_colors")),
+        goal_color=colour_values("marker.goal_color", get("marker.goal_color"), (3, 4)),
     )
-    if len(style.goal_color) not in (3, 4) or not all(0.0 <= v <= 1.0 for v in style.goal_color + style.keypoint_colors):
-        raise SettingsError("marker colours need values in [0, 1] and marker.goal_color 3 or 4 of them")
     return Settings(pipeline=pipeline, style=style, warn_throttle=float(get("warn_throttle_sec")),
                     input_transform=normalized_transform(get("input_transform")), tf_timeout=float(get("tf_timeout")))
 
 
+def shown(values, limit: int = 7) -> str:
+    """A parameter's value for a refusal: short, whatever its length."""
+    values = list(values)
+    if len(values) <= limit:
+        return str(values)
+    return f"[{', '.join(f'{v:g}' if isinstance(v, float) else repr(v) for v in values[:limit])}, ...] ({len(values)} values)"
+
+
+def numbers(name: str, values, count: int | None = None) -> tuple:
+    """A double-array parameter as finite floats, ``count`` of them when given; refusals name the parameter."""
+    values = list(values)
+    if count is not None and len(values) != count:
+        raise SettingsError(f"{name} needs {count} values, got {len(values)}: {shown(values)}")
+    floats = tuple(float(v) for v in values)
+    if not all(math.isfinite(v) for v in floats):
+        raise SettingsError(f"{name} needs finite numbers, got {shown(values)}")
+    return floats
+
+
+def colour_values(name: str, values, counts: tuple[int, ...] | None = None) -> tuple:
+    """A colour parameter: values in [0, 1], ``counts`` of them when given."""
+    floats = numbers(name, values)
+    if counts is not None and len(floats) not in counts:
+        raise SettingsError(f"{name} needs {' or '.join(map(str, counts))} values (RGB or RGBA), got {len(floats)}")
+    if not all(0.0 <= v <= 1.0 for v in floats):
+        raise SettingsError(f"{name} needs values in [0, 1], got {shown(values)}")
+    return floats
+
+
 def normalized_transform(values) -> tuple:
     """``input_transform`` checked (7 finite numbers, a non-zero quaternion) with its quaternion normalized."""
-    v = np.asarray(list(values), dtype=np.float64)
-    if v.shape != (7,) or not np.all(np.isfinite(v)):
-        raise SettingsError(f"input_transform needs 7 finite numbers (x, y, z, qx, qy, qz, qw), got {list(values)}")
+    v = np.asarray(numbers("input_transform", values, 7), dtype=np.float64)
     norm = float(np.linalg.norm(v[3:]))
     if not 0.5 < norm < 2.0:  # far from a unit quaternion: more likely a typo than a rotation
         raise SettingsError(f"input_transform's quaternion (qx, qy, qz, qw) must have norm 1, got {norm:g}")

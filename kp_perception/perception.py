@@ -30,6 +30,7 @@ from visualization_msgs.msg import MarkerArray
 
 from kp_interfaces.srv import RotateGoal
 
+from .callback_guard import CallbackFailures, Throttle, guarded
 from .cloud_io import CloudError, cloud_size, read_xyz
 from .diagnostics import OK, WARN, PerceptionStats, diagnostic_array, model_key_values
 from .frames import FrameMapper, TransformUnavailable, fixed_lookup
@@ -102,6 +103,9 @@ class Perception:
         self.pipeline: Pipeline | None = None
         self.frames: FrameMapper | None = None
         self.stats = PerceptionStats()
+        self.failures = CallbackFailures(self.logger)  # exceptions that escaped a callback (see guarded)
+        self._cloud_warnings = Throttle()  # warn_throttle_sec, applied here: see kp_perception.callback_guard
+        self._goal_warnings = Throttle()
         self.active = False
         self._tf = None
         self._latest: Located | None = None  # the latest usable cloud's encoding
@@ -268,9 +272,11 @@ class Perception:
                 event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos))
         self.reliability = reliability
 
+    @guarded()
     def _on_message_lost(self, info) -> None:
         self.stats.clouds_lost(info.total_count_change)
 
+    @guarded()
     def _on_incompatible_qos(self, info) -> None:
         if str(self._get("qos.reliability")).lower() == "auto":
             return  # _check_publishers switches to best effort on the next timer tick
@@ -298,6 +304,10 @@ class Perception:
             "subscribed best effort now (clouds over ~0.5 MB may be lost; a reliable publisher avoids that)")
 
     # ---- parameters -----------------------------------------------------------------------------
+    def _failed_validation(self, err: Exception, *args) -> SetParametersResult:
+        return SetParametersResult(successful=False, reason=f"internal error: {type(err).__name__}: {err}")
+
+    @guarded(fallback=_failed_validation)
     def on_set_parameters(self, params) -> SetParametersResult:
         """Validate a change of the run-time parameters as a whole (nothing is applied here: the change may
         still be refused; :meth:`on_parameters_set` applies it once it is accepted)."""
@@ -312,6 +322,7 @@ class Perception:
             return SetParametersResult(successful=False, reason=str(err))
         return SetParametersResult(successful=True)
 
+    @guarded()
     def on_parameters_set(self, params) -> None:
         """Apply an accepted change: new settings objects, swapped in whole (a cloud in flight keeps its snapshot)."""
         settings = read_settings(self._get)
@@ -363,13 +374,19 @@ class Perception:
 
     def _refuse_cloud(self, err: Exception) -> None:
         category = refusal_category(err)
-        text = str(err) if category != "internal error" else f"{type(err).__name__}: {err}"
+        internal = category == "internal error"
+        text = f"{type(err).__name__}: {err}" if internal else str(err)
         self.stats.cloud_refused(category, text)
-        refused = self.stats.refused_total()
-        log = self.logger.error if category == "internal error" else self.logger.warning
-        log(f"ignoring a cloud on {self.input_topic}: {text} ({refused} ignored so far)",
-            throttle_duration_sec=self.settings.warn_throttle)
+        if not self._cloud_warnings.ready(self.settings.warn_throttle):
+            return
+        line = f"ignoring a cloud on {self.input_topic}: {text} ({self.stats.refused_total()} ignored so far)"
+        # One call site per severity: rclpy refuses a call site whose severity changes.
+        if internal:
+            self.logger.error(line)
+        else:
+            self.logger.warning(line)
 
+    @guarded()
     def _on_cloud(self, msg: PointCloud2) -> None:
         with self._cloud_lock:
             if not self.active:
@@ -395,6 +412,10 @@ class Perception:
             self.stats.cloud_used((time.perf_counter() - start) * 1000)
 
     # ---- service --------------------------------------------------------------------------------
+    def _failed_goal(self, err: Exception, *args) -> RotateGoal.Response:
+        return RotateGoal.Response(success=False, message=f"internal error: {type(err).__name__}: {err}")
+
+    @guarded(fallback=_failed_goal)
     def _on_rotate_goal(self, request: RotateGoal.Request, response: RotateGoal.Response) -> RotateGoal.Response:
         with self._service_lock:
             return self._rotate_goal(request, response)
@@ -429,7 +450,12 @@ class Perception:
             response = RotateGoal.Response(success=False)
             response.message = str(err) if known else f"internal error: {type(err).__name__}: {err}"
             self.stats.goal_refused(response.message)
-            (self.logger.warning if known else self.logger.error)(f"rotate_goal refused: {response.message}")
+            if self._goal_warnings.ready(self.settings.warn_throttle):
+                line = f"rotate_goal refused: {response.message}"
+                if known:  # one call site per severity (see _refuse_cloud)
+                    self.logger.warning(line)
+                else:
+                    self.logger.error(line)
             return response
         reduced_note = f" (reduced to {reduced:.6f})" if reduced != angle else ""
         response.message = (
@@ -444,6 +470,7 @@ class Perception:
                 self._views_guard.trigger()
         return response
 
+    @guarded()
     def _publish_goal_views(self) -> None:
         """~/goal_cloud (latched) and, when someone watches them, ~/goal_markers of the last answered goal;
         of several answers in quick succession only the newest is drawn."""
@@ -458,6 +485,7 @@ class Perception:
                                                           self.settings.style))
 
     # ---- housekeeping and /diagnostics ------------------------------------------------------------
+    @guarded()
     def _on_timer(self) -> None:
         with self._cloud_lock:  # not while deactivate takes the subscription down
             if self.active:
@@ -479,6 +507,8 @@ class Perception:
             refused, received = self.stats.refused_total(), self.stats.received
             if refused and refused >= received / 2:
                 level, message = WARN, f"most clouds refused; last: {self.stats.last_refusal}"
+            elif self.failures.total():
+                level, message = WARN, f"{self.failures.total()} callback failures (see 'callback failures: ...')"
             else:
                 level, message = OK, f"{rate:.1f} clouds/s"
         pairs = [
@@ -488,6 +518,7 @@ class Perception:
             ("target frame", self.frames.target_frame or "each cloud's own"),
             ("input rate", f"{rate:.2f} Hz"),
             *self.stats.key_values(),
+            *self.failures.key_values(),
             *model_key_values(self.pipeline),
         ]
         name = f"{self.node.get_fully_qualified_name().lstrip('/')}: perception"

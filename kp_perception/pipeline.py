@@ -1,7 +1,8 @@
 """The ROS-free perception pipeline: metric points -> keypoints, and rotate-goal decoding.
 
     points (N, 3) metres, any frame
-      -> clean (finite, crop box) -> MetricGridMap (enclosing-circle centre, half extent)
+      -> clean (finite, crop box) -> condition (far points, support plane, the object's cluster:
+         kp_core.conditioning) -> MetricGridMap (enclosing-circle centre, half extent)
       -> grid frame -> the model's input grid -> model.encode -> keypoints (K, 3) grid frame
       -> to_metric -> keypoints in the input frame
     goal(angle): R_z(angle) keypoints -> model.decode -> sigmoid -> voxels > 0.5 -> metric centres,
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 
 from kp_core.checkpoint import load_model
+from kp_core.conditioning import Conditioned, ConditioningConfig, ConditioningError, ObjectSize, condition
 from kp_core.devices import resolve_device
 from kp_core.geometry import (
     GRID_SIZE,
@@ -44,6 +46,9 @@ from kp_core.placement import CENTERINGS, grid_zoom, object_center
 DEFAULT_MODEL_NAME = "mug.safetensors"
 DEFAULT_MARGIN = NORMALIZE_MARGIN
 """Grid units kept free when the extent comes from the cloud (as the training shapes are normalized)."""
+MAX_OBJECT_HALF_EXTENT = 50.0
+"""Metres: a cloud measured larger than this (with no object size to go by) is no object; the node's
+``object_size`` parameter stops at 100 m."""
 
 
 class PipelineError(ValueError):
@@ -80,6 +85,8 @@ class PipelineConfig:
     """Where the grid origin goes: "circle" (x, y: centre of the smallest circle enclosing the points seen
     from above; z: middle of their height; invariant to the object's yaw) or "box" (the axis-aligned
     bounding-box centre, which moves with the yaw of an asymmetric object)."""
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
+    """How the object is isolated from a scene (:mod:`kp_core.conditioning`); far points always go."""
 
     def validate(self) -> "PipelineConfig":
         if not (np.isfinite(self.object_size) and (self.object_size == 0 or self.object_size >= 1e-3)):
@@ -93,6 +100,10 @@ class PipelineConfig:
             raise PipelineError(f"margin must be in [0, 1), got {self.margin}")
         if self.centering not in CENTERINGS:
             raise PipelineError(f"centering must be one of {CENTERINGS}, got {self.centering!r}")
+        try:
+            self.conditioning.validate()
+        except ValueError as err:
+            raise PipelineError(f"conditioning: {err}") from err
         return self
 
 
@@ -104,6 +115,7 @@ class Encoding:
     grid_map: MetricGridMap
     num_points: int  # points used after cleaning
     occupied_voxels: int  # input cells the cloud filled
+    conditioned: Conditioned | None = field(default=None, repr=False)  # the object's points and how they were found
     axis_grid: torch.Tensor | None = field(default=None, repr=False)  # (3,) the goal's axis, found on first use
 
     @property
@@ -231,9 +243,12 @@ class Pipeline:
     @torch.inference_mode()
     def warmup(self, runs: int = 3) -> None:
         """Run the encoder and decoder a few times on a made-up input, so that the first real cloud does not
-        pay for TorchScript's profiling runs and oneDNN's kernel set-up, nor the placement's first use (it
-        imports scipy: about 0.15 s)."""
-        object_center(np.random.default_rng(0).normal(size=(5000, 3)), "circle")
+        pay for TorchScript's profiling runs and oneDNN's kernel set-up, nor the placement's and the
+        conditioning's first use (they import scipy)."""
+        made_up = np.random.default_rng(0).normal(size=(5000, 3))
+        object_center(made_up, "circle")
+        with contextlib.suppress(ConditioningError):
+            condition(made_up, ObjectSize(1.0, 1.0))  # imports scipy.sparse
         probe = self._probe_input()
         with self._lock:
             for _ in range(runs):
@@ -265,11 +280,43 @@ class Pipeline:
             raise PipelineError(f"only {len(points)} finite points{where}; at least min_points = {cfg.min_points} are needed")
         return points
 
-    def grid_map_for(self, points: np.ndarray, config: PipelineConfig | None = None) -> MetricGridMap:
-        """The grid frame on the object, by the training rule: origin from ``centering``, half extent the
-        object's (``object_size``, else the trained shape's, else measured on the cloud) times the zoom."""
+    def object_size(self, config: PipelineConfig | None = None) -> ObjectSize | None:
+        """The object's size in metres: the trained shape's width and height when its mesh was in metres (scaled
+        to ``object_size`` when that is set), else ``object_size`` for both, else None (measured on each cloud)."""
         cfg = config or self.config
-        center = object_center(points, cfg.centering)
+        norm = self.metadata.get("normalization") or {}
+        trained = None
+        if self.trained_half_extent is not None:
+            size = self.trained_half_extent * 2.0 * (1.0 - cfg.margin)
+            trained = ObjectSize(float(norm.get("width", size)), float(norm.get("height", size)))
+        if cfg.object_size > 0:
+            if trained is None:
+                return ObjectSize(cfg.object_size, cfg.object_size)
+            factor = cfg.object_size / trained.size
+            return ObjectSize(trained.width * factor, trained.height * factor)
+        return trained
+
+    def condition(self, points: np.ndarray, config: PipelineConfig | None = None,
+                  hint: np.ndarray | None = None) -> Conditioned:
+        """The object's points of a cleaned cloud (:func:`kp_core.conditioning.condition`), as PipelineError when
+        there are none or too few."""
+        cfg = config or self.config
+        try:
+            conditioned = condition(points, self.object_size(cfg), cfg.conditioning, hint)
+        except ConditioningError as err:
+            raise PipelineError(str(err)) from err
+        if len(conditioned.points) < cfg.min_points:
+            raise PipelineError(f"only {len(conditioned.points)} points are left of the object ({conditioned.summary}); "
+                                f"at least min_points = {cfg.min_points} are needed")
+        return conditioned
+
+    def grid_map_for(self, points: np.ndarray, config: PipelineConfig | None = None,
+                     bottom: float | None = None) -> MetricGridMap:
+        """The grid frame on the object, by the training rule: origin from ``centering`` (``bottom``: the height
+        the object stands at), half extent the object's (``object_size``, else the trained shape's, else measured
+        on the cloud) times the zoom."""
+        cfg = config or self.config
+        center = object_center(points, cfg.centering, bottom)
         if cfg.object_size > 0:
             object_half_extent = cfg.object_size / 2.0 / (1.0 - cfg.margin)
         elif self.trained_half_extent is not None:
@@ -279,6 +326,9 @@ class Pipeline:
                 object_half_extent = fitting_half_extent(points - center, cfg.margin)
             except ValueError as err:
                 raise PipelineError(f"cannot size the grid from this cloud: {err}") from err
+            if object_half_extent > MAX_OBJECT_HALF_EXTENT:
+                raise PipelineError(f"the cloud spans {2 * object_half_extent:.3g} m, more than any object this node "
+                                    "encodes; set object_size, or crop the cloud")
         half_extent = object_half_extent * self.zoom
         if not (np.isfinite(half_extent) and half_extent > 1e-6):
             raise PipelineError(f"the cloud is degenerate (extent {half_extent:g} m)")
@@ -297,16 +347,18 @@ class Pipeline:
 
     # ---- model --------------------------------------------------------------------------------
     @torch.inference_mode()
-    def encode(self, points: np.ndarray) -> Encoding:
-        """Keypoints of a metric cloud ((N, 3), any float dtype; NaNs are dropped)."""
+    def encode(self, points: np.ndarray, hint: np.ndarray | None = None) -> Encoding:
+        """Keypoints of the object in a metric cloud ((N, 3), any float dtype; NaNs are dropped), a scene or the
+        object alone (:meth:`condition`; ``hint``: a point near the object)."""
         config = self.config  # one snapshot: the node may swap in new settings meanwhile
-        points = self.clean(points, config)
-        grid_map = self.grid_map_for(points, config)
+        conditioned = self.condition(self.clean(points, config), config, hint)
+        points = conditioned.points
+        grid_map = self.grid_map_for(points, config, conditioned.floor_z)
         voxels = self.voxelize(points, grid_map)
         with self._lock:  # each encoder sets its precision up itself (autocast around the traced bf16 one: +0.7 ms)
             heatmaps = self._heatmaps(voxels)
         keypoints = self.model.keypoints_from_heatmaps(heatmaps)[0][0]
-        return Encoding(keypoints, grid_map, len(points), int(voxels.sum().item()))
+        return Encoding(keypoints, grid_map, len(points), int(voxels.sum().item()), conditioned)
 
     @torch.inference_mode()
     def decode_probabilities(self, keypoints_grid: torch.Tensor) -> torch.Tensor:

@@ -60,8 +60,15 @@ def run(make_node, name: str, args=None) -> int:
             try:
                 executor = SingleThreadedExecutor() if threads == 1 else _Executor(num_threads=threads)
                 executor.add_node(node)
+                escaped = set()
                 while not stop.is_set() and rclpy.ok():
-                    executor.spin_once(timeout_sec=0.1)
+                    try:
+                        executor.spin_once(timeout_sec=0.1)
+                    except Exception as err:  # a callback we do not guard ourselves: never the end of the node
+                        if type(err) not in escaped:
+                            escaped.add(type(err))
+                            rclpy.logging.get_logger(name).error(
+                                f"a callback raised {type(err).__name__}: {err}; the node keeps running")
                 executor.shutdown()  # waits for the callbacks in flight
             finally:
                 node.destroy_node()  # while the context is still valid

@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from kp_core.conditioning import dimensions
 from kp_core.geometry import GRID_SIZE, NORMALIZE_MARGIN, fitting_half_extent
 
 DEFAULT_SPACING = 0.75 * (2.0 / GRID_SIZE) / 2.0
@@ -120,11 +121,16 @@ def sample_solid(
     return points
 
 
-def _normalize(center: np.ndarray, half_extent: float, **extra) -> dict:
+def _normalize(center: np.ndarray, half_extent: float, points: np.ndarray, **extra) -> dict:
+    """The normalization metadata; ``points``: the normalized solid, whose ``width`` and ``height``
+    (:func:`kp_core.conditioning.dimensions`, in mesh units) tell the node's conditioning what the object is."""
+    width, height = dimensions(np.asarray(points, dtype=np.float64) * half_extent)
     return {
         "center": [float(c) for c in center],
         "mesh_units_per_grid_unit": float(half_extent),
         "margin": NORMALIZE_MARGIN,
+        "width": width,
+        "height": height,
         **extra,
     }
 
@@ -146,7 +152,7 @@ def make_mug(dims: MugDimensions = MugDimensions(), spacing: float = DEFAULT_SPA
         spacing=spacing,
         seed=seed,
     )
-    normalization = _normalize(center, half_extent, source="procedural:mug", up_axis="z", units="m")
+    normalization = _normalize(center, half_extent, points, source="procedural:mug", up_axis="z", units="m")
     return Shape(name="mug", points=torch.from_numpy(points), normalization=normalization)
 
 
@@ -261,7 +267,7 @@ def load_mesh_shape(
         raise ValueError(f"mesh {path} encloses no volume at spacing {spacing}")
     rng = np.random.default_rng(seed)
     points = (lower + (cells + rng.random(cells.shape)) * spacing).astype(np.float32)
-    normalization = _normalize(center, half_extent, source=str(path.resolve()), up_axis=up_axis, units="mesh")
+    normalization = _normalize(center, half_extent, points, source=str(path.resolve()), up_axis=up_axis, units="mesh")
 
     cache_root.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=cache_root, suffix=".npz", delete=False) as tmp:

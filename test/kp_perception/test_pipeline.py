@@ -114,7 +114,7 @@ def test_goal_at_zero_keeps_keypoints(pipe, mug_cloud):
         (np.full((500, 3), np.nan), "only 0 finite points"),
         (np.random.default_rng(0).normal(size=(5, 3)), "min_points"),
         (np.zeros((500, 2)), "expected \\(N, 3\\)"),
-        (np.ones((500, 3)), "degenerate|zero extent"),
+        (np.ones((500, 3)), "degenerate|zero extent|object size"),
     ],
 )
 def test_bad_clouds_are_refused(pipe, points, message):

@@ -1,0 +1,398 @@
+"""Input conditioning: from what a depth camera publishes to the object's points, before the grid is placed.
+
+A cloud in a z-up frame may hold a whole tabletop scene: the table, the object, other objects, stray returns
+and flying pixels at depth edges. The grid must see only the object, so:
+
+1. **Far points** (always): points farther than ``far_factor`` object sizes from the cloud's median cannot be
+   the object; they are dropped (one return at 1e30 m must not size the grid). This also keeps every later
+   step's arithmetic far from overflow.
+2. **Support plane** (RANSAC on a random subset): the best near-horizontal plane, kept only when it *supports*
+   something: points stand above it and a good share of its own points lie outside the footprint of what stands
+   above (a table around an object; not a mug's rim, its cavity floor or the underside of a held mug, which
+   all lie inside the object's footprint). Everything on or below a support plane is dropped, and its height
+   becomes the object's bottom for the grid's placement (the lowest millimetres of the object go with the plane).
+3. **Clusters**: the remaining points are binned into cells of about a twelfth of the object's size; occupied
+   cells that touch (26-neighbourhood) form clusters. A cluster is plausible when its size, max(x extent,
+   y extent, height), lies between ``min_size`` and ``max_size`` times the model's object size. Of several, the
+   object is the one whose width and height (:func:`dimensions`) are nearest the object's (or, with a hint
+   point, the one nearest the hint).
+4. **Sparse cells**: within the chosen cluster, cells whose 3x3x3 neighbourhood holds fewer than
+   ``sparse_fraction`` of the cluster's median neighbourhood count are dropped (isolated returns, flying
+   pixels trailing off an edge).
+
+An already segmented object cloud is one cluster with no support plane under it and passes unchanged but for
+isolated points. Everything here is numpy and scipy (no ROS, no open3d), so training can run the same steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class ConditioningError(ValueError):
+    """No object can be found in the cloud (the message says why, for a user)."""
+
+
+@dataclass(frozen=True)
+class ConditioningConfig:
+    """How the object is isolated (sizes relative to the model's object size unless in metres)."""
+
+    enabled: bool = True
+    """Plane removal, clustering and sparse cells; False: only the far-point gate."""
+    far_factor: float = 50.0
+    plane_tolerance_m: float = 0.003
+    """Least distance from the plane that counts as above it (grows with the plane's measured noise)."""
+    max_tilt_deg: float = 15.0
+    plane_samples: int = 2000
+    plane_hypotheses: int = 128
+    min_outside_share: float = 0.3
+    """A support plane has at least this share of its points outside the footprint of what stands on it."""
+    cell_fraction: float = 1.0 / 12.0
+    min_cell_m: float = 0.004
+    cluster_samples: int = 60000
+    min_size: float = 0.3
+    max_size: float = 1.3
+    sparse_fraction: float = 0.1
+    seed: int = 0
+
+    def validate(self) -> "ConditioningConfig":
+        checks = [
+            (self.far_factor > 1, "far_factor must be > 1"),
+            (self.plane_tolerance_m > 0 and self.min_cell_m > 0, "plane_tolerance_m and min_cell_m must be > 0"),
+            (0 <= self.max_tilt_deg < 90, "max_tilt_deg must be in [0, 90)"),
+            (self.plane_samples >= 3 and self.plane_hypotheses >= 1, "plane_samples >= 3 and plane_hypotheses >= 1"),
+            (0 < self.cell_fraction < 1, "cell_fraction must be in (0, 1)"),
+            (0 < self.min_size < 1 < self.max_size, "need 0 < min_size < 1 < max_size"),
+            (0 <= self.sparse_fraction < 1 and 0 <= self.min_outside_share <= 1,
+             "sparse_fraction must be in [0, 1) and min_outside_share in [0, 1]"),
+            (self.cluster_samples >= 100, "cluster_samples must be >= 100"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        return self
+
+
+@dataclass
+class Plane:
+    """A plane n . p + d = 0 with its unit normal pointing up, and how thick its points lie."""
+
+    normal: np.ndarray  # (3,)
+    offset: float
+    tolerance: float  # metres: points within this of the plane belong to it
+
+    def height(self, points: np.ndarray) -> np.ndarray:
+        """Signed distance of (N, 3) points above the plane."""
+        return points @ self.normal + self.offset
+
+    def z_at(self, xy: np.ndarray) -> float:
+        """The plane's z at a horizontal position."""
+        n = self.normal
+        return float(-(n[0] * xy[0] + n[1] * xy[1] + self.offset) / n[2])
+
+
+@dataclass
+class Conditioned:
+    """The object's points and what was done to find them."""
+
+    points: np.ndarray  # (M, 3)
+    floor_z: float | None = None  # the support plane's height under the object, None without one
+    removed: dict = field(default_factory=dict)  # step -> points dropped
+    clusters: int = 1
+    summary: str = ""
+
+
+def robust_center(points: np.ndarray, samples: int = 2048) -> np.ndarray:
+    """(3,) per-axis median of an evenly strided subset of (N, 3) points (one far point cannot move it)."""
+    step = max(1, len(points) // samples)
+    return np.median(np.asarray(points[::step], dtype=np.float64), axis=0)
+
+
+def within(points: np.ndarray, center: np.ndarray, radius: float) -> np.ndarray:
+    """(N,) bool: points in the cube of half side ``radius`` about ``center`` (column by column: cheap)."""
+    keep = np.abs(points[:, 0] - center[0]) <= radius
+    keep &= np.abs(points[:, 1] - center[1]) <= radius
+    keep &= np.abs(points[:, 2] - center[2]) <= radius
+    return keep
+
+
+def fit_plane(points: np.ndarray) -> tuple[np.ndarray, float]:
+    """Least-squares plane of (N >= 3, 3) points: (unit normal with n_z >= 0, offset d) with n . p + d = 0."""
+    mean = points.mean(axis=0)
+    normal = np.linalg.svd(points - mean, full_matrices=False)[2][-1]
+    if normal[2] < 0:
+        normal = -normal
+    return normal, float(-normal @ mean)
+
+
+def horizontal_plane(points: np.ndarray, cfg: ConditioningConfig, rng: np.random.Generator) -> Plane | None:
+    """The near-horizontal plane (normal within ``max_tilt_deg`` of +z) holding most of ``points`` (a random
+    subset of a cloud), by RANSAC over ``plane_hypotheses`` random triples, refined by least squares; None when
+    none holds 5 % of them."""
+    if len(points) < 3:
+        return None
+    sample = points
+    triples = sample[rng.integers(0, len(sample), size=(cfg.plane_hypotheses, 3))]
+    normals = np.cross(triples[:, 1] - triples[:, 0], triples[:, 2] - triples[:, 0])
+    norms = np.linalg.norm(normals, axis=1)
+    ok = norms > 1e-12
+    normals = normals[ok] / norms[ok, None]
+    normals *= np.sign(normals[:, 2:3]) + (normals[:, 2:3] == 0)
+    upright = normals[:, 2] >= np.cos(np.radians(cfg.max_tilt_deg))
+    normals, anchors = normals[upright], triples[ok][upright, 0]
+    if not len(normals):
+        return None
+    offsets = -(normals * anchors).sum(axis=1)
+    counts = (np.abs(sample @ normals.T + offsets) <= cfg.plane_tolerance_m).sum(axis=0)
+    best = int(np.argmax(counts))
+    if counts[best] < max(3, 0.05 * len(sample)):
+        return None
+    inliers = sample[np.abs(sample @ normals[best] + offsets[best]) <= cfg.plane_tolerance_m]
+    normal, offset = fit_plane(inliers)
+    if normal[2] < np.cos(np.radians(cfg.max_tilt_deg)):
+        return None
+    residual = inliers @ normal + offset
+    sigma = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
+    return Plane(normal, offset, max(cfg.plane_tolerance_m, 3.0 * sigma))
+
+
+def _cell_keys(cells: np.ndarray, dims: np.ndarray) -> np.ndarray:
+    return (cells[:, 0] * dims[1] + cells[:, 1]) * dims[2] + cells[:, 2]
+
+
+def supports(plane: Plane, points: np.ndarray, cell: float, cfg: ConditioningConfig) -> bool:
+    """Whether ``plane`` is a support under ``points``: something stands on it, and at least
+    ``min_outside_share`` of its points lie outside the footprint of what stands on it (dilated by a cell)."""
+    height = plane.height(points)
+    above, on = points[height > plane.tolerance], points[np.abs(height) <= plane.tolerance]
+    if len(above) < 3 or len(on) < 3:
+        return False
+    lo = np.minimum(above[:, :2].min(axis=0), on[:, :2].min(axis=0)) - 2 * cell
+    width = int(np.ceil(float((np.maximum(above[:, :2].max(axis=0), on[:, :2].max(axis=0)) - lo).max()) / cell)) + 3
+
+    def keys(xy):
+        ij = np.floor((xy - lo) / cell).astype(np.int64)
+        return ij[:, 0] * width + ij[:, 1]
+
+    footprint = np.unique(keys(above[:, :2]))
+    dilated = np.unique((footprint[:, None] + np.array([dx * width + dy for dx in (-1, 0, 1) for dy in (-1, 0, 1)])).ravel())
+    outside = ~np.isin(keys(on[:, :2]), dilated, assume_unique=False)
+    return float(outside.mean()) >= cfg.min_outside_share
+
+
+DENSE_CELLS = 1 << 21
+"""Up to this many cells in the binned box, cells are looked up in a dense table (no sorting)."""
+
+
+@dataclass
+class Clusters:
+    """Occupied cells of a cloud grouped into touching clusters."""
+
+    keys: np.ndarray  # (C,) sorted cell keys
+    label: np.ndarray  # (C,) cluster of each cell
+    count: np.ndarray  # (C,) points of the binned subset in each cell
+    density: np.ndarray  # (C,) points in each cell's 3x3x3 neighbourhood
+    point_cell: np.ndarray  # (N,) index into keys of each binned point's cell
+    lo: np.ndarray  # (3,) the cells' origin
+    dims: np.ndarray  # (3,) cells per axis (with a one-cell border)
+    cell: float
+
+    def cells_of(self, points: np.ndarray) -> np.ndarray:
+        """(N,) index into :attr:`keys` of each point's cell, -1 where the cell is not occupied."""
+        cells = np.floor((points - self.lo) / self.cell).astype(np.int64)
+        inside = np.all((cells >= 0) & (cells < self.dims), axis=1)
+        keys = _cell_keys(np.clip(cells, 0, self.dims - 1), self.dims)
+        total = int(np.prod(self.dims))
+        if total <= DENSE_CELLS:
+            table = np.full(total, -1, dtype=np.int64)
+            table[self.keys] = np.arange(len(self.keys))
+            return np.where(inside, table[keys], -1)
+        pos = np.clip(np.searchsorted(self.keys, keys), 0, len(self.keys) - 1)
+        return np.where(inside & (self.keys[pos] == keys), pos, -1)
+
+
+def clusters(points: np.ndarray, cell: float) -> Clusters:
+    """Bin (N, 3) points into cubic cells of side ``cell`` and label the touching groups of occupied cells."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    lo = points.min(axis=0) - cell  # a border cell on each side: neighbour keys never wrap
+    cells = np.floor((points - lo) / cell).astype(np.int64)
+    dims = cells.max(axis=0) + 2
+    point_keys = _cell_keys(cells, dims)
+    total = int(np.prod(dims))
+    if total <= DENSE_CELLS:  # counting into a table: no sort
+        per_cell = np.bincount(point_keys, minlength=total)
+        keys = np.flatnonzero(per_cell)
+        count = per_cell[keys]
+        table = np.zeros(total, dtype=np.int64)
+        table[keys] = np.arange(len(keys))
+        point_cell = table[point_keys]
+    else:
+        keys, point_cell, count = np.unique(point_keys, return_inverse=True, return_counts=True)
+    offsets = [(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1)
+               if (dx, dy, dz) > (0, 0, 0)]  # one of each pair of opposite neighbours
+    rows, cols = [], []
+    for dx, dy, dz in offsets:
+        target = keys + (dx * dims[1] + dy) * dims[2] + dz
+        pos = np.clip(np.searchsorted(keys, target), 0, len(keys) - 1)
+        hit = keys[pos] == target
+        rows.append(np.nonzero(hit)[0])
+        cols.append(pos[hit])
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(len(keys), len(keys)))
+    _, label = connected_components(graph, directed=False)
+    density = count.astype(np.int64).copy()
+    np.add.at(density, rows, count[cols])
+    np.add.at(density, cols, count[rows])
+    return Clusters(keys, label, count, density, point_cell, lo, dims, cell)
+
+
+DIRECTIONS = np.stack([np.cos(np.arange(8) * np.pi / 8), np.sin(np.arange(8) * np.pi / 8)], axis=1)
+"""Eight horizontal directions, 22.5 deg apart: a width measured along all of them hardly depends on the yaw."""
+
+
+def dimensions(points: np.ndarray, trim: float = 0.0) -> tuple[float, float]:
+    """(width, height) of (N, 3) points: the largest horizontal extent along :data:`DIRECTIONS` and the vertical
+    extent; ``trim`` (percent) ignores that share of the points at each end (stray returns)."""
+    def extent(values):
+        if trim <= 0:
+            return values.max(axis=0) - values.min(axis=0)
+        lo, hi = np.percentile(values, [trim, 100 - trim], axis=0)
+        return hi - lo
+
+    return float(extent(points[:, :2] @ DIRECTIONS.T).max()), float(extent(points[:, 2]))
+
+
+@dataclass(frozen=True)
+class ObjectSize:
+    """The model's object in metres: its width (:func:`dimensions`) and height."""
+
+    width: float
+    height: float
+
+    @property
+    def size(self) -> float:
+        return max(self.width, self.height)
+
+    def mismatch(self, width: float, height: float) -> float:
+        """How far a cluster's (width, height) is from the object's, as a sum of absolute log ratios."""
+        return abs(np.log(max(width, 1e-9) / self.width)) + abs(np.log(max(height, 1e-9) / self.height))
+
+
+def choose_object(points: np.ndarray, cl: Clusters, cells: np.ndarray, obj: ObjectSize, cfg: ConditioningConfig,
+                  hint: np.ndarray | None = None) -> tuple[int, str]:
+    """The label of the object's cluster (see the module's docstring), and a line saying what was chosen.
+
+    Raises:
+        ConditioningError: no cluster has a plausible size.
+    """
+    size = obj.size
+    labels = cl.label[cells]
+    n = int(cl.label.max()) + 1
+    inf = np.full((n, 3), np.inf)
+    lo, hi = inf.copy(), -inf
+    np.minimum.at(lo, labels, points)
+    np.maximum.at(hi, labels, points)
+    counts = np.bincount(labels, minlength=n)
+    extent = np.where(counts[:, None] > 0, hi - lo, 0.0)
+    sizes = extent.max(axis=1)
+    slack = 2 * cl.cell
+    plausible = (sizes >= cfg.min_size * size) & (sizes <= cfg.max_size * size + slack) & (counts >= 3)
+    if not plausible.any():
+        largest = int(np.argmax(counts))
+        raise ConditioningError(
+            f"no cluster of the cloud has the model's object size ({size * 1000:.0f} mm): {n} clusters, the largest "
+            f"({counts[largest]} points) measures {' x '.join(f'{v * 1000:.0f}' for v in extent[largest])} mm; "
+            "crop the cloud around the object or set object_size")
+    candidates = np.nonzero(plausible)[0]
+    if hint is not None:
+        nearest = np.linalg.norm(np.clip(hint, lo[candidates], hi[candidates]) - hint, axis=1)
+        chosen = int(candidates[np.argmin(nearest)])
+        rule = "nearest the hint"
+    elif len(candidates) == 1:
+        chosen, rule = int(candidates[0]), "the only one"
+    else:  # stray returns stuck to a cluster must not decide: trimmed dimensions
+        mismatch = [obj.mismatch(*dimensions(points[labels == c], trim=2.0)) for c in candidates]
+        chosen = int(candidates[int(np.argmin(mismatch))])
+        rule = "width and height nearest the object's"
+    line = (f"{n} clusters, {len(candidates)} of plausible size; chose {rule} "
+            f"({sizes[chosen] * 1000:.0f} mm, {counts[chosen]} points binned)")
+    return chosen, line
+
+
+def condition(points: np.ndarray, obj: ObjectSize | None, cfg: ConditioningConfig = ConditioningConfig(),
+              hint: np.ndarray | None = None) -> Conditioned:
+    """The object's points of a cloud (see the module's docstring).
+
+    Args:
+        points: (N, 3) finite points in a z-up frame (metres).
+        obj: the model's object size in metres; None when unknown: only far points (beyond ``far_factor`` times
+            the cloud's own 90th-percentile spread) go.
+        hint: (3,) a point near the object, or None.
+
+    Raises:
+        ConditioningError: no object-sized group of points.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    object_size = None if obj is None else obj.size
+    removed = {}
+    center = robust_center(points)
+    if object_size is None:
+        spread = np.abs(points[:: max(1, len(points) // 2048)] - center).max(axis=1)
+        radius = cfg.far_factor * max(float(np.percentile(spread, 90)), 1e-9)
+    else:
+        radius = cfg.far_factor * object_size
+    keep = within(points, center, radius)
+    if not keep.all():
+        removed["far"] = int((~keep).sum())
+        points = points[keep]
+    if not cfg.enabled or object_size is None or len(points) < 4:
+        return Conditioned(points, removed=removed, summary=_summary(removed, "conditioning off" if not cfg.enabled else ""))
+    rng = np.random.default_rng(cfg.seed)
+    cell = max(cfg.min_cell_m, cfg.cell_fraction * object_size)
+    sample = points[rng.choice(len(points), size=min(cfg.plane_samples, len(points)), replace=False)]
+    plane = horizontal_plane(sample, cfg, rng)
+    floor = None
+    if plane is not None:
+        if supports(plane, sample, cell, cfg):
+            above = plane.height(points) > plane.tolerance
+            removed["plane and below"] = int((~above).sum())
+            points = points[above]
+            floor = plane
+    if len(points) < 3:
+        raise ConditioningError("nothing stands on the supporting plane the cloud shows (only the plane itself)")
+    binned = points if len(points) <= cfg.cluster_samples else points[
+        rng.choice(len(points), size=cfg.cluster_samples, replace=False)]
+    cl = clusters(binned, cell)
+    chosen, line = choose_object(binned, cl, cl.point_cell, obj, cfg, hint)
+    mine = cl.label == chosen
+    dense = cl.density >= cfg.sparse_fraction * float(np.median(cl.density[mine]))
+    if floor is None and (mine & dense).all():  # one cluster, nothing sparse: an object cloud, passed unchanged
+        return Conditioned(points, removed=removed, clusters=1, summary=_summary(removed, f"no support plane; {line}"))
+    cells = cl.point_cell if binned is points else cl.cells_of(points)
+    keep = cells >= 0
+    keep[keep] = mine[cells[keep]]
+    object_points = points[keep]
+    sparse = keep.copy()
+    sparse[keep] = ~dense[cells[keep]]
+    removed["other clusters"] = int((~keep).sum())
+    if sparse.any():
+        removed["sparse"] = int(sparse.sum())
+        object_points = points[keep & ~sparse]
+    floor_z = None
+    if floor is not None and len(object_points):
+        floor_z = floor.z_at(object_points[:, :2].mean(axis=0))
+        if object_points[:, 2].min() - floor_z > 2 * cell:  # the object does not stand on it
+            floor_z = None
+    removed = {k: v for k, v in removed.items() if v}
+    plane_note = "support plane removed" if floor is not None else "no support plane"
+    return Conditioned(object_points, floor_z=floor_z, removed=removed, clusters=int(cl.label.max()) + 1,
+                       summary=_summary(removed, f"{plane_note}; {line}"))
+
+
+def _summary(removed: dict, note: str) -> str:
+    dropped = ", ".join(f"{k} {v}" for k, v in removed.items()) or "none"
+    return f"{note}; points dropped: {dropped}" if note else f"points dropped: {dropped}"
