@@ -127,12 +127,14 @@ def fit_plane(points: np.ndarray) -> tuple[np.ndarray, float]:
     return normal, float(-normal @ mean)
 
 
-def horizontal_plane(points: np.ndarray, cfg: ConditioningConfig, rng: np.random.Generator) -> Plane | None:
-    """The near-horizontal plane (normal within ``max_tilt_deg`` of +z) holding most of ``points`` (a random
-    subset of a cloud), by RANSAC over ``plane_hypotheses`` random triples, refined by least squares; None when
-    none holds 5 % of them."""
+def horizontal_planes(points: np.ndarray, cfg: ConditioningConfig, rng: np.random.Generator,
+                      max_planes: int = 3) -> list[Plane]:
+    """Up to ``max_planes`` distinct near-horizontal planes (normal within ``max_tilt_deg`` of +z) holding the
+    most of ``points`` (a random subset of a cloud), best first: RANSAC over ``plane_hypotheses`` random triples,
+    each refined by least squares; only planes holding at least 5 % of the points. (A cup's inner floor can hold
+    more points than the ring of table around it: the caller tests each for support.)"""
     if len(points) < 3:
-        return None
+        return []
     sample = points
     triples = sample[rng.integers(0, len(sample), size=(cfg.plane_hypotheses, 3))]
     normals = np.cross(triples[:, 1] - triples[:, 0], triples[:, 2] - triples[:, 0])
@@ -143,31 +145,39 @@ def horizontal_plane(points: np.ndarray, cfg: ConditioningConfig, rng: np.random
     upright = normals[:, 2] >= np.cos(np.radians(cfg.max_tilt_deg))
     normals, anchors = normals[upright], triples[ok][upright, 0]
     if not len(normals):
-        return None
+        return []
     offsets = -(normals * anchors).sum(axis=1)
     counts = (np.abs(sample @ normals.T + offsets) <= cfg.plane_tolerance_m).sum(axis=0)
-    best = int(np.argmax(counts))
-    if counts[best] < max(3, 0.05 * len(sample)):
-        return None
-    inliers = sample[np.abs(sample @ normals[best] + offsets[best]) <= cfg.plane_tolerance_m]
-    normal, offset = fit_plane(inliers)
-    if normal[2] < np.cos(np.radians(cfg.max_tilt_deg)):
-        return None
-    residual = inliers @ normal + offset
-    sigma = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
-    return Plane(normal, offset, max(cfg.plane_tolerance_m, 3.0 * sigma))
+    planes, middle = [], sample.mean(axis=0)
+    for best in np.argsort(-counts):
+        if counts[best] < max(3, 0.05 * len(sample)) or len(planes) == max_planes:
+            break
+        height = float(middle @ normals[best] + offsets[best])
+        if any(abs(float(middle @ p.normal + p.offset) - height) < cfg.plane_tolerance_m for p in planes):
+            continue  # the same plane as one already found
+        inliers = sample[np.abs(sample @ normals[best] + offsets[best]) <= cfg.plane_tolerance_m]
+        normal, offset = fit_plane(inliers)
+        if normal[2] < np.cos(np.radians(cfg.max_tilt_deg)):
+            continue
+        residual = inliers @ normal + offset
+        sigma = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
+        planes.append(Plane(normal, offset, max(cfg.plane_tolerance_m, 3.0 * sigma)))
+    return planes
 
 
 def _cell_keys(cells: np.ndarray, dims: np.ndarray) -> np.ndarray:
     return (cells[:, 0] * dims[1] + cells[:, 1]) * dims[2] + cells[:, 2]
 
 
-def supports(plane: Plane, points: np.ndarray, cell: float, cfg: ConditioningConfig) -> bool:
-    """Whether ``plane`` is a support under ``points``: something stands on it, and at least
-    ``min_outside_share`` of its points lie outside the footprint of what stands on it (dilated by a cell)."""
+def supports(plane: Plane, points: np.ndarray, cell: float, cfg: ConditioningConfig, obj: "ObjectSize") -> bool:
+    """Whether ``plane`` is a support under ``points``: something stands on it, the plane's own points reach
+    wider than the object (a cup's inner floor, rim or underside cannot), at least ``min_outside_share`` of them
+    lie outside the footprint of what stands on it (the squares of side ``cell`` that points above the plane fall
+    into, seen from above), and almost nothing under that footprint reaches below the plane (a cup's walls do
+    below its inner floor)."""
     height = plane.height(points)
     above, on = points[height > plane.tolerance], points[np.abs(height) <= plane.tolerance]
-    if len(above) < 3 or len(on) < 3:
+    if len(above) < 3 or len(on) < 3 or dimensions(on, trim=1.0)[0] < 1.05 * obj.width:
         return False
     lo = np.minimum(above[:, :2].min(axis=0), on[:, :2].min(axis=0)) - 2 * cell
     width = int(np.ceil(float((np.maximum(above[:, :2].max(axis=0), on[:, :2].max(axis=0)) - lo).max()) / cell)) + 3
@@ -176,10 +186,11 @@ def supports(plane: Plane, points: np.ndarray, cell: float, cfg: ConditioningCon
         ij = np.floor((xy - lo) / cell).astype(np.int64)
         return ij[:, 0] * width + ij[:, 1]
 
-    footprint = np.unique(keys(above[:, :2]))
-    dilated = np.unique((footprint[:, None] + np.array([dx * width + dy for dx in (-1, 0, 1) for dy in (-1, 0, 1)])).ravel())
-    outside = ~np.isin(keys(on[:, :2]), dilated, assume_unique=False)
-    return float(outside.mean()) >= cfg.min_outside_share
+    footprint = keys(above[:, :2])
+    outside = ~np.isin(keys(on[:, :2]), footprint)
+    below = points[height < -plane.tolerance]
+    hanging = int(np.isin(keys(below[:, :2]), footprint).sum()) if len(below) else 0
+    return float(outside.mean()) >= cfg.min_outside_share and hanging <= 0.02 * len(above)
 
 
 DENSE_CELLS = 1 << 21
@@ -354,14 +365,11 @@ def condition(points: np.ndarray, obj: ObjectSize | None, cfg: ConditioningConfi
     rng = np.random.default_rng(cfg.seed)
     cell = max(cfg.min_cell_m, cfg.cell_fraction * object_size)
     sample = points[rng.choice(len(points), size=min(cfg.plane_samples, len(points)), replace=False)]
-    plane = horizontal_plane(sample, cfg, rng)
-    floor = None
-    if plane is not None:
-        if supports(plane, sample, cell, cfg):
-            above = plane.height(points) > plane.tolerance
-            removed["plane and below"] = int((~above).sum())
-            points = points[above]
-            floor = plane
+    floor = next((p for p in horizontal_planes(sample, cfg, rng) if supports(p, sample, cell / 2, cfg, obj)), None)
+    if floor is not None:
+        above = floor.height(points) > floor.tolerance
+        removed["plane and below"] = int((~above).sum())
+        points = points[above]
     if len(points) < 3:
         raise ConditioningError("nothing stands on the supporting plane the cloud shows (only the plane itself)")
     binned = points if len(points) <= cfg.cluster_samples else points[

@@ -35,6 +35,7 @@ class PerceptionStats:
         self.goals_answered = 0
         self.goals_refused = 0
         self.last_goal_refusal = ""
+        self.last_conditioning = ""
         self.encode_ms: deque = deque(maxlen=keep)
         self.age_ms: deque = deque(maxlen=keep)  # stamp -> callback: the driver, transport and queueing
         self.service_ms: deque = deque(maxlen=keep)
@@ -50,6 +51,11 @@ class PerceptionStats:
         with self._lock:
             self.used += 1
             self.encode_ms.append(milliseconds)
+
+    def cloud_conditioned(self, summary: str) -> None:
+        """What the input conditioning did to the last used cloud (kp_core.conditioning)."""
+        with self._lock:
+            self.last_conditioning = summary
 
     def cloud_age(self, milliseconds: float) -> None:
         with self._lock:
@@ -109,6 +115,7 @@ class PerceptionStats:
                 ("clouds refused", str(sum(self.refused.values()))),
                 *((f"clouds refused: {category}", str(n)) for category, n in sorted(self.refused.items())),
                 ("last refusal", self.last_refusal or "none"),
+                ("input conditioning (last cloud used)", self.last_conditioning or "none yet"),
                 ("clouds lost in transport", str(self.lost)),
                 ("cloud age on arrival (stamp to callback)", _percentiles(list(self.age_ms))),
                 ("encode latency", _percentiles(list(self.encode_ms))),

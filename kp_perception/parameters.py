@@ -24,6 +24,7 @@ KEYPOINT_MARKERS_TOPIC = "~/keypoint_markers"
 KEYPOINTS_TOPIC = "~/keypoints"
 GOAL_MARKERS_TOPIC = "~/goal_markers"
 GOAL_CLOUD_TOPIC = "~/goal_cloud"
+OBJECT_CLOUD_TOPIC = "~/object_cloud"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 
 MIN_OBJECT_SIZE = 0.001

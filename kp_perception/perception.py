@@ -30,13 +30,16 @@ from visualization_msgs.msg import MarkerArray
 
 from kp_interfaces.srv import RotateGoal
 
+from kp_core.conditioning import robust_center
+
 from .callback_guard import CallbackFailures, Throttle, guarded
-from .cloud_io import CloudError, cloud_size, read_xyz
+from .cloud_io import CloudError, cloud_size, make_xyz_cloud, read_xyz
 from .diagnostics import OK, WARN, PerceptionStats, diagnostic_array, model_key_values
 from .frames import FrameMapper, TransformUnavailable, fixed_lookup
 from .messages import KeypointMarkers, NotFinite, fill_goal_response, goal_markers, keypoint_poses
 from .parameters import (
-    DIAGNOSTICS_TOPIC, GOAL_CLOUD_TOPIC, GOAL_MARKERS_TOPIC, KEYPOINT_MARKERS_TOPIC, KEYPOINTS_TOPIC, SERVICE_NAME,
+    DIAGNOSTICS_TOPIC, GOAL_CLOUD_TOPIC, GOAL_MARKERS_TOPIC, KEYPOINT_MARKERS_TOPIC, KEYPOINTS_TOPIC, OBJECT_CLOUD_TOPIC,
+    SERVICE_NAME,
     SettingsError, check_read_only, read_settings,
 )
 from .pipeline import Pipeline, PipelineError
@@ -167,7 +170,9 @@ class Perception:
                                  durability=DurabilityPolicy.TRANSIENT_LOCAL)
             self.goal_marker_pub = create(MarkerArray, GOAL_MARKERS_TOPIC, latched)
             self.goal_cloud_pub = create(PointCloud2, GOAL_CLOUD_TOPIC, latched)
-            self._publishers = [self.keypoint_marker_pub, self.keypoints_pub, self.goal_marker_pub, self.goal_cloud_pub]
+            self.object_cloud_pub = create(PointCloud2, OBJECT_CLOUD_TOPIC, 1)
+            self._publishers = [self.keypoint_marker_pub, self.keypoints_pub, self.goal_marker_pub, self.goal_cloud_pub,
+                                self.object_cloud_pub]
             self._views_guard = self.node.create_guard_condition(self._publish_goal_views,
                                                                  callback_group=self._views_group)
             # Diagnostics go out in every state, so a monitor sees an inactive node too.
@@ -366,9 +371,9 @@ class Perception:
                                     f"min_points = {cfg.min_points} are needed")
         offset = np.zeros(3)
         if len(points):
-            first = np.asarray(points[0], dtype=np.float64)
-            if np.isfinite(first).all() and np.abs(first).max() > LOCAL_RANGE:
-                offset = np.round(first)
+            middle = robust_center(points)  # not one point: a stray return must not set the offset
+            if np.isfinite(middle).all() and np.abs(middle).max() > LOCAL_RANGE:
+                offset = np.round(middle)
                 points = np.asarray(points, dtype=np.float64) - offset
         return points, offset
 
@@ -409,6 +414,12 @@ class Perception:
                                                                     located.encoding.grid_map.voxel_size,
                                                                     self.settings.style))
             self.keypoints_pub.publish(keypoint_poses(header, keypoints))
+            conditioned = located.encoding.conditioned
+            if conditioned is not None:
+                self.stats.cloud_conditioned(conditioned.summary)
+                if self.object_cloud_pub.get_subscription_count() > 0:  # only when watched (e.g. by RViz)
+                    self.object_cloud_pub.publish(make_xyz_cloud(
+                        conditioned.points + located.offset, header, dtype=np.float64 if located.wide else np.float32))
             self.stats.cloud_used((time.perf_counter() - start) * 1000)
 
     # ---- service --------------------------------------------------------------------------------

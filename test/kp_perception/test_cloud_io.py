@@ -211,3 +211,36 @@ def test_write_ply_double_for_float64(tmp_path, points):
     head, body = write_ply(tmp_path / "g.ply", far).read_bytes().split(b"end_header\n", 1)
     assert b"property double z" in head
     np.testing.assert_array_equal(np.frombuffer(body, "<f8").reshape(-1, 3), far)
+
+
+def test_a_point_step_numpy_cannot_describe_is_refused_before_any_dtype_is_built():
+    msg = SimpleNamespace(height=1, width=1, fields=[field(n, 4 * i, FLOAT32) for i, n in enumerate("xyz")],
+                          is_bigendian=False, point_step=2**31, row_step=2**31, data=bytes(12))
+    with pytest.raises(CloudError, match="the header needs 2147483648"):
+        read_xyz(msg)
+
+
+@pytest.mark.parametrize("layout, message", [
+    ([("x", 0, "f"), ("y", 0, "f"), ("z", 0, "f")], "overlap"),
+    ([("x", 0, "d"), ("y", 4, "f"), ("z", 12, "f")], "overlap"),
+])
+def test_overlapping_coordinate_fields_are_refused(points, layout, message):
+    with pytest.raises(CloudError, match=message):
+        read_xyz(build_cloud(points, layout, point_step=16))
+
+
+@pytest.mark.parametrize("count", [0, 2, 3, 1000, 2**32 - 1])
+def test_a_coordinate_field_with_count_other_than_one_is_refused(points, count):
+    msg = build_cloud(points, LAYOUTS["xyz_f32"])
+    msg.fields[1] = field("y", 4, FLOAT32, count=count)
+    with pytest.raises(CloudError, match=f"count {count}"):
+        read_xyz(msg)
+
+
+def test_duplicate_field_names_are_refused_but_padding_fields_may_repeat(points):
+    msg = build_cloud(points, LAYOUTS["xyz_f32"], point_step=20)
+    padded = SimpleNamespace(**{**vars(msg), "fields": msg.fields + [field("_", 12, UINT8), field("_", 13, UINT8)]})
+    np.testing.assert_allclose(read_xyz(padded), read_xyz(msg))
+    twice = SimpleNamespace(**{**vars(msg), "fields": msg.fields + [field("x", 12, FLOAT32)]})
+    with pytest.raises(CloudError, match="two fields named 'x'"):
+        read_xyz(twice)

@@ -7,7 +7,9 @@ import pytest
 import yaml
 
 from launch_fakes import flatten  # noqa: E402  (test helper beside this file)
-from kp_perception.node import GOAL_CLOUD_TOPIC, GOAL_MARKERS_TOPIC, KEYPOINT_MARKERS_TOPIC, KEYPOINTS_TOPIC, NODE_NAME, PARAMETERS
+from kp_perception.node import (
+    GOAL_CLOUD_TOPIC, GOAL_MARKERS_TOPIC, KEYPOINT_MARKERS_TOPIC, KEYPOINTS_TOPIC, NODE_NAME, OBJECT_CLOUD_TOPIC, PARAMETERS,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = ROOT / "launch" / "kp_perception.launch.py"
@@ -120,6 +122,7 @@ def test_rviz_config_shows_the_node_topics():
     assert topics["Goal voxels"] == ("rviz_default_plugins/MarkerArray", node_topic(GOAL_MARKERS_TOPIC))
     assert topics["Keypoint poses"] == ("rviz_default_plugins/PoseArray", node_topic(KEYPOINTS_TOPIC))
     assert topics["Goal cloud"] == ("rviz_default_plugins/PointCloud2", node_topic(GOAL_CLOUD_TOPIC))
+    assert topics["Object cloud"] == ("rviz_default_plugins/PointCloud2", node_topic(OBJECT_CLOUD_TOPIC))
     # The input display subscribes best-effort, as sensors publish.
     cloud = next(d for d in manager["Displays"] if d["Name"] == "Input cloud")
     assert cloud["Topic"]["Reliability Policy"] == "Best Effort"

@@ -1,0 +1,142 @@
+"""Input conditioning on hand-built scenes: a cup-like object (open cylinder with a floor and a handle), a table
+patch, a box, stray points. The oracle is how each scene was built: which points belong to the object."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from kp_core.conditioning import ConditioningConfig, ConditioningError, ObjectSize, condition, dimensions
+
+RADIUS, HEIGHT = 0.04, 0.10
+CUP = ObjectSize(width=2 * RADIUS + 0.015, height=HEIGHT)  # the handle reaches 15 mm past the wall
+
+
+def cup(rng, n=20000, underside=False):
+    """Points on an open cylinder's wall (outside and in), its inner floor and a handle; its bottom at z = 0."""
+    theta = rng.uniform(0, 2 * np.pi, n)
+    z = rng.uniform(0, HEIGHT, n)
+    r = np.where(rng.random(n) < 0.5, RADIUS, RADIUS - 0.004)
+    wall = np.c_[r * np.cos(theta), r * np.sin(theta), z]
+    m = n // 5
+    rho, phi = RADIUS * np.sqrt(rng.random(m)), rng.uniform(0, 2 * np.pi, m)
+    floor = np.c_[rho * np.cos(phi), rho * np.sin(phi), np.full(m, 0.006)]
+    a = rng.uniform(-np.pi / 2, np.pi / 2, m // 2)
+    handle = np.c_[RADIUS + 0.015 * np.cos(a), rng.uniform(-0.005, 0.005, len(a)), 0.05 + 0.025 * np.sin(a)]
+    parts = [wall, floor, handle]
+    if underside:
+        parts.append(np.c_[rho * np.cos(phi), rho * np.sin(phi), np.zeros(m)])
+    return np.concatenate(parts)
+
+
+def table(rng, n=60000, hole=RADIUS + 0.001, half=0.4, noise=0.0015, center=(0.1, 0.05)):
+    xy = rng.uniform(-half, half, (n, 2)) + center
+    xy = xy[np.linalg.norm(xy, axis=1) > hole]
+    return np.c_[xy, rng.normal(0, noise, len(xy))]
+
+
+def box(rng, corner, size=(0.08, 0.06, 0.12), n=8000):
+    """Points on the faces of a box standing on z = corner z, but its bottom face (as cameras see it)."""
+    unit = rng.uniform(0, 1, (n, 3))
+    axis = rng.integers(0, 3, n)
+    unit[np.arange(n), axis] = np.where(axis == 2, 1, rng.integers(0, 2, n))
+    return unit * size + corner
+
+
+def share_kept(kept, part):
+    """Share of ``part``'s points that are in ``kept`` (exact row matches)."""
+    kept_rows = {tuple(p) for p in kept}
+    return np.mean([tuple(p) in kept_rows for p in part])
+
+
+def test_an_object_cloud_passes_unchanged():
+    rng = np.random.default_rng(0)
+    points = cup(rng)
+    out = condition(points, CUP)
+    np.testing.assert_array_equal(out.points, points)
+    assert out.floor_z is None and out.removed == {}
+
+
+def test_a_held_object_with_its_underside_keeps_its_bottom():
+    """The underside is a horizontal disk with the object above it, but inside its footprint: no support."""
+    points = cup(np.random.default_rng(1), underside=True)
+    out = condition(points, CUP)
+    np.testing.assert_array_equal(out.points, points)
+    assert out.floor_z is None
+
+
+def test_a_tabletop_scene_gives_the_object_alone_and_its_floor():
+    rng = np.random.default_rng(2)
+    obj = cup(rng)
+    other = box(rng, (0.2, 0.1, 0.0))
+    stray = np.array([[1e30, 0.0, 0.0], [0.0, -3.0, 2.0]])
+    scene = np.concatenate([table(rng), obj, other, stray])
+    out = condition(scene, CUP)
+    assert share_kept(out.points, obj[obj[:, 2] > 0.006]) > 0.99  # all but the lowest millimetres
+    intruders = len(out.points) - len(obj) * share_kept(out.points, obj)
+    assert intruders < 0.005 * len(out.points)
+    assert out.floor_z == pytest.approx(0.0, abs=0.002)
+    assert out.removed["far"] == 1 and out.removed["plane and below"] > 50000
+
+
+@pytest.mark.xfail(strict=True, reason="known defect: a ring of table 6 mm below the cup's inner floor, with 1.5 mm "
+                   "noise, is fitted as one plane with the floor (RANSAC's refit mixes the two layers), and the floor "
+                   "goes with the ring")
+def test_a_ring_of_table_left_around_the_base_is_removed():
+    rng = np.random.default_rng(3)
+    obj = cup(rng)
+    ring = table(rng, n=8000, half=RADIUS + 0.02, center=(0.0, 0.0))
+    ring = ring[np.linalg.norm(ring[:, :2], axis=1) < RADIUS + 0.02]
+    out = condition(np.concatenate([obj, ring]), CUP)
+    assert share_kept(out.points, ring) < 0.01
+    assert share_kept(out.points, obj) > 0.9
+    assert out.floor_z == pytest.approx(0.0, abs=0.002)
+
+
+def test_of_two_object_sized_clusters_the_matching_shape_is_chosen_or_the_hinted_one():
+    rng = np.random.default_rng(4)
+    obj = cup(rng)
+    other = box(rng, (0.25, -0.04, 0.0), size=(0.08, 0.06, 0.125))
+    scene = np.concatenate([obj, other])
+    chosen = condition(scene, CUP)
+    assert share_kept(chosen.points, obj) > 0.99 and share_kept(chosen.points, other) == 0
+    hinted = condition(scene, CUP, hint=np.array([0.3, 0.0, 0.05]))
+    assert share_kept(hinted.points, other) > 0.99 and share_kept(hinted.points, obj) == 0
+
+
+def test_no_object_sized_cluster_is_a_clear_refusal():
+    rng = np.random.default_rng(5)
+    with pytest.raises(ConditioningError, match="no cluster of the cloud has the model's object size"):
+        condition(box(rng, (0, 0, 0), size=(0.6, 0.5, 0.4), n=20000), CUP)
+
+
+@pytest.mark.parametrize("scale", [1e38, 1e300, 1e308])
+def test_points_spread_over_absurd_distances_leave_nothing_and_overflow_nowhere(scale):
+    rng = np.random.default_rng(6)
+    points = rng.uniform(-1, 1, (3000, 3)) * scale
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow on the way
+        out = condition(points, CUP)
+    assert len(out.points) < 5 and out.removed["far"] > 2990
+
+
+def test_without_an_object_size_only_far_points_go():
+    rng = np.random.default_rng(7)
+    points = np.concatenate([cup(rng), [[1e30, 0.0, 0.0]]])
+    out = condition(points, None)
+    np.testing.assert_array_equal(out.points, points[:-1])
+    assert out.removed == {"far": 1}
+
+
+def test_disabled_conditioning_keeps_scenes_whole_but_still_drops_far_points():
+    rng = np.random.default_rng(8)
+    scene = np.concatenate([table(rng, n=5000), cup(rng), [[1e30, 0.0, 0.0]]])
+    out = condition(scene, CUP, ConditioningConfig(enabled=False))
+    assert len(out.points) == len(scene) - 1
+
+
+def test_dimensions_measure_width_along_eight_directions_and_height():
+    square = np.array([[0, 0, 0], [0.1, 0, 0], [0, 0.1, 0.2], [0.1, 0.1, 0.2]], dtype=float)
+    width, height = dimensions(square)
+    assert height == pytest.approx(0.2)
+    assert width == pytest.approx(0.1 * np.sqrt(2))  # the diagonal is one of the directions
