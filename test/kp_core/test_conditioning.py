@@ -79,9 +79,6 @@ def test_a_tabletop_scene_gives_the_object_alone_and_its_floor():
     assert out.removed["far"] == 1 and out.removed["plane and below"] > 50000
 
 
-@pytest.mark.xfail(strict=True, reason="known defect: a ring of table 6 mm below the cup's inner floor, with 1.5 mm "
-                   "noise, is fitted as one plane with the floor (RANSAC's refit mixes the two layers), and the floor "
-                   "goes with the ring")
 def test_a_ring_of_table_left_around_the_base_is_removed():
     rng = np.random.default_rng(3)
     obj = cup(rng)

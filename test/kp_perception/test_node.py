@@ -219,12 +219,16 @@ def test_parameters_are_validated_and_applied(ros, mug_cloud):
     assert not bad.successful and "crop box" in bad.reason
     out_of_range = ros.probe.set_param("object_size", -1.0, ParameterType.PARAMETER_DOUBLE)
     assert not out_of_range.successful
-    ok = ros.probe.set_param("object_size", 0.5, ParameterType.PARAMETER_DOUBLE)
+    ok = ros.probe.set_param("object_size", 0.13, ParameterType.PARAMETER_DOUBLE)
     assert ok.successful
     try:
         response = ros.probe.call(0.0, cloud=make_xyz_cloud(mug_cloud))
-        assert response.success
-        assert response.voxel_size == pytest.approx(0.5 / 2 / 0.96 / 32, rel=1e-5)  # half extent / 32
+        assert response.success, response.message
+        assert response.voxel_size == pytest.approx(0.13 / 2 / 0.96 / 32, rel=1e-5)  # half extent / 32
+        # An object size the cloud cannot be: the conditioning finds no such object and says so.
+        assert ros.probe.set_param("object_size", 0.5, ParameterType.PARAMETER_DOUBLE).successful
+        refused = ros.probe.call(0.0, cloud=make_xyz_cloud(mug_cloud))
+        assert not refused.success and "object size (500 mm)" in refused.message
     finally:
         assert ros.probe.set_param("object_size", 0.0, ParameterType.PARAMETER_DOUBLE).successful
 
