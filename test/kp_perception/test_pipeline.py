@@ -271,3 +271,33 @@ def test_warmup_leaves_results_unchanged(tiny_model_path, mug_cloud):
     before = pipe.encode(mug_cloud).keypoints
     pipe.warmup()
     np.testing.assert_allclose(pipe.encode(mug_cloud).keypoints, before, atol=1e-6)
+
+
+# ---- clouds that used to give a meaningless success or an internal error (issue 23) -----------------------
+
+def test_one_far_point_is_an_outlier_not_part_of_the_object(pipe, mug_cloud):
+    clean = pipe.encode(mug_cloud)
+    stray = pipe.encode(np.concatenate([mug_cloud, [[1e30, 0.0, 0.0]]]))
+    np.testing.assert_allclose(stray.grid_map.center, clean.grid_map.center, atol=1e-9)
+    np.testing.assert_allclose(stray.keypoints, clean.keypoints, atol=1e-9)
+    assert stray.conditioned.removed["far"] == 1
+
+
+@pytest.mark.parametrize("scale, dtype", [(1e38, np.float32), (1e300, np.float64), (1e308, np.float64)])
+def test_points_spread_over_absurd_distances_are_refused_cleanly(pipe, scale, dtype):
+    """Random points over +-1e38 (float32, or little-endian data read as big-endian) and float64 coordinates
+    near 1e300 or 1e308: a refusal that says why, never a goal near 1e36 nor an OverflowError/IndexError."""
+    points = (np.random.default_rng(3).uniform(-1, 1, (3000, 3)) * scale).astype(dtype)
+    with pytest.raises(PipelineError, match="points are left of the object"):
+        pipe.encode(points)
+
+
+def test_a_cloud_far_larger_than_any_object_is_refused_when_the_size_is_unknown(tiny_model_path, tmp_path):
+    from kp_core.checkpoint import load_model, save_checkpoint
+
+    model, meta = load_model(tiny_model_path)
+    meta["normalization"] = dict(meta["normalization"], units="mesh")
+    unitless = Pipeline(save_checkpoint(tmp_path / "unitless", model, meta))
+    points = np.random.default_rng(4).uniform(-1, 1, (3000, 3)) * 1e5
+    with pytest.raises(PipelineError, match="more than any object this node encodes"):
+        unitless.encode(points)
