@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kp_perception.pipeline import default_model_path  # noqa: E402
+from kp_perception import default_model_path  # noqa: E402
 from kp_perception.demo.processes import RosProcess, node_command, pick_domain_id, ros_env, use_local_ros  # noqa: E402
 from kp_perception.transport import PROFILES_VARIABLE  # noqa: E402
 

@@ -247,7 +247,7 @@ FLOAT32_KEEPS = 2.0 ** 23 / 100
 
 
 def fill_goal_response(response, header, goal, wide: bool = False) -> None:
-    """Write a :class:`kp_perception.pipeline.Goal` into a RotateGoal response (success=True).
+    """Write a :class:`kp_core.pipeline.Goal` into a RotateGoal response (success=True).
 
     ``goal_cloud`` has float32 x, y, z, or float64 when ``wide`` (the input was float64) or when float32 would
     not keep the goal to 1/100 of a voxel (far from the frame's origin). ``rotation_axis`` (when the service

@@ -16,7 +16,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from kp_core.conditioning import ConditioningConfig
 
 from .messages import MarkerStyle
-from .pipeline import PRECISIONS, PipelineConfig, PipelineError
+from kp_core.pipeline import PRECISIONS, PipelineConfig, PipelineError
 
 NODE_NAME = "kp_perception_node"
 SERVICE_NAME = "~/rotate_goal"

@@ -5,7 +5,7 @@ The steps follow the ROS 2 managed-node life cycle: ``configure`` reads the para
 model and creates the publishers; ``activate`` subscribes and serves; ``deactivate`` stops both; ``cleanup``
 releases everything. The plain node runs configure and activate at start.
 
-All the model work is in :mod:`kp_perception.pipeline` (ROS-free); this module only adapts ROS to it. Bad input
+All the model work is in :mod:`kp_core.pipeline` (ROS-free); this module only adapts ROS to it. Bad input
 never stops the node: clouds it cannot use give a throttled warning, service calls it cannot answer return
 success=false with the reason, and no answer is ever a success with non-finite numbers in it.
 """
@@ -31,7 +31,9 @@ from visualization_msgs.msg import MarkerArray
 from kp_interfaces.srv import RotateGoal
 
 from kp_core.conditioning import robust_center
+from kp_core.pipeline import Pipeline, PipelineError
 
+from . import default_model_path
 from .callback_guard import CallbackFailures, Throttle, guarded
 from .cloud_io import CloudError, cloud_size, make_xyz_cloud, read_xyz
 from .diagnostics import OK, WARN, PerceptionStats, diagnostic_array, model_key_values
@@ -42,7 +44,6 @@ from .parameters import (
     SERVICE_NAME,
     SettingsError, check_read_only, read_settings,
 )
-from .pipeline import Pipeline, PipelineError
 
 TWO_PI = 2.0 * math.pi
 TF_EXECUTOR_THREADS = 5  # clouds, the service, the goal's viewers, parameters/lifecycle services, TF
@@ -79,7 +80,7 @@ class Located:
     float64) its points were moved by before encoding; every position that comes out is moved back."""
 
     header: Header
-    encoding: object  # kp_perception.pipeline.Encoding
+    encoding: object  # kp_core.pipeline.Encoding
     offset: np.ndarray
     wide: bool  # the points were float64: answer in float64
 
@@ -156,7 +157,7 @@ class Perception:
         if get("num_threads") > 0:
             torch.set_num_threads(get("num_threads"))
         try:
-            self.pipeline = Pipeline(get("model_path") or None, device=get("device"),
+            self.pipeline = Pipeline(get("model_path") or default_model_path(), device=get("device"),
                                      config=self._pipeline_config(self.settings), optimize=bool(get("optimize")),
                                      precision=str(get("precision")).lower())
             self.pipeline.warmup()

@@ -18,7 +18,7 @@ import torch
 from kp_core.checkpoint import load_model
 from kp_core.geometry import rotate_z_points, transform_points
 from kp_core.goals import axis_of_occupancy, goal_offset, rotate_about_axis
-from kp_perception.pipeline import default_model_path
+from kp_perception import default_model_path
 from kp_training.goal_quality import sensor_sampler, turned_solid
 from kp_training.metrics import voxel_iou
 from kp_training.shapes import load_shape, metres_per_unit

@@ -15,7 +15,7 @@ import argparse
 import numpy as np
 
 from kp_training.scenes import make_scene
-from kp_perception.pipeline import Pipeline
+from kp_core.pipeline import Pipeline
 
 
 def main() -> None:

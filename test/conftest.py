@@ -5,6 +5,7 @@ import os
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -32,3 +33,33 @@ def _restoring_environ():
 # Tests and fixtures that join a node's ROS domain set ROS_* variables; nothing leaks past its test or module.
 environ_per_test = pytest.fixture(autouse=True, name="environ_per_test")(_restoring_environ)
 environ_per_module = pytest.fixture(autouse=True, scope="module", name="environ_per_module")(_restoring_environ)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory):
+    """A small keypoint model (random weights, saved through kp_core.checkpoint)."""
+    from kp_core.checkpoint import save_checkpoint
+    from kp_core.models import build_model, model_config
+
+    from kp_training.shapes import load_shape
+    from kp_core.voxelize import voxelize
+
+    torch.manual_seed(0)
+    model = build_model(model_config("fast", num_keypoints=8, decoder_channels=128, encoder_options={"width": 8}))
+    # Untrained, the decoder's logits barely vary; shift its output bias so that about 3% of the voxels of
+    # a mug's decoding are occupied (a goal of a few thousand voxels rather than none or all).
+    with torch.no_grad():
+        logits = model(voxelize(load_shape("mug").points[None]))["logits"].flatten()
+        model.decoder.out.bias -= torch.quantile(logits[::5], 0.97)
+    stem = tmp_path_factory.mktemp("model") / "tiny"
+    normalization = {"center": [0.0, 0.0, 0.0], "mesh_units_per_grid_unit": 0.08, "units": "m"}
+    return save_checkpoint(stem, model, {"normalization": normalization})
+
+
+@pytest.fixture(scope="session")
+def mug_cloud(mug):
+    """The built-in mug's solid samples in metres (its training normalization undone), about 0.1 m tall."""
+    norm = mug.normalization
+    pts = mug.points.numpy().astype(np.float64) * norm["mesh_units_per_grid_unit"] + np.asarray(norm["center"])
+    rng = np.random.default_rng(0)
+    return pts[rng.choice(len(pts), size=min(20000, len(pts)), replace=False)]

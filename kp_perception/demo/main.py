@@ -30,7 +30,7 @@ from kp_training import figures
 from kp_training.metrics import metric_points_iou
 from kp_training.scenes import make_scene
 
-from ..pipeline import default_model_path
+from .. import default_model_path
 from .processes import RosProcess, node_command, pick_domain_id, ros_env, use_local_ros
 
 WORLD = "world"

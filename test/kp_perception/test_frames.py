@@ -138,7 +138,7 @@ rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("kp_interfaces.srv")
 
 from kp_perception.cloud_io import make_xyz_cloud, read_xyz  # noqa: E402
-from kp_perception.pipeline import Pipeline  # noqa: E402
+from kp_core.pipeline import Pipeline  # noqa: E402
 from kp_perception.demo.processes import node_command  # noqa: E402
 from ros_probe import Probe, header, join_domain, start_node  # noqa: E402
 

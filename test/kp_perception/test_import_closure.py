@@ -25,7 +25,7 @@ def test_the_pipeline_needs_no_training_plotting_mesh_or_yaml_package(tiny_model
     np.save(cloud, np.random.default_rng(0).uniform(-0.05, 0.05, size=(3000, 3)))
     result = run_blocked(TRAINING_ONLY + ["yaml"], f"""
 import numpy as np
-from kp_perception.pipeline import Pipeline
+from kp_core.pipeline import Pipeline
 pipeline = Pipeline({str(tiny_model_path)!r}, optimize=True)
 encoding = pipeline.encode(np.load({str(cloud)!r}))
 print(len(pipeline.goal(encoding, 0.5).keypoints))

@@ -22,7 +22,7 @@ from sensor_msgs.msg import PointCloud2, PointField  # noqa: E402
 from visualization_msgs.msg import Marker  # noqa: E402
 
 from kp_perception.cloud_io import make_xyz_cloud, read_xyz  # noqa: E402
-from kp_perception.pipeline import Pipeline, PipelineConfig  # noqa: E402
+from kp_core.pipeline import Pipeline, PipelineConfig  # noqa: E402
 from kp_perception.demo.processes import RosProcess, node_command, pick_domain_id, ros_env  # noqa: E402
 from ros_probe import NODE, Probe, diagnostic_values, header  # noqa: E402  (test helper beside this file)
 

@@ -17,7 +17,8 @@ from kp_core.geometry import MetricGridMap
 from kp_core.goals import rotate_about_vertical
 from kp_core.models import build_model
 from kp_core.placement import vertical_axis_of
-from kp_perception.pipeline import Pipeline, default_model_path
+from kp_core.pipeline import Pipeline
+from kp_perception import default_model_path
 from kp_training.goal_quality import sensor_goal_iou, sensor_sampler
 from kp_training.metrics import metric_points_iou
 

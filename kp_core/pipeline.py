@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kp_core.checkpoint import load_model
-from kp_core.conditioning import Conditioned, ConditioningConfig, ConditioningError, ObjectSize, condition
-from kp_core.devices import resolve_device
-from kp_core.geometry import (
+from .checkpoint import load_model
+from .conditioning import Conditioned, ConditioningConfig, ConditioningError, ObjectSize, condition
+from .devices import resolve_device
+from .geometry import (
     GRID_SIZE,
     NORMALIZE_MARGIN,
     MetricGridMap,
@@ -40,10 +40,9 @@ from kp_core.geometry import (
     rotate_z_points,
     voxel_centers,
 )
-from kp_core.goals import decoded_axis, goal_offset
-from kp_core.placement import CENTERINGS, grid_zoom, object_center
+from .goals import decoded_axis, goal_offset
+from .placement import CENTERINGS, grid_zoom, object_center
 
-DEFAULT_MODEL_NAME = "mug.safetensors"
 DEFAULT_MARGIN = NORMALIZE_MARGIN
 """Grid units kept free when the extent comes from the cloud (as the training shapes are normalized)."""
 MAX_OBJECT_HALF_EXTENT = 50.0
@@ -53,11 +52,6 @@ MAX_OBJECT_HALF_EXTENT = 50.0
 
 class PipelineError(ValueError):
     """Input the pipeline cannot use (the message says why, for a user)."""
-
-
-def default_model_path() -> Path:
-    """The model shipped with the installed kp_perception package."""
-    return Path(__file__).resolve().parent / "models" / DEFAULT_MODEL_NAME
 
 
 def pipeline_device(name: str) -> torch.device:
@@ -154,12 +148,12 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 class Pipeline:
     """Model + settings; thread-safe (a lock serializes every use of the model)."""
 
-    def __init__(self, model_path: str | Path | None = None, device: str = "cpu",
+    def __init__(self, model_path: str | Path, device: str = "cpu",
                  config: PipelineConfig | None = None, threshold: float = 0.5, optimize: bool = False,
                  precision: str = "fp32"):
         if precision not in PRECISIONS:
             raise PipelineError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        self.model_path = Path(model_path) if model_path else default_model_path()
+        self.model_path = Path(model_path)
         self.device = pipeline_device(device)
         self.model, self.metadata = load_model(self.model_path, device=self.device)
         if getattr(self.model, "kind", None) != "keypoint":

@@ -8,7 +8,8 @@ import torch
 
 from kp_core.geometry import GRID_SIZE, voxel_centers
 from kp_core.goals import rotate_about_vertical
-from kp_perception.pipeline import Pipeline, PipelineConfig, PipelineError, default_model_path
+from kp_core.pipeline import Pipeline, PipelineConfig, PipelineError
+from kp_perception import default_model_path
 from kp_training.metrics import metric_points_iou
 
 
@@ -230,8 +231,8 @@ def test_optimized_encoder_gives_the_same_keypoints(tiny_model_path, mug_cloud):
 
 @pytest.mark.parametrize("optimize", [True, False])
 def test_bf16_keeps_the_shipped_models_keypoints_and_goals(mug_cloud, optimize):
-    exact = Pipeline(precision="fp32", optimize=True)
-    fast = Pipeline(precision="bf16", optimize=optimize)
+    exact = Pipeline(default_model_path(), precision="fp32", optimize=True)
+    fast = Pipeline(default_model_path(), precision="bf16", optimize=optimize)
     assert fast.precision == "bf16" and fast.optimized == optimize
     assert ("TorchScript encoder (bf16" in fast.encoder_path) == optimize
     encoding, reference = fast.encode(mug_cloud), exact.encode(mug_cloud)
@@ -244,14 +245,14 @@ def test_bf16_keeps_the_shipped_models_keypoints_and_goals(mug_cloud, optimize):
 
 
 def test_precision_auto_and_unknown():
-    from kp_perception.pipeline import resolve_precision
+    from kp_core.pipeline import resolve_precision
 
     native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if native else "fp32")
     assert resolve_precision("auto", torch.device("cuda")) == "fp32"
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
     with pytest.raises(PipelineError, match="precision must be one of"):
-        Pipeline(precision="half")
+        Pipeline(default_model_path(), precision="half")
 
 
 def test_the_pipeline_says_which_encoder_runs_and_why(tiny_model_path, monkeypatch):
