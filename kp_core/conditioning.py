@@ -6,14 +6,17 @@ and flying pixels at depth edges. The grid must see only the object, so:
 1. **Far points** (always): points farther than ``far_factor`` object sizes from the cloud's median cannot be
    the object; they are dropped (one return at 1e30 m must not size the grid). This also keeps every later
    step's arithmetic far from overflow.
-2. **Support plane** (RANSAC on a random subset): the best near-horizontal plane, kept only when it *supports*
-   something: points stand above it and a good share of its own points lie outside the footprint of what stands
-   above (a table around an object; not a mug's rim, its cavity floor or the underside of a held mug, which
-   all lie inside the object's footprint). Everything on or below a support plane is dropped, and its height
-   becomes the object's bottom for the grid's placement (the lowest millimetres of the object go with the plane).
+2. **Support plane** (RANSAC on a random subset): the best near-horizontal planes, each kept only when it
+   *supports* something (:func:`supports`): points stand clearly above it, a good share of its own points lie
+   outside the convex hull of what stands above, seen from above (a table around an object; not a mug's inner
+   floor, its rim or the underside of a held mug), and nothing inside that hull reaches below it. Everything on or below a
+   support plane is dropped (its thickness measured per square of the object's size: a camera's noise grows with
+   range), and its height becomes the object's bottom for the grid's placement (the lowest millimetres of the
+   object go with the plane).
 3. **Clusters**: the remaining points are binned into cells of about a twelfth of the object's size; occupied
    cells that touch (26-neighbourhood) form clusters. A cluster is plausible when its size, max(x extent,
-   y extent, height), lies between ``min_size`` and ``max_size`` times the model's object size. Of several, the
+   y extent, height), lies between ``min_size`` and ``max_size`` times the model's object size and it holds at
+   least ``min_cluster_share`` of the points of the most populous such cluster. Of several, the
    object is the one whose width and height (:func:`dimensions`) are nearest the object's (or, with a hint
    point, the one nearest the hint).
 4. **Sparse cells**: within the chosen cluster, cells whose 3x3x3 neighbourhood holds fewer than
@@ -48,7 +51,12 @@ class ConditioningConfig:
     plane_samples: int = 2000
     plane_hypotheses: int = 128
     min_outside_share: float = 0.3
-    """A support plane has at least this share of its points outside the footprint of what stands on it."""
+    """A support plane has at least this share of its points outside the hull of what stands on it."""
+    min_support_width: float = 0.8
+    """A support plane's points reach at least this share of the object's width."""
+    min_cluster_share: float = 0.1
+    """A candidate cluster holds at least this share of the points of the most populous plausible one (the object
+    is a dense surface; stray returns of a noisy table are not)."""
     cell_fraction: float = 1.0 / 12.0
     min_cell_m: float = 0.004
     cluster_samples: int = 60000
@@ -91,6 +99,34 @@ class Plane:
         """The plane's z at a horizontal position."""
         n = self.normal
         return float(-(n[0] * xy[0] + n[1] * xy[1] + self.offset) / n[2])
+
+    def local_tolerance(self, points: np.ndarray, sample: np.ndarray, tile: float, cell: float) -> np.ndarray:
+        """(N,) how thick the plane lies under each of ``points``: 3 robust standard deviations of the heights of
+        the ``sample`` points near the plane in the same ``tile`` x ``tile`` square (at least :attr:`tolerance`),
+        leaving out what lies inside the convex hull (seen from above, grown by ``cell``) of anything standing
+        clearly above the plane: an object's lowest millimetres and a cup's inner floor are not the plane's noise.
+        A depth camera's noise grows with range, so the far part of a table lies thicker than the near part."""
+        heights = self.height(sample)
+        standing = sample[heights > max(3 * self.tolerance, 0.01)]
+        near = np.abs(heights) <= 3 * self.tolerance
+        if len(standing) >= 3:
+            near &= outside_hull(sample[:, :2], standing[:, :2], cell)
+        near = sample[near]
+        if len(near) < 10:
+            return np.full(len(points), self.tolerance)
+        tiles = np.floor(near[:, :2] / tile).astype(np.int64)
+        keys, inverse = np.unique(tiles[:, 0] * 1_000_003 + tiles[:, 1], return_inverse=True)
+        heights = self.height(near)
+        thickness = np.full(len(keys), self.tolerance)
+        for k in range(len(keys)):
+            h = heights[inverse == k]
+            if len(h) >= 5:
+                sigma = 1.4826 * float(np.median(np.abs(h - np.median(h))))
+                thickness[k] = max(self.tolerance, 3.0 * sigma)
+        cells = np.floor(points[:, :2] / tile).astype(np.int64)
+        query = cells[:, 0] * 1_000_003 + cells[:, 1]
+        pos = np.clip(np.searchsorted(keys, query), 0, len(keys) - 1)
+        return np.where(keys[pos] == query, thickness[pos], self.tolerance)
 
 
 @dataclass
@@ -187,28 +223,43 @@ def _cell_keys(cells: np.ndarray, dims: np.ndarray) -> np.ndarray:
     return (cells[:, 0] * dims[1] + cells[:, 1]) * dims[2] + cells[:, 2]
 
 
+def outside_hull(xy: np.ndarray, hull_of: np.ndarray, slack: float) -> np.ndarray:
+    """(N,) bool: 2-D points farther than ``slack`` outside the convex hull of ``hull_of`` (all of them when the
+    hull is degenerate)."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    try:
+        equations = ConvexHull(hull_of).equations  # (F, 3): n . p + d <= 0 inside
+    except (QhullError, ValueError):
+        return np.ones(len(xy), dtype=bool)
+    return (xy @ equations[:, :2].T + equations[:, 2]).max(axis=1) > slack
+
+
 def supports(plane: Plane, points: np.ndarray, cell: float, cfg: ConditioningConfig, obj: "ObjectSize") -> bool:
-    """Whether ``plane`` is a support under ``points``: something stands on it, the plane's own points reach
-    wider than the object (a cup's inner floor, rim or underside cannot), at least ``min_outside_share`` of them
-    lie outside the footprint of what stands on it (the squares of side ``cell`` that points above the plane fall
-    into, seen from above), and almost nothing under that footprint reaches below the plane (a cup's walls do
-    below its inner floor)."""
+    """Whether ``plane`` is a support under ``points`` (a random subset of a cloud).
+
+    Something stands clearly on it (higher than twice the plane's local thickness and 1 cm); its own points crowd
+    about it as a surface's do and reach at least ``min_support_width`` of the object's width; at least ``min_outside_share`` of them lie outside the
+    convex hull of what stands on it, seen from above (a table around an object does; a cup's inner floor, its
+    rim or the underside of a held cup do not); and almost nothing inside that hull reaches below the plane (a
+    cup's walls do, below its inner floor).
+    """
     height = plane.height(points)
-    above, on = points[height > plane.tolerance], points[np.abs(height) <= plane.tolerance]
-    if len(above) < 3 or len(on) < 3 or dimensions(on, trim=1.0)[0] < 1.05 * obj.width:
+    thickness = plane.local_tolerance(points, points, tile=obj.size, cell=cell)
+    band = np.abs(height) <= thickness
+    on = points[band]
+    standing = points[height > np.maximum(2 * thickness, 0.01)]
+    if len(standing) < 3 or len(on) < 3 or dimensions(on, trim=1.0)[0] < cfg.min_support_width * obj.width:
         return False
-    lo = np.minimum(above[:, :2].min(axis=0), on[:, :2].min(axis=0)) - 2 * cell
-    width = int(np.ceil(float((np.maximum(above[:, :2].max(axis=0), on[:, :2].max(axis=0)) - lo).max()) / cell)) + 3
-
-    def keys(xy):
-        ij = np.floor((xy - lo) / cell).astype(np.int64)
-        return ij[:, 0] * width + ij[:, 1]
-
-    footprint = keys(above[:, :2])
-    outside = ~np.isin(keys(on[:, :2]), footprint)
-    below = points[height < -plane.tolerance]
-    hanging = int(np.isin(keys(below[:, :2]), footprint).sum()) if len(below) else 0
-    return float(outside.mean()) >= cfg.min_outside_share and hanging <= 0.02 * len(above)
+    # A surface's points crowd about the plane (normal noise: 68 % within a third of its 3-sigma band); walls
+    # that merely cross the band spread evenly through it (33 %).
+    if float((np.abs(height[band]) <= thickness[band] / 3).mean()) < 0.5:
+        return False
+    if float(outside_hull(on[:, :2], standing[:, :2], cell).mean()) < cfg.min_outside_share:
+        return False
+    below = points[height < -thickness]
+    hanging = int((~outside_hull(below[:, :2], standing[:, :2], -cell)).sum()) if len(below) else 0
+    return hanging <= 0.02 * len(standing)
 
 
 DENSE_CELLS = 1 << 21
@@ -330,6 +381,8 @@ def choose_object(points: np.ndarray, cl: Clusters, cells: np.ndarray, obj: Obje
     sizes = extent.max(axis=1)
     slack = 2 * cl.cell
     plausible = (sizes >= cfg.min_size * size) & (sizes <= cfg.max_size * size + slack) & (counts >= 3)
+    if plausible.any():
+        plausible &= counts >= cfg.min_cluster_share * counts[plausible].max()
     if not plausible.any():
         largest = int(np.argmax(counts))
         raise ConditioningError(
@@ -385,7 +438,7 @@ def condition(points: np.ndarray, obj: ObjectSize | None, cfg: ConditioningConfi
     sample = points[rng.choice(len(points), size=min(cfg.plane_samples, len(points)), replace=False)]
     floor = next((p for p in horizontal_planes(sample, cfg, rng) if supports(p, sample, cell / 2, cfg, obj)), None)
     if floor is not None:
-        above = floor.height(points) > floor.tolerance
+        above = floor.height(points) > floor.local_tolerance(points, sample, tile=obj.size, cell=cell / 2)
         removed["plane and below"] = int((~above).sum())
         points = points[above]
     if len(points) < 3:

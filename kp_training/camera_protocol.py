@@ -1,0 +1,209 @@
+"""The camera protocol: the node's own pipeline (:class:`kp_core.pipeline.Pipeline`) on simulated camera clouds
+(:mod:`kp_training.camera`), scored by what a planner needs.
+
+For each condition of :data:`kp_training.camera.CONDITIONS` and each seeded view (the object at a random yaw, the
+camera at a random azimuth), the cloud goes through the pipeline exactly as the node runs it (conditioning
+included) and the goal is decoded at each psi. Scores, all about the axis the service returns:
+
+- goal IoU: the goal against the true object turned by psi about that axis, voxelized in the goal's grid;
+- yaw error: the turn phi of the true object about that axis that best matches the goal (highest IoU over a
+  3 deg grid; any shape), minus psi, wrapped to [0, 180] deg;
+- handle IoU (the mug): the same IoU over the voxels farther from the axis than the mug's body;
+- handle seen: at least :data:`HANDLE_SEEN_PIXELS` pixels of the cloud show the handle;
+- isolation: the share of the points that reached the grid which are the object's (table, clutter and flying
+  pixels are not), and the same views as perfect object clouds (the object's pixels, no noise) for comparison.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from kp_core.geometry import GRID_SIZE
+from kp_core.goals import rotate_about_vertical
+
+from .camera import CONDITIONS, OBJECT, CameraConditions, SceneRenderer, fused, perfect_object_cloud
+from .sensor import surface_samples
+from .shapes import MugDimensions, Shape
+
+HANDLE_SEEN_PIXELS = 30
+YAW_STEP_DEG = 3.0
+SOLID_SAMPLES = 20000
+
+
+@dataclass
+class ShapeInMetres:
+    """A shape's solid and surface samples in metres, standing on z = 0, with what marks its handle."""
+
+    solid: np.ndarray  # (N, 3)
+    surface: np.ndarray  # (M, 3)
+    handle: np.ndarray | None  # (M,) bool: surface samples of the mug's handle; None for other shapes
+    body_radius: float | None  # the mug's body radius (handle IoU beyond it)
+
+
+def shape_in_metres(shape: Shape, surface_count: int = 300_000, seed: int = 0) -> ShapeInMetres:
+    """The shape at its real size (its mesh must be in metres) with its bottom at z = 0 and its bounding box
+    centred on the z axis."""
+    norm = shape.normalization
+    unit = float(norm["mesh_units_per_grid_unit"])
+    rng = np.random.default_rng(seed)
+    solid = shape.points.double().numpy() * unit
+    solid = solid[rng.choice(len(solid), size=min(SOLID_SAMPLES, len(solid)), replace=False)]
+    surface = surface_samples(shape.points, count=surface_count, seed=seed).double().numpy() * unit
+    bottom = solid[:, 2].min()
+    solid[:, 2] -= bottom
+    surface[:, 2] -= bottom
+    handle = radius = None
+    if norm.get("source") == "procedural:mug":
+        dims = MugDimensions()
+        axis = -np.asarray(norm["center"][:2])  # the body's axis, in the normalized shape's frame (metres)
+        radius = dims.outer_radius
+        handle = np.hypot(*(surface[:, :2] - axis).T) > radius + 0.001
+    return ShapeInMetres(solid=solid, surface=surface, handle=handle, body_radius=radius)
+
+
+def _keys(points: np.ndarray, origin: np.ndarray, voxel: float) -> np.ndarray:
+    """Flat voxel indices of metric points in the goal's 64^3 grid (-1 outside)."""
+    index = np.floor((points - origin) / voxel + GRID_SIZE / 2).astype(np.int64)
+    inside = np.all((index >= 0) & (index < GRID_SIZE), axis=-1)
+    flat = (index[..., 0] * GRID_SIZE + index[..., 1]) * GRID_SIZE + index[..., 2]
+    return np.where(inside, flat, -1)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = len(np.union1d(a, b))
+    return len(np.intersect1d(a, b, assume_unique=True)) / union if union else 1.0
+
+
+def goal_scores(goal, truth: np.ndarray, psi: float, body_radius: float | None) -> dict:
+    """Goal IoU, yaw error (deg) and handle IoU of one goal (:class:`kp_core.pipeline.Goal`) against the true
+    solid ``truth`` (N, 3, metres, the object as it is in the cloud) turned by ``psi``."""
+    origin, voxel, axis = goal.grid_origin, goal.voxel_size, goal.axis_point
+    predicted = np.unique(_keys(goal.points, origin, voxel))
+    predicted = predicted[predicted >= 0]
+    steps = np.deg2rad(np.arange(0.0, 360.0, YAW_STEP_DEG))
+    ious = []
+    for phi in steps:
+        turned = np.unique(_keys(rotate_about_vertical(truth, float(phi), axis), origin, voxel))
+        ious.append(_iou(predicted, turned[turned >= 0]))
+    best = float(np.rad2deg(steps[int(np.argmax(ious))]))
+    error = abs((best - math.degrees(psi) + 180.0) % 360.0 - 180.0)
+    expected = rotate_about_vertical(truth, psi, axis)
+    truth_keys = np.unique(_keys(expected, origin, voxel))
+    truth_keys = truth_keys[truth_keys >= 0]
+    scores = {"goal_iou": _iou(predicted, truth_keys), "yaw_error_deg": error, "handle_iou": None}
+    if body_radius is not None:
+        centres = np.stack(np.unravel_index(np.arange(GRID_SIZE ** 3), (GRID_SIZE,) * 3), -1)
+        outside = np.hypot(*((centres[:, :2] - GRID_SIZE / 2 + 0.5) * voxel + origin[:2] - axis[:2]).T) > body_radius + voxel
+        region = np.nonzero(outside)[0]
+        scores["handle_iou"] = _iou(np.intersect1d(predicted, region), np.intersect1d(truth_keys, region))
+    return scores
+
+
+def _rows_equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a),) bool: rows of ``a`` that are rows of ``b`` (exact float equality: subsets of one array)."""
+    view = lambda x: np.ascontiguousarray(x, dtype=np.float64).view([("", np.float64)] * 3).ravel()  # noqa: E731
+    return np.isin(view(a), view(b))
+
+
+def run_view(pipeline, obj: ShapeInMetres, cond: CameraConditions, psis: list[float], rng: np.random.Generator) -> dict:
+    """One seeded view of one condition: the pipeline's answers on the camera cloud and on the perfect object
+    cloud of the same view, scored."""
+    yaw = rng.uniform(0, 2 * math.pi)
+    place = np.array([0.5, 0.1, 0.0])
+    pivot = np.zeros(3)
+    solid = rotate_about_vertical(obj.solid, yaw, pivot) + place
+    surface = rotate_about_vertical(obj.surface, yaw, pivot) + place
+    views = SceneRenderer(surface, rng).render(cond, rng.uniform(0, 2 * math.pi))
+    points, labels, samples = fused(views)
+    seen = None
+    if obj.handle is not None:
+        seen = bool(obj.handle[samples[samples >= 0]].sum() >= HANDLE_SEEN_PIXELS)
+    row = {"condition": cond.name, "handle_seen": seen, "points": int(len(points))}
+    for kind, cloud in (("camera", points), ("perfect", perfect_object_cloud(views, surface))):
+        try:
+            encoding = pipeline.encode(cloud)
+        except ValueError as err:  # a refusal: scored as nothing
+            row[kind] = {"refused": str(err)}
+            continue
+        answers = [goal_scores(pipeline.goal(encoding, psi), solid, psi, obj.body_radius) for psi in psis]
+        result = {key: [a[key] for a in answers] for key in answers[0]}
+        if kind == "camera" and encoding.conditioned is not None:
+            used = encoding.conditioned.points
+            object_points = points[labels == OBJECT]
+            result["object_share"] = float(_rows_equal(used, object_points).mean()) if len(used) else 0.0
+        row[kind] = result
+    return row
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Per condition: goal IoU (camera and perfect clouds), yaw error median / p90 / share within 10 deg (all,
+    handle seen, handle hidden), handle IoU, refusals and isolation."""
+    out = {}
+    for name in dict.fromkeys(r["condition"] for r in rows):
+        mine = [r for r in rows if r["condition"] == name]
+        answered = [r for r in mine if "goal_iou" in r["camera"]]
+
+        def flat(key, kind="camera", keep=lambda r: True):
+            return np.array([v for r in mine if "goal_iou" in r[kind] and keep(r) for v in r[kind][key]
+                             if v is not None], dtype=np.float64)
+
+        def within(errors):
+            return float((errors <= 10.0).mean()) if len(errors) else None
+
+        errors = flat("yaw_error_deg")
+        seen, hidden = (flat("yaw_error_deg", keep=lambda r, s=s: r["handle_seen"] is s) for s in (True, False))
+        iou, perfect = flat("goal_iou"), flat("goal_iou", "perfect")
+        shares = np.array([r["camera"]["object_share"] for r in answered if "object_share" in r["camera"]])
+        out[name] = {
+            "views": len(mine),
+            "refused": len(mine) - len(answered),
+            "goal_iou_mean": float(iou.mean()) if len(iou) else None,
+            "goal_iou_perfect_mean": float(perfect.mean()) if len(perfect) else None,
+            "yaw_median_deg": float(np.median(errors)) if len(errors) else None,
+            "yaw_p90_deg": float(np.percentile(errors, 90)) if len(errors) else None,
+            "within_10_deg": within(errors),
+            "within_10_deg_seen": within(seen),
+            "within_10_deg_hidden": within(hidden),
+            "handle_seen_views": sum(1 for r in mine if r["handle_seen"]),
+            "handle_iou_seen": float(flat("handle_iou", keep=lambda r: r["handle_seen"]).mean())
+            if len(flat("handle_iou", keep=lambda r: r["handle_seen"])) else None,
+            "object_share_mean": float(shares.mean()) if len(shares) else None,
+            "only_object_views": float((shares >= 0.99).mean()) if len(shares) else None,
+        }
+    return out
+
+
+def camera_protocol(pipeline, shape: Shape, views: int, psis_deg=(0.0, 90.0), seed: int = 0,
+                    conditions=CONDITIONS) -> dict:
+    """Every condition on ``views`` seeded views: {"rows": per view, "summary": per condition}."""
+    obj = shape_in_metres(shape, seed=seed)
+    psis = [math.radians(p) for p in psis_deg]
+    rows = []
+    for i, cond in enumerate(conditions):
+        rng = np.random.default_rng([seed, i])
+        rows += [run_view(pipeline, obj, cond, psis, rng) for _ in range(views)]
+    return {"psi_deg": list(psis_deg), "views": views, "rows": rows, "summary": summarize(rows)}
+
+
+def _cell(value, digits=2, percent=False):
+    if value is None:
+        return "-"
+    return f"{100 * value:.0f} %" if percent else f"{value:.{digits}f}"
+
+
+def conditions_markdown(summary: dict) -> str:
+    """The conditions table as Markdown."""
+    lines = ["| condition | goal IoU | same views, perfect object cloud | yaw error median / p90 (deg) | "
+             "within 10 deg: all / handle seen / hidden | handle IoU (seen) | object's share of the points used | "
+             "refused |", "|---|---|---|---|---|---|---|---|"]
+    for name, s in summary.items():
+        lines.append(
+            f"| {name} | {_cell(s['goal_iou_mean'], 3)} | {_cell(s['goal_iou_perfect_mean'], 3)} | "
+            f"{_cell(s['yaw_median_deg'], 0)} / {_cell(s['yaw_p90_deg'], 0)} | "
+            f"{_cell(s['within_10_deg'], percent=True)} / {_cell(s['within_10_deg_seen'], percent=True)} "
+            f"({s['handle_seen_views']} views) / {_cell(s['within_10_deg_hidden'], percent=True)} | "
+            f"{_cell(s['handle_iou_seen'], 3)} | {_cell(s['object_share_mean'], 3)} | {s['refused']} of {s['views']} |")
+    return "\n".join(lines) + "\n"
