@@ -1,0 +1,126 @@
+"""The camera simulator and the camera protocol's scores, on scenes whose answers are known by construction."""
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from kp_core.goals import rotate_about_vertical
+from kp_training.camera import (
+    FLYING, NONE, OBJECT, TABLE, CameraConditions, SceneRenderer, camera_position, fused, look_at_basis,
+    perfect_object_cloud,
+)
+from kp_training.camera_protocol import goal_scores
+
+
+def block(rng, n=60000, size=(0.08, 0.06, 0.1)):
+    """Surface samples of a box standing on z = 0 around the origin (its bottom face left out)."""
+    unit = rng.random((n, 3))
+    axis = rng.integers(0, 3, n)
+    unit[np.arange(n), axis] = np.where(axis == 2, 1.0, rng.integers(0, 2, n))
+    return (unit - [0.5, 0.5, 0.0]) * size
+
+
+def test_the_camera_looks_at_its_target():
+    target = np.array([0.3, -0.2, 0.05])
+    position = camera_position(target, 0.6, 30.0, 1.0)
+    assert np.linalg.norm(position - target) == pytest.approx(0.6)
+    right, down, forward = look_at_basis(position, target)
+    np.testing.assert_allclose(forward, (target - position) / 0.6)
+    assert right[2] == pytest.approx(0.0) and down[2] < 0  # level camera, image rows go down
+    np.testing.assert_allclose(np.cross(right, down), forward, atol=1e-12)
+
+
+def test_a_noiseless_table_lies_at_z_zero_and_object_pixels_on_the_object():
+    rng = np.random.default_rng(0)
+    surface = block(rng)
+    cond = CameraConditions(noise_m=0.0, table="patch", width=160, height=120)
+    view = SceneRenderer(surface, rng).render(cond, azimuth=0.3)[0]
+    table = view.points[view.labels == TABLE]
+    assert len(table) > 1000
+    np.testing.assert_allclose(table[:, 2], 0.0, atol=1e-9)
+    obj = view.labels == OBJECT
+    assert obj.sum() > 100
+    # Each object pixel shows its nearest sample, up to a pixel's width at that range (160 px over 60 deg).
+    pitch = 0.7 * 2 * math.tan(math.radians(30)) / 160
+    shown = surface[view.sample[obj]]
+    assert np.linalg.norm(view.points[obj] - shown, axis=1).max() < 2 * pitch
+    # The table does not show through the object: no table pixel is nearer the camera than the block's face.
+    assert np.isnan(view.points[view.labels == NONE]).all()
+
+
+def test_flying_pixels_lie_between_the_object_and_what_is_behind_it():
+    rng = np.random.default_rng(1)
+    surface = block(rng)
+    cond = CameraConditions(noise_m=0.0, table="patch", flying=0.05, width=160, height=120)
+    view = SceneRenderer(surface, rng).render(cond, azimuth=0.0)[0]
+    flying = view.labels == FLYING
+    assert flying.sum() == pytest.approx(0.05 * (view.labels == OBJECT).sum(), abs=2)
+    clean = SceneRenderer(surface, np.random.default_rng(1)).render(
+        CameraConditions(noise_m=0.0, table="patch", width=160, height=120), azimuth=0.0)[0]
+    ranges = np.linalg.norm(view.points - view.position, axis=-1)
+    before = np.linalg.norm(clean.points - clean.position, axis=-1)  # the same view without flying pixels
+    # A flying pixel's range lies between its own range before and its object neighbour's.
+    neighbours = np.stack([np.roll(np.where(clean.labels == OBJECT, before, np.nan), s, axis=a)
+                           for s, a in ((1, 0), (-1, 0), (1, 1), (-1, 1))])
+    rows, cols = np.nonzero(flying & np.isfinite(before))
+    assert len(rows) > 10
+    lo = np.minimum(np.nanmin(neighbours[:, rows, cols], axis=0), before[rows, cols])
+    hi = np.maximum(np.nanmax(neighbours[:, rows, cols], axis=0), before[rows, cols])
+    assert np.all((ranges[rows, cols] >= lo - 1e-9) & (ranges[rows, cols] <= hi + 1e-9))
+    assert np.mean(ranges[rows, cols] - lo > 0.01) > 0.5  # most stand clear of the surfaces
+
+
+def test_depth_noise_grows_with_range():
+    rng = np.random.default_rng(2)
+    surface = block(rng, n=1000)
+    cond = CameraConditions(noise_m=0.002, table="patch", elevation_deg=20.0, width=320, height=240)
+    view = SceneRenderer(surface, rng).render(cond, azimuth=0.0)[0]
+    table = view.labels == TABLE
+    distance = np.linalg.norm(view.points - view.position, axis=-1)[table]
+    z = view.points[table][:, 2]
+    # A point's height error is its range error times sin(angle of the ray to the table).
+    near, far = distance < np.percentile(distance, 20), distance > np.percentile(distance, 80)
+    assert np.std(z[far]) > 1.5 * np.std(z[near])
+
+
+def test_a_held_object_has_no_table_and_is_seen_from_below():
+    rng = np.random.default_rng(3)
+    surface = block(rng)
+    views = SceneRenderer(surface, rng).render(CameraConditions(cameras=2, underside=True, width=160, height=120), 0.0)
+    assert len(views) == 3 and views[-1].position[2] < 0
+    points, labels, samples = fused(views)
+    assert set(np.unique(labels)) == {OBJECT}
+    perfect = perfect_object_cloud(views, surface)
+    assert len(perfect) == len(np.unique(samples[samples >= 0]))
+
+
+def test_conditions_are_checked():
+    with pytest.raises(ValueError, match="table"):
+        CameraConditions(table="floor").validate()
+    with pytest.raises(ValueError, match="held object"):
+        CameraConditions(table="patch", underside=True).validate()
+
+
+def goal_of(points, voxel=0.004, origin=np.zeros(3), axis=np.zeros(3)):
+    """A stand-in goal: the voxel centres ``points`` fall into, in a 64^3 grid at ``origin``."""
+    index = np.unique(np.floor((points - origin) / voxel + 32).astype(int), axis=0)
+    index = index[np.all((index >= 0) & (index < 64), axis=1)]
+    return SimpleNamespace(points=origin + voxel * (index - 31.5), grid_origin=origin, voxel_size=voxel,
+                           axis_point=axis)
+
+
+def test_goal_scores_find_the_turn_and_the_handle():
+    rng = np.random.default_rng(4)
+    cylinder = np.c_[0.03 * np.sqrt(rng.random(40000)) * np.cos(a := rng.uniform(0, 2 * np.pi, 40000)),
+                     0.03 * np.sqrt(rng.random(40000)) * np.sin(a), rng.uniform(0, 0.08, 40000)]
+    handle = np.c_[rng.uniform(0.03, 0.05, 4000), rng.uniform(-0.004, 0.004, 4000), rng.uniform(0.02, 0.06, 4000)]
+    mug = np.concatenate([cylinder, handle])
+    psi = math.radians(90)
+    exact = goal_scores(goal_of(rotate_about_vertical(mug, psi, np.zeros(3))), mug, psi, body_radius=0.03)
+    assert exact["goal_iou"] == pytest.approx(1.0) and exact["yaw_error_deg"] == pytest.approx(0.0)
+    assert exact["handle_iou"] == pytest.approx(1.0)
+    off = goal_scores(goal_of(rotate_about_vertical(mug, psi + math.radians(45), np.zeros(3))), mug, psi, 0.03)
+    assert off["yaw_error_deg"] == pytest.approx(45.0, abs=3.0)
+    assert off["handle_iou"] < 0.2 and off["goal_iou"] > 0.7  # the goal IoU hides what the handle shows
