@@ -332,8 +332,8 @@ def clusters(points: np.ndarray, cell: float) -> Clusters:
     graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(len(keys), len(keys)))
     _, label = connected_components(graph, directed=False)
     density = count.astype(np.int64).copy()
-    np.add.at(density, rows, count[cols])
-    np.add.at(density, cols, count[rows])
+    density += np.bincount(rows, weights=count[cols], minlength=len(keys)).astype(np.int64)
+    density += np.bincount(cols, weights=count[rows], minlength=len(keys)).astype(np.int64)
     return Clusters(keys, label, count, density, point_cell, lo, dims, cell)
 
 
@@ -379,12 +379,14 @@ def choose_object(points: np.ndarray, cl: Clusters, cells: np.ndarray, obj: Obje
     size = obj.size
     labels = cl.label[cells]
     n = int(cl.label.max()) + 1
-    inf = np.full((n, 3), np.inf)
-    lo, hi = inf.copy(), -inf
-    np.minimum.at(lo, labels, points)
-    np.maximum.at(hi, labels, points)
-    counts = np.bincount(labels, minlength=n)
-    extent = np.where(counts[:, None] > 0, hi - lo, 0.0)
+    # Bounding boxes from the cells (a few thousand), not the points: exact to a cell, which the slack allows.
+    index = np.stack(np.unravel_index(cl.keys, tuple(cl.dims)), axis=1).astype(np.float64)
+    lo, hi = np.full((n, 3), np.inf), np.full((n, 3), -np.inf)
+    np.minimum.at(lo, cl.label, index)
+    np.maximum.at(hi, cl.label, index + 1)
+    lo, hi = cl.lo + lo * cl.cell, cl.lo + hi * cl.cell
+    counts = np.bincount(cl.label, weights=cl.count, minlength=n).astype(np.int64)
+    extent = hi - lo
     sizes = extent.max(axis=1)
     slack = 2 * cl.cell
     plausible = (sizes >= cfg.min_size * size) & (sizes <= cfg.max_size * size + slack) & (counts >= 3)
