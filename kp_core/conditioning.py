@@ -19,9 +19,9 @@ and flying pixels at depth edges. The grid must see only the object, so:
    least ``min_cluster_share`` of the points of the most populous such cluster. Of several, the
    object is the one whose width and height (:func:`dimensions`) are nearest the object's (or, with a hint
    point, the one nearest the hint).
-4. **Sparse cells**: within the chosen cluster, cells whose 3x3x3 neighbourhood holds fewer than
-   ``sparse_fraction`` of the cluster's median neighbourhood count are dropped (isolated returns, flying
-   pixels trailing off an edge).
+4. **Sparse cells**: cells whose 3x3x3 neighbourhood holds fewer than ``sparse_fraction`` of a typical point's
+   neighbourhood count link no cluster (:func:`clusters`) and are dropped: isolated returns, flying pixels
+   trailing off an edge, the stray returns of a noisy table.
 
 An already segmented object cloud is one cluster with no support plane under it and passes unchanged but for
 isolated points. Everything here is numpy and scipy (no ROS, no open3d), so training can run the same steps.
@@ -281,6 +281,7 @@ class Clusters:
     label: np.ndarray  # (C,) cluster of each cell
     count: np.ndarray  # (C,) points of the binned subset in each cell
     density: np.ndarray  # (C,) points in each cell's 3x3x3 neighbourhood
+    sparse: np.ndarray  # (C,) bool: cells too sparse to link (see clusters)
     point_cell: np.ndarray  # (N,) index into keys of each binned point's cell
     lo: np.ndarray  # (3,) the cells' origin
     dims: np.ndarray  # (3,) cells per axis (with a one-cell border)
@@ -300,8 +301,13 @@ class Clusters:
         return np.where(inside & (self.keys[pos] == keys), pos, -1)
 
 
-def clusters(points: np.ndarray, cell: float) -> Clusters:
-    """Bin (N, 3) points into cubic cells of side ``cell`` and label the touching groups of occupied cells."""
+def clusters(points: np.ndarray, cell: float, sparse_fraction: float = 0.0) -> Clusters:
+    """Bin (N, 3) points into cubic cells of side ``cell`` and label the touching groups of occupied cells.
+
+    Cells whose 3x3x3 neighbourhood holds fewer than ``sparse_fraction`` of the typical point's neighbourhood
+    count (the median over points) link nothing: flying pixels trailing off an object and the stray returns of a
+    noisy table must not join the object to the table or to each other. Each stays a cluster of its own.
+    """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -329,12 +335,17 @@ def clusters(points: np.ndarray, cell: float) -> Clusters:
         rows.append(np.nonzero(hit)[0])
         cols.append(pos[hit])
     rows, cols = np.concatenate(rows), np.concatenate(cols)
-    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(len(keys), len(keys)))
-    _, label = connected_components(graph, directed=False)
     density = count.astype(np.int64).copy()
     density += np.bincount(rows, weights=count[cols], minlength=len(keys)).astype(np.int64)
     density += np.bincount(cols, weights=count[rows], minlength=len(keys)).astype(np.int64)
-    return Clusters(keys, label, count, density, point_cell, lo, dims, cell)
+    order = np.argsort(density, kind="stable")
+    typical = density[order][np.searchsorted(np.cumsum(count[order]), count.sum() / 2)]  # median over points
+    sparse = density < sparse_fraction * typical
+    linked = ~sparse[rows] & ~sparse[cols]
+    rows, cols = rows[linked], cols[linked]
+    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(len(keys), len(keys)))
+    _, label = connected_components(graph, directed=False)
+    return Clusters(keys, label, count, density, sparse, point_cell, lo, dims, cell)
 
 
 DIRECTIONS = np.stack([np.cos(np.arange(8) * np.pi / 8), np.sin(np.arange(8) * np.pi / 8)], axis=1)
@@ -458,10 +469,10 @@ def condition(points: np.ndarray, obj: ObjectSize | None, cfg: ConditioningConfi
         raise ConditioningError("nothing stands on the supporting plane the cloud shows (only the plane itself)")
     binned = points if len(points) <= cfg.cluster_samples else points[
         rng.choice(len(points), size=cfg.cluster_samples, replace=False)]
-    cl = clusters(binned, cell)
+    cl = clusters(binned, cell, cfg.sparse_fraction)
     chosen, line = choose_object(binned, cl, cl.point_cell, obj, cfg, hint)
     mine = cl.label == chosen
-    dense = cl.density >= cfg.sparse_fraction * float(np.median(cl.density[mine]))
+    dense = ~cl.sparse
     if floor is None and (mine & dense).all():  # one cluster, nothing sparse: an object cloud, passed unchanged
         return Conditioned(points, removed=removed, clusters=1, summary=_summary(removed, f"no support plane; {line}"))
     cells = cl.point_cell if binned is points else cl.cells_of(points)
