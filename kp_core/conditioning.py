@@ -83,6 +83,11 @@ class ConditioningConfig:
         return self
 
 
+MAX_THICKENING = 3.0
+"""A plane lies at most this many times its own tolerance thick anywhere (a slice through an object's walls
+would otherwise look like a very noisy plane)."""
+
+
 @dataclass
 class Plane:
     """A plane n . p + d = 0 with its unit normal pointing up, and how thick its points lie."""
@@ -128,7 +133,7 @@ class Plane:
             if last - first >= 5:
                 h = heights[first:last]
                 sigma = 1.4826 * float(np.median(np.abs(h - np.median(h))))
-                table[flat[first]] = max(self.tolerance, 3.0 * sigma)
+                table[flat[first]] = min(max(self.tolerance, 3.0 * sigma), MAX_THICKENING * self.tolerance)
         ix = np.floor((points[:, 0] - lo[0]) / tile)
         iy = np.floor((points[:, 1] - lo[1]) / tile)
         inside = (ix >= 0) & (ix < shape[0]) & (iy >= 0) & (iy < shape[1])
@@ -242,11 +247,31 @@ def outside_hull(xy: np.ndarray, hull_of: np.ndarray, slack: float) -> np.ndarra
     return (xy @ equations[:, :2].T + equations[:, 2]).max(axis=1) > slack
 
 
-def supports(plane: Plane, points: np.ndarray, cell: float, cfg: ConditioningConfig, obj: "ObjectSize") -> bool:
-    """Whether ``plane`` is a support under ``points`` (a random subset of a cloud).
+def covers_an_area(points: np.ndarray, cell: float, share: float = 0.3) -> bool:
+    """Whether points seen from above fill an area rather than trace a line: at least ``share`` of the squares of
+    side ``cell`` they occupy have three or four of their four side neighbours occupied too. A table, or a ring
+    of it two squares wide, does; a band of an object's walls cut by a horizontal plane (one square wide) does
+    not. ``points`` must be dense (a whole cloud, not a subset), or the squares have holes."""
+    if len(points) < 10:
+        return False
+    ij = np.floor((points[:, :2] - points[:, :2].min(axis=0)) / cell).astype(np.int64) + 1
+    shape = ij.max(axis=0) + 2
+    if int(shape[0]) * int(shape[1]) > DENSE_CELLS:  # larger than any table this node looks at
+        return True
+    grid = np.zeros(tuple(shape), dtype=bool)
+    grid[ij[:, 0], ij[:, 1]] = True
+    neighbours = (grid[:-2, 1:-1].astype(np.int8) + grid[2:, 1:-1] + grid[1:-1, :-2] + grid[1:-1, 2:])
+    inner = grid[1:-1, 1:-1]
+    return float((neighbours[inner] >= 3).mean()) >= share
+
+
+def supports(plane: Plane, points: np.ndarray, cell: float, cfg: ConditioningConfig, obj: "ObjectSize",
+             cloud: np.ndarray) -> bool:
+    """Whether ``plane`` is a support under ``points`` (a random subset of ``cloud``, the whole cloud).
 
     Something stands clearly on it (higher than twice the plane's local thickness and 1 cm); its own points crowd
-    about it as a surface's do and reach at least ``min_support_width`` of the object's width; at least ``min_outside_share`` of them lie outside the
+    about it and fill an area (:func:`covers_an_area`) as a surface's do, and reach at least
+    ``min_support_width`` of the object's width; at least ``min_outside_share`` of them lie outside the
     convex hull of what stands on it, seen from above (a table around an object does; a cup's inner floor, its
     rim or the underside of a held cup do not); and almost nothing inside that hull reaches below the plane (a
     cup's walls do, below its inner floor).
@@ -261,6 +286,8 @@ def supports(plane: Plane, points: np.ndarray, cell: float, cfg: ConditioningCon
     # A surface's points crowd about the plane (normal noise: 68 % within a third of its 3-sigma band); walls
     # that merely cross the band spread evenly through it (33 %).
     if float((np.abs(height[band]) <= thickness[band] / 3).mean()) < 0.5:
+        return False
+    if not covers_an_area(cloud[np.abs(plane.height(cloud)) <= plane.tolerance], 2 * cell):
         return False
     if float(outside_hull(on[:, :2], standing[:, :2], cell).mean()) < cfg.min_outside_share:
         return False
@@ -460,7 +487,7 @@ def condition(points: np.ndarray, obj: ObjectSize | None, cfg: ConditioningConfi
     rng = np.random.default_rng(cfg.seed)
     cell = max(cfg.min_cell_m, cfg.cell_fraction * object_size)
     sample = points[rng.choice(len(points), size=min(cfg.plane_samples, len(points)), replace=False)]
-    floor = next((p for p in horizontal_planes(sample, cfg, rng) if supports(p, sample, cell / 2, cfg, obj)), None)
+    floor = next((p for p in horizontal_planes(sample, cfg, rng) if supports(p, sample, cell / 2, cfg, obj, points)), None)
     if floor is not None:
         above = floor.height(points) > floor.local_tolerance(points, sample, tile=obj.size, cell=cell / 2)
         removed["plane and below"] = int((~above).sum())
