@@ -16,9 +16,10 @@ and flying pixels at depth edges. The grid must see only the object, so:
 3. **Clusters**: the remaining points are binned into cells of about a twelfth of the object's size; occupied
    cells that touch (26-neighbourhood) form clusters. A cluster is plausible when its size, max(x extent,
    y extent, height), lies between ``min_size`` and ``max_size`` times the model's object size and it holds at
-   least ``min_cluster_share`` of the points of the most populous such cluster. Of several, the
-   object is the one whose width and height (:func:`dimensions`) are nearest the object's (or, with a hint
-   point, the one nearest the hint).
+   least ``min_cluster_share`` of the points of the most populous such cluster. Of several, the object is the
+   one whose width and height (:func:`dimensions`; heights from the support plane) are nearest the object's
+   (:meth:`ObjectSize.mismatch`), or, with a hint point, the one nearest the hint. Objects of the model's
+   height and width side by side cannot be told apart this way: crop the cloud or give a hint.
 4. **Sparse cells**: cells whose 3x3x3 neighbourhood holds fewer than ``sparse_fraction`` of a typical point's
    neighbourhood count link no cluster (:func:`clusters`) and are dropped: isolated returns, flying pixels
    trailing off an edge, the stray returns of a noisy table.
@@ -403,12 +404,15 @@ class ObjectSize:
         return max(self.width, self.height)
 
     def mismatch(self, width: float, height: float) -> float:
-        """How far a cluster's (width, height) is from the object's, as a sum of absolute log ratios."""
-        return abs(np.log(max(width, 1e-9) / self.width)) + abs(np.log(max(height, 1e-9) / self.height))
+        """How far a cluster's (width, height) is from the object's, in log ratios. The height counts twice (a
+        view from any side shows all of it); a width below the object's counts half (one view shows part of the
+        object's width), above it in full."""
+        w = np.log(max(width, 1e-9) / self.width)
+        return 2.0 * abs(np.log(max(height, 1e-9) / self.height)) + (w if w > 0 else -0.5 * w)
 
 
 def choose_object(points: np.ndarray, cl: Clusters, cells: np.ndarray, obj: ObjectSize, cfg: ConditioningConfig,
-                  hint: np.ndarray | None = None) -> tuple[int, str]:
+                  hint: np.ndarray | None = None, floor: Plane | None = None) -> tuple[int, str]:
     """The label of the object's cluster (see the module's docstring), and a line saying what was chosen.
 
     Raises:
@@ -448,7 +452,10 @@ def choose_object(points: np.ndarray, cl: Clusters, cells: np.ndarray, obj: Obje
         for c in candidates:
             mine = points[labels == c]
             mine = mine[:: max(1, len(mine) // 4000)]  # an evenly strided subset: percentiles need no more
-            mismatch.append(obj.mismatch(*dimensions(mine, trim=2.0)))
+            width, height = dimensions(mine, trim=2.0)
+            if floor is not None:  # the plane took the object's lowest millimetres: measure from it
+                height = float(np.percentile(mine[:, 2], 98)) - floor.z_at(mine[:, :2].mean(axis=0))
+            mismatch.append(obj.mismatch(width, height))
         chosen = int(candidates[int(np.argmin(mismatch))])
         rule = "width and height nearest the object's"
     line = (f"{n} clusters, {len(candidates)} of plausible size; chose {rule} "
@@ -497,7 +504,7 @@ def condition(points: np.ndarray, obj: ObjectSize | None, cfg: ConditioningConfi
     binned = points if len(points) <= cfg.cluster_samples else points[
         rng.choice(len(points), size=cfg.cluster_samples, replace=False)]
     cl = clusters(binned, cell, cfg.sparse_fraction)
-    chosen, line = choose_object(binned, cl, cl.point_cell, obj, cfg, hint)
+    chosen, line = choose_object(binned, cl, cl.point_cell, obj, cfg, hint, floor)
     mine = cl.label == chosen
     dense = ~cl.sparse
     if floor is None and (mine & dense).all():  # one cluster, nothing sparse: an object cloud, passed unchanged

@@ -124,3 +124,32 @@ def test_goal_scores_find_the_turn_and_the_handle():
     off = goal_scores(goal_of(rotate_about_vertical(mug, psi + math.radians(45), np.zeros(3))), mug, psi, 0.03)
     assert off["yaw_error_deg"] == pytest.approx(45.0, abs=3.0)
     assert off["handle_iou"] < 0.2 and off["goal_iou"] > 0.7  # the goal IoU hides what the handle shows
+
+
+@pytest.fixture(scope="module")
+def mug_in_metres():
+    from kp_training.camera_protocol import shape_in_metres
+    from kp_training.shapes import load_shape
+
+    return shape_in_metres(load_shape("mug"), surface_count=150_000)
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_conditioning_isolates_the_mug_in_camera_scenes(mug_in_metres, index):
+    """Scenes of the camera protocol through kp_core.conditioning: what is kept is the mug, nearly all of it."""
+    from kp_core.conditioning import ObjectSize, condition
+    from kp_training.camera import CONDITIONS
+
+    conditions = [c for c in CONDITIONS if c.table != "none" or c.flying or c.noise_m > 0.002]
+    rng = np.random.default_rng(index)
+    surface = rotate_about_vertical(mug_in_metres.surface, rng.uniform(0, 2 * np.pi), np.zeros(3)) + [0.5, 0.1, 0.0]
+    size = ObjectSize(0.1125, 0.096)
+    for cond in conditions:
+        points, labels, _ = fused(SceneRenderer(surface, rng).render(cond, rng.uniform(0, 2 * np.pi)))
+        for keep in (1.0, 0.5):  # the whole cloud, and half of it (a sparser camera)
+            subset = rng.random(len(points)) < keep
+            kept = condition(points[subset], size).points
+            mine = np.isin(kept.view([("", float)] * 3).ravel(),
+                           points[subset][labels[subset] == OBJECT].view([("", float)] * 3).ravel())
+            assert mine.mean() > 0.99, f"{cond.name}: {1 - mine.mean():.1%} of the kept points are not the mug"
+            assert mine.sum() > 0.8 * (labels[subset] == OBJECT).sum(), f"{cond.name}: the mug was cut"
