@@ -48,6 +48,8 @@ def shape_in_metres(shape: Shape, surface_count: int = 300_000, seed: int = 0) -
     """The shape at its real size (its mesh must be in metres) with its bottom at z = 0 and its bounding box
     centred on the z axis."""
     norm = shape.normalization
+    if norm.get("units") != "m":
+        raise ValueError(f"the camera protocol needs a shape in metres; {shape.name} is in mesh units")
     unit = float(norm["mesh_units_per_grid_unit"])
     rng = np.random.default_rng(seed)
     solid = shape.points.double().numpy() * unit

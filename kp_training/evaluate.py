@@ -32,6 +32,7 @@ import torch
 
 from kp_core.checkpoint import CheckpointError, checkpoint_paths, load_model
 from kp_core.devices import resolve_device
+from kp_core.pipeline import Pipeline
 
 from . import __version__
 from .cli import add_config_flags, given
@@ -47,6 +48,8 @@ from .protocols import (
     representation_power,
     sensor_suite,
 )
+from .camera import CONDITIONS
+from .camera_protocol import camera_protocol
 from .report import format_stats, json_safe, make_figures, results_markdown, write_tables_and_csv
 from .shapes import load_shape
 
@@ -158,6 +161,19 @@ def evaluate(cfg: EvalConfig, loaded: dict | None = None) -> dict:
             kp_models[KP_COMPARE] = compared
         results["sensor"] = sensor_suite(kp_models, shape, cfg, device)
 
+    if cfg.camera_views and shape.normalization.get("units") != "m":
+        print("kp-eval: camera protocol skipped: the shape has no metric size (its mesh units are unknown)", flush=True)
+    elif cfg.camera_views and (kp_model is not None or compared is not None):
+        print(f"kp-eval: camera protocol ({cfg.camera_views} views x {len(CONDITIONS)} conditions, the node's pipeline)",
+              flush=True)
+        paths = {KP: cfg.kp, KP_COMPARE: cfg.kp_compare}
+        results["camera"] = {
+            "views": cfg.camera_views, "psi_deg": [0.0, 90.0],
+            "models": {name: camera_protocol(Pipeline(checkpoint_paths(paths[name])[0], device=str(device)), shape,
+                                             cfg.camera_views, seed=cfg.seed)["summary"]
+                       for name in (KP, KP_COMPARE) if paths[name] is not None},
+        }
+
     write_tables_and_csv(out, results)
     if cfg.figures:
         print("kp-eval: figures", flush=True)
@@ -207,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         for kind in SENSOR_KINDS:
             r = res[kind]
             print(f"{name}, {kind} sensor clouds: goal IoU mean {r['mean']:.3f}, min {r['min']:.3f}, spread {r['spread']:.3f} over psi")
+    for name, summary in results.get("camera", {}).get("models", {}).items():
+        for condition, row in summary.items():
+            print(f"{name}, camera: {condition}: goal IoU {row['goal_iou_mean'] or 0:.3f}, yaw within 10 deg "
+                  f"{100 * (row['within_10_deg'] or 0):.0f} %")
     print(f"kp-eval: wrote {out / 'results.json'}" + (f" and {cfg.results_md}" if cfg.results_md else "")
           + f" in {results['elapsed_s']:.0f} s")
     return 0

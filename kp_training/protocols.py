@@ -79,6 +79,8 @@ class EvalConfig:
     equivariance_samples: int = setting(200, "random transforms per equivariance mode")
     sensor_poses: int = setting(24, "poses per kind (whole, single view) for the sensor-like rotate-goal protocol (0: skip)")
     sensor_psi_step: float = setting(15.0, "goal angle step in degrees over [0, 360)")
+    camera_views: int = setting(0, "views per condition of the camera protocol (kp_training.camera_protocol: the "
+                                "node's pipeline on simulated depth-camera scenes; the shape must be in metres; 0: skip)")
     figure_examples: int = setting(3, "rows of the Fig. 5 figure")
     strip_angles: int = setting(5, "columns of the Fig. 7 strip")
     chamfer_points: int = setting(1000, "points per cloud for the paper's Chamfer")
@@ -105,7 +107,8 @@ class EvalConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
         if not 0 < self.sensor_psi_step <= 360:
             raise ValueError(f"--sensor-psi-step must be in (0, 360] degrees, got {self.sensor_psi_step}")
-        for name, value in {"poses": self.poses, "figure_examples": self.figure_examples, "sensor_poses": self.sensor_poses}.items():
+        for name, value in {"poses": self.poses, "figure_examples": self.figure_examples, "sensor_poses": self.sensor_poses,
+                            "camera_views": self.camera_views}.items():
             if value < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
         if self.poses and self.pose_angles < 1:

@@ -13,7 +13,16 @@ from pathlib import Path
 import numpy as np
 
 from . import figures
+from .camera_protocol import conditions_markdown
 from .protocols import CNN, KP, KP_INTERP, METHOD_FORMULAS, METRICS, PAPER_TABLE_I, SENSOR_KINDS
+
+
+def camera_markdown(camera: dict) -> str:
+    """The camera protocol's conditions table, one per model."""
+    parts = []
+    for name, summary in camera["models"].items():
+        parts += [f"**{name}**", "", conditions_markdown(summary)]
+    return "\n".join(parts)
 
 
 def sensor_markdown(sensor: dict) -> str:
@@ -141,6 +150,9 @@ def write_tables_and_csv(out: Path, results: dict) -> None:
             rows = [[c["psi_deg"][i], c["iou"][i]] + ([c["pose_mean_iou"][i], c["pose_std_iou"][i]] if "pose_mean_iou" in c else [])
                     for i in range(len(c["psi_deg"]))]
             _write_csv(out / "circle.csv", header, rows)
+    camera = results.get("camera")
+    if camera:
+        (out / "camera_conditions.md").write_text(camera_markdown(camera))
     sensor = results.get("sensor")
     if sensor:
         (out / "sensor_goal.md").write_text(sensor_markdown(sensor))
@@ -310,6 +322,19 @@ def results_markdown(results: dict, out: Path, md_path: Path) -> str:
                   f"grid, at psi = 0, {sensor['psi_deg'][1]:.0f}, ..., {sensor['psi_deg'][-1]:.0f} deg. Spread = max - min "
                   "over psi of the pose-averaged IoU; axis error = distance between the decoded and the true axis.", "",
                   sensor_markdown(sensor), image("sensor", "Goal IoU on sensor-like clouds"), ""]
+    camera = results.get("camera")
+    if camera:
+        lines += ["## Depth-camera scenes (what a robot's camera delivers)", "",
+                  f"The node's own pipeline (`kp_core/pipeline.py`, input conditioning included) on {camera['views']} "
+                  "seeded views per condition of the shape at its real size on a table, rendered as 640 x 480 "
+                  "organized depth images by `kp_training/camera.py` (one camera 0.6 m away at 30 deg elevation "
+                  "unless the condition says otherwise; depth noise grows with the range squared). Goals at psi = "
+                  f"{', '.join(f'{p:.0f}' for p in camera['psi_deg'])} deg, scored about the axis the service returns "
+                  "(`kp_training/camera_protocol.py`): goal IoU; the yaw error (the turn of the true object about that "
+                  "axis that best matches the goal, minus psi); the handle's IoU beyond the body's radius; whether the "
+                  "handle was seen (30 or more of its pixels in the cloud); the share of the points the grid used "
+                  "that are the object's; and the goal IoU on the same views given as perfect object clouds.", ""]
+        lines += [camera_markdown(camera), ""]
     eq = results.get("equivariance")
     if eq:
         lines += ["## Equivariance error", "",

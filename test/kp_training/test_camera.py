@@ -153,3 +153,32 @@ def test_conditioning_isolates_the_mug_in_camera_scenes(mug_in_metres, index):
                            points[subset][labels[subset] == OBJECT].view([("", float)] * 3).ravel())
             assert mine.mean() > 0.99, f"{cond.name}: {1 - mine.mean():.1%} of the kept points are not the mug"
             assert mine.sum() > 0.8 * (labels[subset] == OBJECT).sum(), f"{cond.name}: the mug was cut"
+
+
+def test_the_camera_protocol_scores_the_pipelines_answers(tiny_model_path):
+    """Two conditions, one view each, through the node's pipeline: every score is there and within its range,
+    and the Markdown table has a row per condition."""
+    from kp_core.pipeline import Pipeline
+    from kp_training.camera import CONDITIONS
+    from kp_training.camera_protocol import camera_protocol, conditions_markdown
+    from kp_training.shapes import load_shape
+
+    result = camera_protocol(Pipeline(tiny_model_path), load_shape("mug"), views=1, conditions=CONDITIONS[:2])
+    assert [r["condition"] for r in result["rows"]] == [c.name for c in CONDITIONS[:2]]
+    for row in result["summary"].values():
+        assert row["views"] == 1
+        if row["refused"] == 0:
+            assert 0 <= row["goal_iou_mean"] <= 1 and 0 <= row["yaw_median_deg"] <= 180
+            assert row["object_share_mean"] == pytest.approx(1.0)  # no table, no clutter: only the mug
+    table = conditions_markdown(result["summary"])
+    assert all(f"| {c.name} |" in table for c in CONDITIONS[:2])
+
+
+def test_the_camera_protocol_needs_a_metric_shape(tiny_model_path, tmp_path):
+    from kp_training.camera_protocol import shape_in_metres
+    from kp_training.shapes import Shape
+
+    import torch
+
+    with pytest.raises(ValueError, match="metres"):
+        shape_in_metres(Shape("box", torch.zeros(10, 3), {"units": "mesh", "mesh_units_per_grid_unit": 1.0}))

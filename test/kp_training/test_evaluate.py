@@ -137,6 +137,7 @@ def test_only_cnn_without_figures(cnn_ckpt, tmp_path):
         (["--cnn", "/nonexistent/cnn.safetensors"], "no such checkpoint"),
         (["--kp", "K", "--samples", "0"], "--samples must be >= 1"),
         (["--kp", "K", "--poses", "-1"], "--poses must be >= 0"),
+        (["--kp", "K", "--camera-views", "-2"], "--camera-views must be >= 0"),
         (["--kp", "K", "--scale-min", "0.9", "--scale-max", "0.8"], "scale-min"),
         (["--kp", "K", "--samples", "many"], "invalid int value"),
         (["--kp", "K", "--device", "cuda:7"] if not torch.cuda.is_available() else ["--kp", "K", "--device", "tpu"],
