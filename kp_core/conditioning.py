@@ -11,8 +11,8 @@ and flying pixels at depth edges. The grid must see only the object, so:
    outside the convex hull of what stands above, seen from above (a table around an object; not a mug's inner
    floor, its rim or the underside of a held mug), and nothing inside that hull reaches below it. Everything on or below a
    support plane is dropped (its thickness measured per square of the object's size: a camera's noise grows with
-   range), and its height becomes the object's bottom for the grid's placement (the lowest millimetres of the
-   object go with the plane).
+   range), but for the object's own base (:func:`restore_base`), and its height becomes the object's bottom
+   for the grid's placement.
 3. **Clusters**: the remaining points are binned into cells of about a twelfth of the object's size; occupied
    cells that touch (26-neighbourhood) form clusters. A cluster is plausible when its size, max(x extent,
    y extent, height), lies between ``min_size`` and ``max_size`` times the model's object size and it holds at
@@ -495,8 +495,12 @@ def condition(points: np.ndarray, obj: ObjectSize | None, cfg: ConditioningConfi
     cell = max(cfg.min_cell_m, cfg.cell_fraction * object_size)
     sample = points[rng.choice(len(points), size=min(cfg.plane_samples, len(points)), replace=False)]
     floor = next((p for p in horizontal_planes(sample, cfg, rng) if supports(p, sample, cell / 2, cfg, obj, points)), None)
+    band = None  # the plane's own points (not those below it): the object's base may be among them
     if floor is not None:
-        above = floor.height(points) > floor.local_tolerance(points, sample, tile=obj.size, cell=cell / 2)
+        height = floor.height(points)
+        thickness = floor.local_tolerance(points, sample, tile=obj.size, cell=cell / 2)
+        above = height > thickness
+        band = points[~above & (height >= -thickness)]
         removed["plane and below"] = int((~above).sum())
         points = points[above]
     if len(points) < 3:
@@ -524,10 +528,44 @@ def condition(points: np.ndarray, obj: ObjectSize | None, cfg: ConditioningConfi
         floor_z = floor.z_at(object_points[:, :2].mean(axis=0))
         if object_points[:, 2].min() - floor_z > 2 * cell:  # the object does not stand on it
             floor_z = None
+        else:
+            base = restore_base(object_points, band, floor, cell)
+            if len(base):
+                object_points = np.concatenate([object_points, base])
+                removed["plane and below"] -= len(base)
     removed = {k: v for k, v in removed.items() if v}
     plane_note = "support plane removed" if floor is not None else "no support plane"
     return Conditioned(object_points, floor_z=floor_z, removed=removed, clusters=int(cl.label.max()) + 1,
                        summary=_summary(removed, f"{plane_note}; {line}"))
+
+
+BASE_REACH = 0.0015
+"""Metres: a point of the plane's band within this of the object's foot, seen from above, is the object's."""
+
+
+def restore_base(object_points: np.ndarray, band: np.ndarray, floor: Plane, cell: float) -> np.ndarray:
+    """The points of the plane's band that are the object's own base: those right under its lowest slice (its
+    points within ``cell`` above the band), seen from above. The band took the object's lowest millimetres with
+    the plane; a model trained on whole objects misses them. The lowest slice is the body's foot (a mug's handle
+    starts higher), so the table around the object stays out."""
+    if band is None or not len(band):
+        return np.zeros((0, 3))
+    height = floor.height(object_points)
+    foot = object_points[height <= height.min() + cell][:, :2]
+    if len(foot) < 3:
+        return np.zeros((0, 3))
+    # Stray returns of the table stuck to the foot must not widen it: its outermost tenth is left out.
+    radius = np.linalg.norm(foot - np.median(foot, axis=0), axis=1)
+    foot = foot[radius <= np.percentile(radius, 90)]
+    near = band[~outside_hull(band[:, :2], foot, BASE_REACH)]
+    if not len(near):
+        return near
+    from scipy.spatial import cKDTree
+
+    # Right under the foot's own points (the wall's lowest millimetres), not merely inside its outline: with
+    # a few millimetres of noise the table's returns next to the wall fall inside it too.
+    distance, _ = cKDTree(foot).query(near[:, :2], distance_upper_bound=BASE_REACH)
+    return near[np.isfinite(distance)]
 
 
 def _summary(removed: dict, note: str) -> str:
