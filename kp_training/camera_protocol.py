@@ -111,20 +111,23 @@ def goal_scores(goal, truth: np.ndarray, psi: float, body_radius: float | None) 
 
 
 ON_OBJECT_M = 0.002
-"""A point the grid used counts as the object's when it is within this of one of the object's own returns: the
-table's returns at the contact line are the object's base as far as a 2.7 mm voxel can tell."""
+"""A point the grid used counts as the object's when it is within this of the object's true surface: the table's
+returns at the contact line are the object's base as far as a 2.7 mm voxel can tell."""
 
 
-def object_share(used: np.ndarray, object_points: np.ndarray) -> float:
-    """Share of ``used`` points within :data:`ON_OBJECT_M` of ``object_points`` (the object's pixels)."""
+def object_share(used: np.ndarray, returns: np.ndarray, surface: np.ndarray) -> float:
+    """Share of ``used`` points that are the object's: its own ``returns`` (the cloud's points the simulator
+    labelled as the object, noise and all; matched exactly, as the conditioning only selects points), or points
+    within :data:`ON_OBJECT_M` of its dense ``surface`` samples."""
     if not len(used):
-        return 0.0
-    if not len(object_points):
         return 0.0
     from scipy.spatial import cKDTree
 
-    distance, _ = cKDTree(object_points).query(used, distance_upper_bound=ON_OBJECT_M)
-    return float(np.isfinite(distance).mean())
+    rows = lambda x: np.ascontiguousarray(x, dtype=np.float64).view([("", np.float64)] * 3).ravel()  # noqa: E731
+    mine = np.isin(rows(used), rows(returns))
+    if not mine.all():
+        mine[~mine] = np.isfinite(cKDTree(surface).query(used[~mine], distance_upper_bound=ON_OBJECT_M)[0])
+    return float(mine.mean())
 
 
 def run_view(pipeline, obj: ShapeInMetres, cond: CameraConditions, psis: list[float], rng: np.random.Generator) -> dict:
@@ -151,8 +154,7 @@ def run_view(pipeline, obj: ShapeInMetres, cond: CameraConditions, psis: list[fl
         result = {key: [a[key] for a in answers] for key in answers[0]}
         if kind == "camera" and encoding.conditioned is not None:
             used = encoding.conditioned.points
-            object_points = points[labels == OBJECT]
-            result["object_share"] = object_share(used, object_points)
+            result["object_share"] = object_share(used, points[labels == OBJECT], surface)
         row[kind] = result
     return row
 

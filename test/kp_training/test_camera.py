@@ -151,7 +151,7 @@ def test_conditioning_isolates_the_mug_in_camera_scenes(mug_in_metres, index):
             subset = rng.random(len(points)) < keep
             kept = condition(points[subset], size).points
             mug = points[subset][labels[subset] == OBJECT]
-            share = object_share(kept, mug)
+            share = object_share(kept, mug, surface)
             # With 2 mm or more of depth noise at the mug the table's returns at the contact line scatter into the
             # mug's base, and the base is kept (restore_base): a few per cent of the kept points lie there.
             noise_at_mug = cond.noise_m * (cond.distance_m / 0.6) ** 2
