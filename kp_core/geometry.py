@@ -155,6 +155,24 @@ def yaw_to_template(points: torch.Tensor, template: torch.Tensor) -> torch.Tenso
     return torch.atan2(cross, dot)
 
 
+def yaw_alignment(points: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
+    """How well each point set's horizontal layout matches the template turned by :func:`yaw_to_template`'s
+    angle: the normalized 2-D Procrustes correlation, 1 for the template turned rigidly, lower the more the
+    layout differs (a view that hides what sets the yaw gives a layout the template fits less well).
+
+    Args:
+        points: (B, K, 3); template: (K, 2), centred.
+
+    Returns:
+        (B,) values in [0, 1] (0 for a layout or template with no horizontal spread).
+    """
+    xy = points[..., :2] - points[..., :2].mean(dim=-2, keepdim=True)
+    cross = (template[:, 0] * xy[..., 1] - template[:, 1] * xy[..., 0]).sum(-1)
+    dot = (template * xy).sum((-1, -2))
+    scale = template.norm() * xy.flatten(-2).norm(dim=-1)
+    return torch.where(scale > 0, torch.hypot(cross, dot) / scale.clamp_min(1e-30), torch.zeros_like(scale))
+
+
 def point_to_index(points: torch.Tensor, grid_size: int = GRID_SIZE) -> torch.Tensor:
     """Voxel index of each point, clipped into the border voxels.
 

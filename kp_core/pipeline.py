@@ -39,6 +39,8 @@ from .geometry import (
     fitting_half_extent,
     rotate_z_points,
     voxel_centers,
+    yaw_alignment,
+    yaw_to_template,
 )
 from .goals import decoded_axis, goal_offset
 from .placement import CENTERINGS, grid_zoom, object_center
@@ -129,6 +131,26 @@ class Goal:
     grid_origin: np.ndarray  # (3,) metric origin of the goal's grid: the cloud's grid origin carried by the turn
     axis_point: np.ndarray  # (3,) metric point on the vertical axis the object was turned about (z: grid origin's)
     probabilities: np.ndarray | None = field(default=None, repr=False)  # (64, 64, 64) float32, axes (x, y, z)
+
+
+@dataclass
+class ObjectPose:
+    """Where the object is and which way it faces, as one cloud shows it (the input frame, metres)."""
+
+    position: np.ndarray  # (3,) on the object's vertical axis (the decoded object's centroid), at its bottom
+    yaw: float  # radians about z: the keypoints' layout fitted to the model's canonical one; 0 without one
+    misalignment: float  # 1 - yaw_alignment: how far the layout is from the canonical one turned by yaw
+    yaw_spread: float  # radians, calibrated (:meth:`Pipeline.yaw_spread`); -1 when the model has no calibration
+
+
+def calibrated_spread(calibration: dict | None, misalignment: float) -> float:
+    """The yaw spread (radians) a checkpoint's ``yaw_calibration`` gives a misalignment: the spread of the first
+    bin whose upper edge it does not exceed (the last bin's beyond); -1 without a calibration."""
+    if not calibration:
+        return -1.0
+    edges, spreads = calibration["misalignment_edges"], calibration["spread_rad"]
+    index = int(np.searchsorted(np.asarray(edges, dtype=np.float64), misalignment, side="left"))
+    return float(spreads[min(index, len(spreads) - 1)])
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -369,6 +391,28 @@ class Pipeline:
             with self._lock, self._autocast():
                 encoding.axis_grid = decoded_axis(self.model, kp, self.threshold)[0]
         return encoding.axis_grid
+
+    @torch.inference_mode()
+    def pose(self, encoding: Encoding) -> ObjectPose:
+        """The object's pose: a point on its own vertical axis (:meth:`axis`) at its bottom (the support plane's
+        height when the conditioning found one, else the lowest point), and its yaw from the canonical-yaw fit of
+        the keypoints, with the calibrated spread of that yaw (see :class:`ObjectPose`)."""
+        axis = encoding.grid_map.to_metric(self.axis(encoding).cpu().double().numpy())
+        conditioned = encoding.conditioned
+        if conditioned is not None and conditioned.floor_z is not None:
+            bottom = conditioned.floor_z
+        elif conditioned is not None and len(conditioned.points):
+            bottom = float(conditioned.points[:, 2].min())
+        else:
+            bottom = float(encoding.grid_map.center[2] - encoding.grid_map.half_extent)
+        template = getattr(self.model, "yaw_template", None)
+        if not getattr(self.model, "canonical_yaw", False) or template is None:
+            return ObjectPose(np.array([axis[0], axis[1], bottom]), 0.0, 1.0, -1.0)
+        keypoints = encoding.keypoints_grid.to(self.device, torch.float32)[None]
+        yaw = float(yaw_to_template(keypoints, template)[0])
+        misalignment = 1.0 - float(yaw_alignment(keypoints, template)[0])
+        spread = calibrated_spread(self.metadata.get("yaw_calibration"), misalignment)
+        return ObjectPose(np.array([axis[0], axis[1], bottom]), yaw, misalignment, spread)
 
     @torch.inference_mode()
     def goal(self, encoding: Encoding, angle: float, include_probabilities: bool = False) -> Goal:

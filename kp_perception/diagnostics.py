@@ -4,6 +4,7 @@ the model it runs."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import Counter, deque
@@ -36,6 +37,7 @@ class PerceptionStats:
         self.goals_refused = 0
         self.last_goal_refusal = ""
         self.last_conditioning = ""
+        self.last_yaw_spread: float | None = None
         self.encode_ms: deque = deque(maxlen=keep)
         self.age_ms: deque = deque(maxlen=keep)  # stamp -> callback: the driver, transport and queueing
         self.service_ms: deque = deque(maxlen=keep)
@@ -51,6 +53,11 @@ class PerceptionStats:
         with self._lock:
             self.used += 1
             self.encode_ms.append(milliseconds)
+
+    def yaw_spread(self, radians: float) -> None:
+        """The calibrated yaw spread of the last answer (negative: the model has no calibration)."""
+        with self._lock:
+            self.last_yaw_spread = radians
 
     def cloud_conditioned(self, summary: str) -> None:
         """What the input conditioning did to the last used cloud (kp_core.conditioning)."""
@@ -123,6 +130,8 @@ class PerceptionStats:
                 ("rotate_goal refused", str(self.goals_refused)),
                 ("last rotate_goal refusal", self.last_goal_refusal or "none"),
                 ("rotate_goal latency", _percentiles(list(self.service_ms))),
+                ("last answer's yaw spread", "none yet" if self.last_yaw_spread is None else
+                 "no calibration" if self.last_yaw_spread < 0 else f"{math.degrees(self.last_yaw_spread):.1f} deg"),
             ]
         return pairs
 

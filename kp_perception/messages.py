@@ -5,6 +5,7 @@ from __future__ import annotations
 import array
 import colorsys
 import dataclasses
+import math
 import struct
 from dataclasses import dataclass
 
@@ -42,6 +43,14 @@ def keypoint_colors(count: int, style: MarkerStyle) -> list[tuple[float, float, 
     else:
         rgb = [colorsys.hsv_to_rgb(i / max(count, 1), 0.85, 1.0) for i in range(count)]
     return [(float(r), float(g), float(b), float(style.alpha)) for r, g, b in rgb]
+
+
+def pose_message(position, yaw: float) -> Pose:
+    """A geometry_msgs/Pose at ``position`` turned by ``yaw`` radians about z."""
+    pose = Pose()
+    pose.position = Point(x=float(position[0]), y=float(position[1]), z=float(position[2]))
+    pose.orientation.z, pose.orientation.w = math.sin(yaw / 2), math.cos(yaw / 2)
+    return pose
 
 
 def to_points(points: np.ndarray) -> list[Point]:
@@ -244,6 +253,20 @@ class NotFinite(ValueError):
 
 FLOAT32_KEEPS = 2.0 ** 23 / 100
 """float32 keeps a coordinate to 1/100 of a voxel up to this many voxels from the frame's origin."""
+
+
+def fill_pose_response(response, pose, offset) -> None:
+    """The object's pose (:class:`kp_core.pipeline.ObjectPose`, moved by ``offset``) and its yaw spread into a
+    RotateGoal response.
+
+    Raises:
+        NotFinite: the pose is not finite.
+    """
+    position = np.asarray(pose.position, dtype=np.float64) + offset
+    if not (np.all(np.isfinite(position)) and math.isfinite(pose.yaw) and math.isfinite(pose.yaw_spread)):
+        raise NotFinite("the object's pose would not be finite; nothing is answered")
+    response.object_pose = pose_message(position, pose.yaw)
+    response.yaw_spread = float(pose.yaw_spread)
 
 
 def fill_goal_response(response, header, goal, wide: bool = False) -> None:

@@ -25,6 +25,7 @@ KEYPOINTS_TOPIC = "~/keypoints"
 GOAL_MARKERS_TOPIC = "~/goal_markers"
 GOAL_CLOUD_TOPIC = "~/goal_cloud"
 OBJECT_CLOUD_TOPIC = "~/object_cloud"
+OBJECT_POSE_TOPIC = "~/object_pose"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 
 MIN_OBJECT_SIZE = 0.001
@@ -98,6 +99,9 @@ PARAMETERS = [
     Param("centering", "circle", "grid origin: circle (x, y: centre of the smallest circle around the cloud seen "
           "from above, z: mid-height; invariant to the object's yaw) or box (bounding-box centre)",
           P.PARAMETER_STRING),
+    Param("object_frame", "", "publish the object's pose (~/object_pose) as this TF frame, child of the answer "
+          "frame, for every cloud (needs tf2_ros); empty: no TF. ~/object_pose itself goes out while someone "
+          "subscribes", P.PARAMETER_STRING, read_only=True),
     Param("conditioning.enabled", True, "isolate the object in a scene before encoding (kp_core.conditioning): "
           "drop the supporting plane (a table) and what lies below it, keep the cluster of points whose size "
           "matches the model's object, drop isolated points; false: only points far from the cloud's median are "

@@ -23,7 +23,7 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from geometry_msgs.msg import PoseArray
+from geometry_msgs.msg import PoseArray, PoseStamped
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
@@ -38,10 +38,12 @@ from .callback_guard import CallbackFailures, Throttle, guarded
 from .cloud_io import CloudError, cloud_size, make_xyz_cloud, read_xyz
 from .diagnostics import OK, WARN, PerceptionStats, diagnostic_array, model_key_values
 from .frames import FrameMapper, TransformUnavailable, fixed_lookup
-from .messages import KeypointMarkers, NotFinite, fill_goal_response, goal_markers, keypoint_poses
+from .messages import (
+    KeypointMarkers, NotFinite, fill_goal_response, fill_pose_response, goal_markers, keypoint_poses, pose_message,
+)
 from .parameters import (
     DIAGNOSTICS_TOPIC, GOAL_CLOUD_TOPIC, GOAL_MARKERS_TOPIC, KEYPOINT_MARKERS_TOPIC, KEYPOINTS_TOPIC, OBJECT_CLOUD_TOPIC,
-    SERVICE_NAME,
+    OBJECT_POSE_TOPIC, SERVICE_NAME,
     SettingsError, check_read_only, read_settings,
 )
 
@@ -112,6 +114,7 @@ class Perception:
         self._goal_warnings = Throttle()
         self.active = False
         self._tf = None
+        self._object_tf = None  # (frame, TransformBroadcaster) when object_frame is set
         self._latest: Located | None = None  # the latest usable cloud's encoding
         self._latest_lock = threading.Lock()
         self._keypoint_markers = KeypointMarkers()  # used under _cloud_lock only
@@ -172,8 +175,10 @@ class Perception:
             self.goal_marker_pub = create(MarkerArray, GOAL_MARKERS_TOPIC, latched)
             self.goal_cloud_pub = create(PointCloud2, GOAL_CLOUD_TOPIC, latched)
             self.object_cloud_pub = create(PointCloud2, OBJECT_CLOUD_TOPIC, 1)
+            self.object_pose_pub = create(PoseStamped, OBJECT_POSE_TOPIC, 10)
             self._publishers = [self.keypoint_marker_pub, self.keypoints_pub, self.goal_marker_pub, self.goal_cloud_pub,
-                                self.object_cloud_pub]
+                                self.object_cloud_pub, self.object_pose_pub]
+            self._object_tf = self._tf_broadcaster(str(get("object_frame")))
             self._views_guard = self.node.create_guard_condition(self._publish_goal_views,
                                                                  callback_group=self._views_group)
             # Diagnostics go out in every state, so a monitor sees an inactive node too.
@@ -191,6 +196,40 @@ class Perception:
             f"K={self.pipeline.num_keypoints}) on {self.pipeline.device}"
             f", {self.pipeline.encoder_path}, {torch.get_num_threads()} torch threads"
         )
+
+    def _tf_broadcaster(self, frame: str):
+        """(frame, tf2_ros TransformBroadcaster) for ``object_frame``, None when it is empty.
+
+        Raises:
+            SettingsError: object_frame is set but tf2_ros is not installed.
+        """
+        if not frame:
+            return None
+        try:
+            from tf2_ros import TransformBroadcaster
+        except ImportError as err:
+            raise SettingsError("object_frame needs tf2_ros, which is not installed (install ros-$ROS_DISTRO-tf2-ros), "
+                                "or leave object_frame empty and read ~/object_pose") from err
+        return frame, TransformBroadcaster(self.node)
+
+    def _publish_object_pose(self, located: Located) -> None:
+        """~/object_pose (while someone subscribes) and the object_frame transform (when set) of a cloud."""
+        watched = self.object_pose_pub.get_subscription_count() > 0
+        if not watched and self._object_tf is None:
+            return
+        pose = self.pipeline.pose(located.encoding)
+        message = PoseStamped(header=located.header, pose=pose_message(pose.position + located.offset, pose.yaw))
+        if watched:
+            self.object_pose_pub.publish(message)
+        if self._object_tf is not None:
+            from geometry_msgs.msg import TransformStamped
+
+            frame, broadcaster = self._object_tf
+            transform = TransformStamped(header=located.header, child_frame_id=frame)
+            p, q = message.pose.position, message.pose.orientation
+            transform.transform.translation.x, transform.transform.translation.y, transform.transform.translation.z = p.x, p.y, p.z
+            transform.transform.rotation = q
+            broadcaster.sendTransform(transform)
 
     def _frame_mapper(self, get) -> FrameMapper:
         target = str(get("target_frame"))
@@ -250,6 +289,7 @@ class Perception:
         if self._tf is not None:
             self._tf.close()
             self._tf = None
+        self._object_tf = None
         with self._latest_lock:
             self._latest = None
         self.pipeline = None  # the model's memory goes with it
@@ -415,6 +455,7 @@ class Perception:
                                                                     located.encoding.grid_map.voxel_size,
                                                                     self.settings.style))
             self.keypoints_pub.publish(keypoint_poses(header, keypoints))
+            self._publish_object_pose(located)
             conditioned = located.encoding.conditioned
             if conditioned is not None:
                 self.stats.cloud_conditioned(conditioned.summary)
@@ -457,6 +498,9 @@ class Perception:
             header = located.header
             goal = located.goal(self.pipeline, reduced, bool(request.include_occupancy))
             fill_goal_response(response, header, goal, wide=located.wide)
+            pose = self.pipeline.pose(located.encoding)  # the goal found the axis: no second decode
+            fill_pose_response(response, pose, located.offset)
+            self.stats.yaw_spread(pose.yaw_spread)
         except Exception as err:  # keep serving whatever happens
             known = isinstance(err, (CloudError, PipelineError, TransformUnavailable, NotFinite))
             response = RotateGoal.Response(success=False)

@@ -181,3 +181,20 @@ def test_metric_grid_maps_compare_and_hash_by_value():
     assert a != MetricGridMap(center=[1.0, 2.0, 3.5], half_extent=0.2)
     assert a != MetricGridMap(center=[1.0, 2.0, 3.0], half_extent=0.25)
     assert a != "a grid"
+
+
+def test_yaw_alignment_is_one_for_a_turned_template_and_lower_for_another_layout():
+    from kp_core.geometry import yaw_alignment, yaw_to_template
+
+    g = torch.Generator().manual_seed(3)
+    template = torch.randn(8, 2, generator=g)
+    template -= template.mean(0)
+    turned = torch.cat([template, torch.zeros(8, 1)], 1)[None]
+    angle = torch.tensor(0.7)
+    c, s = torch.cos(angle), torch.sin(angle)
+    turned = turned @ torch.tensor([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]]) + torch.tensor([0.3, -0.2, 0.1])
+    assert yaw_to_template(turned, template)[0] == pytest.approx(0.7, abs=1e-5)
+    assert yaw_alignment(turned, template)[0] == pytest.approx(1.0, abs=1e-6)
+    other = torch.randn(1, 8, 3, generator=g)
+    assert 0.0 <= float(yaw_alignment(other, template)[0]) < 0.9
+    assert float(yaw_alignment(torch.zeros(1, 8, 3), template)[0]) == 0.0  # no horizontal spread

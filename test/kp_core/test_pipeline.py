@@ -302,3 +302,36 @@ def test_a_cloud_far_larger_than_any_object_is_refused_when_the_size_is_unknown(
     points = np.random.default_rng(4).uniform(-1, 1, (3000, 3)) * 1e5
     with pytest.raises(PipelineError, match="more than any object this node encodes"):
         unitless.encode(points)
+
+
+def test_the_pose_of_a_model_without_a_canonical_yaw_has_no_calibrated_spread(pipe, mug_cloud):
+    enc = pipe.encode(mug_cloud)
+    pose = pipe.pose(enc)
+    axis = enc.grid_map.to_metric(pipe.axis(enc).double().numpy())
+    np.testing.assert_allclose(pose.position[:2], axis[:2])
+    assert pose.position[2] == pytest.approx(mug_cloud[:, 2].min())  # no table: the lowest point is the bottom
+    assert pose.yaw == 0.0 and pose.yaw_spread == -1.0
+
+
+def test_the_shipped_models_pose_follows_the_mugs_yaw(mug_cloud):
+    from kp_core.goals import rotate_about_vertical
+
+    pipe = Pipeline(default_model_path(), precision="fp32")
+    center = np.r_[mug_cloud[:, :2].mean(0), 0.0]
+    yaws = []
+    for turn in (0.0, 1.0):
+        pose = pipe.pose(pipe.encode(rotate_about_vertical(mug_cloud, turn, center)))
+        yaws.append(pose.yaw)
+        assert pose.misalignment < 0.05 and pose.yaw_spread >= 0  # the shipped model carries a calibration
+    assert math.remainder(yaws[1] - yaws[0] - 1.0, 2 * math.pi) == pytest.approx(0.0, abs=0.1)
+
+
+def test_calibrated_spread_reads_the_bins():
+    from kp_core.pipeline import calibrated_spread
+
+    calibration = {"misalignment_edges": [0.001, 0.01], "spread_rad": [0.05, 0.5, 2.0]}
+    assert calibrated_spread(calibration, 0.0005) == 0.05
+    assert calibrated_spread(calibration, 0.001) == 0.05
+    assert calibrated_spread(calibration, 0.005) == 0.5
+    assert calibrated_spread(calibration, 0.3) == 2.0
+    assert calibrated_spread(None, 0.3) == -1.0

@@ -445,3 +445,25 @@ def test_a_late_viewer_gets_the_last_goal(ros, mug_cloud):
     finally:
         ros.probe.node.destroy_subscription(sub)
     assert got and got[-1].header.stamp.sec == 901 and got[-1].width == response.goal_cloud.width
+
+
+def test_the_answer_and_a_topic_carry_the_objects_pose(ros, local, mug_cloud):
+    from geometry_msgs.msg import PoseStamped
+
+    cloud = make_xyz_cloud(mug_cloud + [0.2, 0.0, 0.0], header=header("pose_frame", 950))
+    response = ros.probe.call(0.3, cloud=cloud)
+    assert response.success, response.message
+    expected = local.pose(local.encode(read_xyz(cloud)))
+    p = response.object_pose.position
+    np.testing.assert_allclose([p.x, p.y, p.z], expected.position, atol=1e-5)
+    assert response.object_pose.orientation.w == pytest.approx(1.0)  # this model has no canonical yaw
+    assert response.yaw_spread == pytest.approx(-1.0)  # nor a yaw calibration
+    got = []
+    sub = ros.probe.node.create_subscription(PoseStamped, f"{NODE}/object_pose", got.append, 10)
+    try:
+        ros.probe.publish_until(cloud, "markers", lambda m: bool(got) and got[-1].header.stamp.sec == 950)
+    finally:
+        ros.probe.node.destroy_subscription(sub)
+    q = got[-1].pose.position
+    np.testing.assert_allclose([q.x, q.y, q.z], expected.position, atol=1e-5)
+    assert got[-1].header.frame_id == "pose_frame"
