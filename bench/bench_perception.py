@@ -1,6 +1,8 @@
 """Benchmark kp_perception_node: cloud -> markers and rotate_goal latency (p50/p99) with the node's default QoS,
-for a 50k-point cloud and a 640x480 organized depth-camera cloud (xyz + rgb, 40% NaN), each with and without a
-subscriber on the goal markers (as RViz has); the PointCloud2 reader against a structured-array reader; memory.
+for a 50k-point cloud, a 640x480 organized depth-camera cloud of the mug (xyz + rgb, 40% NaN) and a 640x480
+depth camera's view of a tabletop scene (the mug, the table, a box: the node's input conditioning at work), each
+with and without a subscriber on the goal markers (as RViz has); the PointCloud2 reader against a
+structured-array reader; memory.
 
     .venv/bin/python bench/bench_perception.py                      # the shipped model
     .venv/bin/python bench/bench_perception.py --model runs/x/best.safetensors
@@ -83,6 +85,24 @@ def organized_record(height: int = 480, width: int = 640, nan_fraction: float = 
     xyz[valid] = mug_points(int(valid.sum()), seed)
     rec["x"], rec["y"], rec["z"] = xyz.T
     rec["rgb"] = rng.random(count).astype(np.float32)
+    return rec
+
+
+def scene_record(seed: int = 2) -> np.ndarray:
+    """A depth camera's 640 x 480 view of a tabletop scene (kp_training.camera: the mug, a table patch, a box
+    25 cm away, 1 mm noise at 0.6 m) in a z-up frame, as x, y, z, rgb (float32), NaN where no return."""
+    from kp_core.goals import rotate_about_vertical
+    from kp_training.camera import CameraConditions, SceneRenderer
+    from kp_training.camera_protocol import shape_in_metres
+    from kp_training.shapes import load_shape
+
+    rng = np.random.default_rng(seed)
+    mug = shape_in_metres(load_shape("mug"))
+    surface = rotate_about_vertical(mug.surface, rng.uniform(0, 2 * np.pi), np.zeros(3)) + [0.8, 0.0, 0.0]
+    view = SceneRenderer(surface, rng).render(CameraConditions(table="patch", clutter=True), rng.uniform(0, 2 * np.pi))[0]
+    rec = np.zeros(view.points.shape[0] * view.points.shape[1], dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<f4")])
+    rec["x"], rec["y"], rec["z"] = view.points.reshape(-1, 3).astype(np.float32).T
+    rec["rgb"] = rng.random(len(rec)).astype(np.float32)
     return rec
 
 
@@ -327,6 +347,9 @@ def main(argv=None) -> int:
     unorganized.header.frame_id = "world"
     organized = organized_cloud(organized_record())
     organized.header.frame_id = "camera"
+    scene_rec = scene_record()
+    scene = organized_cloud(scene_rec)
+    scene.header.frame_id = "world"
     reader = reader_figures(organized)
 
     domain = pick_domain_id()
@@ -346,8 +369,10 @@ def main(argv=None) -> int:
         probe = Probe(domain)
         if not probe.client.wait_for_service(timeout_sec=60):
             raise RuntimeError("service not found")
+        finite = int(np.isfinite(scene_rec["x"]).sum())
         kinds = ((f"{args.points // 1000}k points ({len(unorganized.data) / 1e6:.1f} MB)", unorganized),
-                 (f"640x480 organized xyz+rgb, 40% NaN ({len(organized.data) / 1e6:.1f} MB)", organized))
+                 (f"640x480 organized xyz+rgb, 40% NaN ({len(organized.data) / 1e6:.1f} MB)", organized),
+                 (f"640x480 tabletop scene, {finite // 1000}k returns ({len(scene.data) / 1e6:.1f} MB)", scene))
         for i, (label, cloud) in enumerate(kinds):
             figures["clouds"][label] = measure(probe, cloud, args.clouds, args.calls, first_kind=i == 0)
         rss = memory_kb(node.proc.pid)
@@ -376,7 +401,12 @@ def main(argv=None) -> int:
         if f["clouds_without_markers"]:
             print(f"    {f['clouds_without_markers']} clouds got no markers within 20 s")
     first = next(iter(figures["clouds"].values()))
+    last = list(figures["clouds"].values())[-1]
+    scene_callback = float(last["node_callback"].split("p50 ")[1].split(" ms")[0]) if last["node_callback"] else math.inf
     checks = [("cloud->markers p50 <= 30 ms (50k points)", first["cloud_to_markers_ms"]["p50"] <= 30.0),
+              ("scene callback p50 <= 40 ms", scene_callback <= 40.0),
+              ("scene->markers p50 <= 60 ms (with a large-clouds publisher profile)",
+               last["cloud_to_markers_ms"]["p50"] <= 60.0),
               ("service p50 <= 60 ms", all(f["service_ms"]["p50"] <= 60.0 for f in figures["clouds"].values())),
               ("watching the goal costs < 10%", all(f["watching_costs_percent"] < 10.0 for f in figures["clouds"].values()))]
     print("  targets: " + "; ".join(f"{name}: {'met' if ok else 'MISSED'}" for name, ok in checks))

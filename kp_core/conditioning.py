@@ -252,9 +252,10 @@ def covers_an_area(points: np.ndarray, cell: float, share: float = 0.3) -> bool:
     """Whether points seen from above fill an area rather than trace a line: at least ``share`` of the squares of
     side ``cell`` they occupy have three or four of their four side neighbours occupied too. A table, or a ring
     of it two squares wide, does; a band of an object's walls cut by a horizontal plane (one square wide) does
-    not. ``points`` must be dense (a whole cloud, not a subset), or the squares have holes."""
+    not. ``points`` must be dense (a whole cloud, not a random subset), or the squares have holes."""
     if len(points) < 10:
         return False
+    points = points[:: max(1, len(points) // 40000)]  # a dense cloud keeps several points per square
     ij = np.floor((points[:, :2] - points[:, :2].min(axis=0)) / cell).astype(np.int64) + 1
     shape = ij.max(axis=0) + 2
     if int(shape[0]) * int(shape[1]) > DENSE_CELLS:  # larger than any table this node looks at
@@ -430,10 +431,18 @@ def choose_object(points: np.ndarray, cl: Clusters, cells: np.ndarray, obj: Obje
     counts = np.bincount(cl.label, weights=cl.count, minlength=n).astype(np.int64)
     extent = hi - lo
     sizes = extent.max(axis=1)
-    slack = 2 * cl.cell
-    plausible = (sizes >= cfg.min_size * size) & (sizes <= cfg.max_size * size + slack) & (counts >= 3)
+    # The cells' boxes are up to a cell too large on each side: they only narrow the search down, and the
+    # clusters they leave are measured on their points.
+    plausible = (sizes + 2 * cl.cell >= cfg.min_size * size) & (sizes <= cfg.max_size * size + 2 * cl.cell)
+    plausible &= counts >= 3
     if plausible.any():
         plausible &= counts >= cfg.min_cluster_share * counts[plausible].max()
+    for c in np.nonzero(plausible)[0]:
+        mine = points[labels == c]
+        lo[c], hi[c] = mine.min(axis=0), mine.max(axis=0)
+        extent[c] = hi[c] - lo[c]
+        sizes[c] = extent[c].max()
+        plausible[c] = cfg.min_size * size <= sizes[c] <= cfg.max_size * size + cl.cell
     if not plausible.any():
         largest = int(np.argmax(counts))
         raise ConditioningError(
@@ -557,7 +566,9 @@ def restore_base(object_points: np.ndarray, band: np.ndarray, floor: Plane, cell
     # Stray returns of the table stuck to the foot must not widen it: its outermost tenth is left out.
     radius = np.linalg.norm(foot - np.median(foot, axis=0), axis=1)
     foot = foot[radius <= np.percentile(radius, 90)]
-    near = band[~outside_hull(band[:, :2], foot, BASE_REACH)]
+    lo, hi = foot.min(axis=0) - BASE_REACH, foot.max(axis=0) + BASE_REACH
+    near = band[(band[:, 0] >= lo[0]) & (band[:, 0] <= hi[0]) & (band[:, 1] >= lo[1]) & (band[:, 1] <= hi[1])]
+    near = near[~outside_hull(near[:, :2], foot, BASE_REACH)]
     if not len(near):
         return near
     from scipy.spatial import cKDTree
