@@ -289,13 +289,13 @@ def supports(plane: Plane, points: np.ndarray, cell: float, cfg: ConditioningCon
     # that merely cross the band spread evenly through it (33 %).
     if float((np.abs(height[band]) <= thickness[band] / 3).mean()) < 0.5:
         return False
-    if not covers_an_area(cloud[np.abs(plane.height(cloud)) <= plane.tolerance], 2 * cell):
-        return False
     if float(outside_hull(on[:, :2], standing[:, :2], cell).mean()) < cfg.min_outside_share:
         return False
     below = points[height < -thickness]
     hanging = int((~outside_hull(below[:, :2], standing[:, :2], -cell)).sum()) if len(below) else 0
-    return hanging <= 0.02 * len(standing)
+    if hanging > 0.02 * len(standing):
+        return False
+    return covers_an_area(cloud[np.abs(plane.height(cloud)) <= plane.tolerance], 2 * cell)  # the dearest test last
 
 
 DENSE_CELLS = 1 << 21
@@ -514,6 +514,10 @@ def condition(points: np.ndarray, obj: ObjectSize | None, cfg: ConditioningConfi
         points = points[above]
     if len(points) < 3:
         raise ConditioningError("nothing stands on the supporting plane the cloud shows (only the plane itself)")
+    if floor is None and max(dimensions(sample, trim=0.5)) <= cfg.max_size * obj.size:
+        # No table and the size of one object: an object cloud, passed on as it is (the clustering would cost
+        # more than the rest of the node's work on it). Stray points beyond its size make it a scene.
+        return Conditioned(points, removed=removed, summary=_summary(removed, "no support plane; the object's size"))
     binned = points if len(points) <= cfg.cluster_samples else points[
         rng.choice(len(points), size=cfg.cluster_samples, replace=False)]
     cl = clusters(binned, cell, cfg.sparse_fraction)
