@@ -52,9 +52,10 @@ def main(argv=None) -> int:
     parser.add_argument("--conditioning", choices=("both", "on", "off"), default="both")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cost-only", action="store_true", help="only what the conditioning costs per view")
     args = parser.parse_args(argv)
     shape = load_shape("mug")
-    settings = ("on", "off") if args.conditioning == "both" else (args.conditioning,)
+    settings = () if args.cost_only else ("on", "off") if args.conditioning == "both" else (args.conditioning,)
     for setting in settings:
         config = PipelineConfig(conditioning=ConditioningConfig(enabled=setting == "on"))
         pipeline = Pipeline(args.model, optimize=True, precision=args.precision, config=config)
