@@ -514,7 +514,7 @@ def condition(points: np.ndarray, obj: ObjectSize | None, cfg: ConditioningConfi
         points = points[above]
     if len(points) < 3:
         raise ConditioningError("nothing stands on the supporting plane the cloud shows (only the plane itself)")
-    if floor is None and max(dimensions(sample)) <= cfg.max_size * obj.size:
+    if floor is None and cfg.min_size * obj.size <= max(dimensions(sample)) <= cfg.max_size * obj.size:
         # No table and the size of one object: an object cloud, passed on as it is (the clustering would cost
         # more than the rest of the node's work on it). Any stray point beyond its size (a flying pixel trailing
         # off its edge) sends it through the clustering.

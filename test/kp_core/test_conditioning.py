@@ -141,3 +141,10 @@ def test_dimensions_measure_width_along_eight_directions_and_height():
     width, height = dimensions(square)
     assert height == pytest.approx(0.2)
     assert width == pytest.approx(0.1 * np.sqrt(2))  # the diagonal is one of the directions
+
+
+def test_an_object_cloud_far_smaller_than_the_models_object_is_refused():
+    """An object cloud passes unchanged only when it has the object's size: at a quarter of it, none is found."""
+    points = cup(np.random.default_rng(9))
+    with pytest.raises(ConditioningError, match="object size"):
+        condition(points, ObjectSize(width=4 * CUP.width, height=4 * CUP.height))
