@@ -309,7 +309,6 @@ class Clusters:
     keys: np.ndarray  # (C,) sorted cell keys
     label: np.ndarray  # (C,) cluster of each cell
     count: np.ndarray  # (C,) points of the binned subset in each cell
-    density: np.ndarray  # (C,) points in each cell's 3x3x3 neighbourhood
     sparse: np.ndarray  # (C,) bool: cells too sparse to link (see clusters)
     point_cell: np.ndarray  # (N,) index into keys of each binned point's cell
     lo: np.ndarray  # (3,) the cells' origin
@@ -374,7 +373,7 @@ def clusters(points: np.ndarray, cell: float, sparse_fraction: float = 0.0) -> C
     rows, cols = rows[linked], cols[linked]
     graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(len(keys), len(keys)))
     _, label = connected_components(graph, directed=False)
-    return Clusters(keys, label, count, density, sparse, point_cell, lo, dims, cell)
+    return Clusters(keys, label, count, sparse, point_cell, lo, dims, cell)
 
 
 DIRECTIONS = np.stack([np.cos(np.arange(8) * np.pi / 8), np.sin(np.arange(8) * np.pi / 8)], axis=1)
@@ -530,13 +529,11 @@ def condition(points: np.ndarray, obj: ObjectSize | None, cfg: ConditioningConfi
     cells = cl.point_cell if binned is points else cl.cells_of(points)
     keep = cells >= 0
     keep[keep] = mine[cells[keep]]
-    object_points = points[keep]
     sparse = keep.copy()
     sparse[keep] = ~dense[cells[keep]]
     removed["other clusters"] = int((~keep).sum())
-    if sparse.any():
-        removed["sparse"] = int(sparse.sum())
-        object_points = points[keep & ~sparse]
+    removed["sparse"] = int(sparse.sum())
+    object_points = points[keep & ~sparse]
     floor_z = None
     if floor is not None and len(object_points):
         floor_z = floor.z_at(object_points[:, :2].mean(axis=0))
