@@ -72,10 +72,11 @@ def load_tensors(path: Path, expected_sha256: str | None = None) -> dict[str, to
 
 
 def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
-    """(weights, metadata) paths for a ``.safetensors`` file, its ``.json``, a stem, or a run directory."""
+    """(weights, metadata) paths for a ``.safetensors`` file, its ``.json``, a stem, or a run directory (its
+    ``model``, which a recipe ends with, else its ``best``)."""
     path = Path(path)
     if path.is_dir():
-        path = path / "best"
+        path = path / ("model" if (path / "model.json").is_file() else "best")
     if path.suffix in (WEIGHTS_SUFFIX, META_SUFFIX):
         path = path.with_suffix("")
     return path.with_name(path.name + WEIGHTS_SUFFIX), path.with_name(path.name + META_SUFFIX)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from kp_core.conditioning import ConditioningConfig, ConditioningError, ObjectSize, condition
 from kp_core.geometry import GRID_SIZE, transform_points
 from kp_core.placement import object_center
 from kp_core.voxelize import voxelize
@@ -100,18 +101,22 @@ class ViewSampler:
     Solid views voxelize the augmented solid, as the paper does. Sensor views show what a depth sensor
     delivers (:mod:`kp_training.sensor`); their grid is placed on the cloud by the node's own rule
     (origin at :func:`kp_core.placement.object_center`, half extent ``zoom`` normalized units), and the target is the
-    whole solid in the same grid, so the model completes the side the sensor did not see.
+    whole solid in the same grid, so the model completes the side the sensor did not see. With ``object_size``
+    each sensor cloud first goes through the node's input conditioning (:func:`kp_core.conditioning.condition`:
+    far points, the support plane, the object's cluster), so the model learns from what the node will give it.
     """
 
     def __init__(self, points: torch.Tensor, input_from_points=None, sensor: SensorConfig | None = None,
                  metres_per_unit: float | None = None, zoom: float = 1.0, scale_range=SCALE_RANGE,
-                 grid_size: int = GRID_SIZE):
+                 grid_size: int = GRID_SIZE, object_size: ObjectSize | None = None):
         """Args:
             points: (N, 3) solid samples in the normalized frame, on the target device.
             input_from_points: the model's ``(points (B, N, 3), mask) -> input grid``; None: the 64^3 grid.
             sensor: None for solid views, else the sensor simulation's settings.
             metres_per_unit: the shape's metres per normalized unit (needed with ``sensor``).
             zoom: grid half extent in normalized units (> 1 leaves room for a single view's hidden side).
+            object_size: the object's size in metres as the node knows it (the checkpoint's): condition each
+                sensor cloud as the node does; None: the clouds go to the grid as simulated.
         """
         if not zoom >= 1.0:
             raise ValueError(f"zoom must be >= 1 (the shape fills the unit cube), got {zoom}")
@@ -121,6 +126,8 @@ class ViewSampler:
         self.scale_range = scale_range
         self.grid_size = grid_size
         self.simulator = None
+        self.object_size = object_size
+        self.conditioning = ConditioningConfig()
         if sensor is not None:
             if metres_per_unit is None:
                 raise ValueError("sensor views need the shape's metres_per_unit")
@@ -145,12 +152,11 @@ class ViewSampler:
             seen, mask = solid, None
         else:
             surface = transform_points(self.simulator.surface.expand(n, -1, -1), angle, scale)
-            clouds = self.simulator.clouds(surface, generator)
-            seen, mask = clouds.points, clouds.mask
-            center = torch.stack([
-                torch.as_tensor(object_center(cloud[keep].double().cpu().numpy()), dtype=torch.float32)
-                for cloud, keep in zip(seen, mask)
-            ]).to(device)
+            table = self.simulator.table
+            if table is not None:
+                table = transform_points(table.to(device).expand(n, -1, -1), angle, scale)
+            clouds = self.simulator.clouds(surface, generator, table)
+            seen, mask, center = self._placed(clouds.points, clouds.mask)
         half_extent = torch.full((n,), self.zoom, device=device)
         targets = voxelize((solid - center[:, None]) / self.zoom, self.grid_size)
         if self.simulator is None and self.input_from_points is None and self.zoom == 1.0:
@@ -159,6 +165,34 @@ class ViewSampler:
             to_input = self.input_from_points or (lambda p, m: voxelize(p, self.grid_size, m))
             inputs = to_input((seen - center[:, None]) / self.zoom, mask)
         return PairBatch(inputs, targets, angle, scale, center, half_extent)
+
+    def _placed(self, points: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The clouds as the node would encode them (conditioned when :attr:`object_size` is set), padded to one
+        length, and each one's grid origin by the node's rule: points (V, P', 3), mask (V, P'), centers (V, 3)."""
+        unit = self.simulator.unit
+        kept, centers = [], []
+        for cloud, keep in zip(points, mask):
+            cloud = cloud[keep].double().cpu().numpy()
+            bottom = None
+            if self.object_size is not None:
+                try:
+                    conditioned = condition(cloud * unit, self.object_size, self.conditioning)
+                except ConditioningError:  # nothing object-sized: the node would refuse it; train on it as seen
+                    conditioned = None
+                if conditioned is not None and len(conditioned.points) >= 3:
+                    cloud = conditioned.points / unit
+                    bottom = None if conditioned.floor_z is None else conditioned.floor_z / unit
+            kept.append(torch.as_tensor(cloud, dtype=torch.float32))
+            centers.append(torch.as_tensor(object_center(cloud, bottom=bottom), dtype=torch.float32))
+        device = points.device
+        if self.object_size is None:
+            return points, mask, torch.stack(centers).to(device)
+        length = max(len(k) for k in kept)
+        padded = torch.zeros(len(kept), length, 3)
+        valid = torch.zeros(len(kept), length, dtype=torch.bool)
+        for i, k in enumerate(kept):
+            padded[i, : len(k)], valid[i, : len(k)] = k, True
+        return padded.to(device), valid.to(device), torch.stack(centers).to(device)
 
 
 class ValidationSet:

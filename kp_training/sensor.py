@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -73,15 +74,27 @@ class SensorConfig:
     depth_tolerance_m: float = 0.0025
     """A sample is seen when it is at most this much behind its pixel's nearest sample (less than the
     thinnest wall, more than a pixel's depth range on a moderately oblique surface)."""
+    artifact_fraction: float = 0.0
+    """Share of clouds with a real camera's artifacts (the three settings below); 0 draws nothing for them,
+    so the clouds of a seed stay what they were without."""
+    artifact_noise_m: tuple[float, float] = (0.0, 0.003)
+    """Depth noise of those clouds (replaces ``noise_m``): up to a stereo camera's at 0.6 m."""
+    flying: tuple[float, float] = (0.0, 0.03)
+    """Flying pixels per seen point: points of the first camera's silhouette pushed back along its ray."""
+    flying_push_m: tuple[float, float] = (0.003, 0.3)
+    ring_m: tuple[float, float] = (0.0, 0.03)
+    """Width of the ring of table left around the object's base (imperfect plane removal)."""
 
     def validate(self) -> "SensorConfig":
         pairs = {"elevation_deg": self.elevation_deg, "distance_m": self.distance_m, "noise_m": self.noise_m,
-                 "keep": self.keep, "outliers": self.outliers}
+                 "keep": self.keep, "outliers": self.outliers, "artifact_noise_m": self.artifact_noise_m,
+                 "flying": self.flying, "flying_push_m": self.flying_push_m, "ring_m": self.ring_m}
         for name, (lo, hi) in pairs.items():
             if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= hi):
                 raise ValueError(f"sensor {name} must be a range 0 <= lo <= hi, got {(lo, hi)}")
-        if not 0 <= self.whole_fraction <= 1:
-            raise ValueError(f"sensor whole_fraction must be in [0, 1], got {self.whole_fraction}")
+        for name in ("whole_fraction", "artifact_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"sensor {name} must be in [0, 1], got {getattr(self, name)}")
         if self.whole_cameras < 1 or self.keep[1] > 1 or self.keep[1] <= 0 or self.elevation_deg[1] >= 90:
             raise ValueError("sensor needs whole_cameras >= 1, 0 < keep <= 1 and elevations below 90 deg")
         if self.distance_m[0] <= 0 or self.pixel_m <= 0 or self.depth_tolerance_m <= 0:
@@ -95,8 +108,9 @@ class SensorClouds:
 
     Attributes:
         points: (V, P, 3) points in the frame of the posed shape (normalized units).
-        mask: (V, P) bool, True for real points (seen samples and outliers).
+        mask: (V, P) bool, True for real points (seen samples, table, flying pixels and outliers).
         whole: (V,) bool, True for clouds fused from several cameras.
+        artifacts: (V,) bool, True for clouds with a real camera's artifacts (``SensorConfig.artifact_fraction``).
         cameras: (V, C, 3) camera positions; camera_mask (V, C) which of them were used.
     """
 
@@ -105,6 +119,7 @@ class SensorClouds:
     whole: torch.Tensor
     cameras: torch.Tensor
     camera_mask: torch.Tensor
+    artifacts: torch.Tensor | None = None
 
 
 class SensorSimulator:
@@ -121,6 +136,8 @@ class SensorSimulator:
         self.unit = float(metres_per_unit)
         if not (math.isfinite(self.unit) and self.unit > 0):
             raise ValueError(f"metres_per_unit must be > 0, got {metres_per_unit}")
+        self.table, self.table_reach = (table_samples(surface, config.ring_m[1] / self.unit, config.pixel_m / self.unit)
+                                        if config.artifact_fraction > 0 and config.ring_m[1] > 0 else (None, None))
         pitch = config.pixel_m / self.unit
         extent = float(surface.abs().amax()) * math.sqrt(3) * 1.3  # any pose, any scale <= 1
         self.pixel = pitch
@@ -156,12 +173,28 @@ class SensorSimulator:
             (V, N) bool: seen by at least one used camera.
         """
         view, cam = torch.nonzero(used, as_tuple=True)
-        eye = cameras[view, cam]  # (P, 3)
+        pixel, depth, inside, zbuffer = self._zbuffer(points[view], cameras[view, cam])
+        seen_by = inside & (depth <= zbuffer[pixel] + self.tolerance)
+        seen = torch.zeros(points.shape[:2], device=points.device)
+        return seen.index_add_(0, view, seen_by.float()) > 0
+
+    def silhouette(self, points: torch.Tensor, eye: torch.Tensor) -> torch.Tensor:
+        """(V, N) bool: the points of (V, N, 3) that one camera per view, at ``eye`` (V, 3), sees at the edge
+        of what it sees (a pixel with an empty neighbour): where a real camera's flying pixels come from."""
+        pixel, depth, inside, zbuffer = self._zbuffer(points, eye)
+        size = self.image_size
+        empty = torch.isinf(zbuffer).view(-1, 1, size, size).float()
+        edge = (F.max_pool2d(F.pad(empty, (1, 1, 1, 1), value=1.0), 3, stride=1) > 0).flatten()
+        return inside & (depth <= zbuffer[pixel] + self.tolerance) & edge[pixel]
+
+    def _zbuffer(self, points: torch.Tensor, eye: torch.Tensor):
+        """Project (P, N, 3) points into one camera each at ``eye`` (P, 3), looking at the origin: flat pixel
+        indices (P, N), depths (P, N; inf outside the image), in-image flags (P, N) and the z-buffer (P*S*S,)."""
         forward = -F.normalize(eye, dim=-1)
         up_world = torch.tensor([0.0, 0.0, 1.0], device=points.device, dtype=points.dtype).expand_as(forward)
         right = F.normalize(torch.linalg.cross(forward, up_world, dim=-1), dim=-1)
         up = torch.linalg.cross(right, forward, dim=-1)
-        rel = points[view] - eye[:, None]  # (P, N, 3)
+        rel = points - eye[:, None]  # (P, N, 3)
         depth = rel @ forward[:, :, None]
         # Pixels as angles scaled to the pitch at the camera's distance: the same pixel size on the object.
         scale = eye.norm(dim=-1)[:, None, None] / (depth * self.pixel)
@@ -175,33 +208,37 @@ class SensorSimulator:
         depth = torch.where(inside, depth, torch.full_like(depth, math.inf))
         zbuffer = torch.full((len(eye) * size * size,), math.inf, device=points.device, dtype=points.dtype)
         zbuffer.scatter_reduce_(0, pixel.reshape(-1), depth.reshape(-1), reduce="amin")
-        seen_by = inside & (depth <= zbuffer[pixel] + self.tolerance)
-        seen = torch.zeros(points.shape[:2], device=points.device)
-        return seen.index_add_(0, view, seen_by.float()) > 0
+        return pixel, depth, inside, zbuffer
 
-    def clouds(self, points: torch.Tensor, generator: torch.Generator) -> SensorClouds:
+    def clouds(self, points: torch.Tensor, generator: torch.Generator, table: torch.Tensor | None = None) -> SensorClouds:
         """Simulated clouds of V posed shapes.
 
         Args:
             points: (V, N, 3) the surface samples of each posed shape (pose = rotation and scale about the
                 origin; the cameras look at the origin).
             generator: CPU generator for every random draw (a seed gives the same clouds on any device).
+            table: (V, T, 3) the simulator's :attr:`table` samples in the same poses, for clouds with a ring of
+                table left around the base (``SensorConfig.artifact_fraction``); None: no table.
 
         Returns:
-            :class:`SensorClouds` with P = N + outliers.
+            :class:`SensorClouds` with P = N (+ T + N with artifacts) + outliers.
         """
         cfg = self.config
         v, n = points.shape[:2]
         device = points.device
         cameras, used, whole = self.sample_cameras(v, generator)
         cameras, used = cameras.to(device, points.dtype), used.to(device)
-        seen = self.visible(points, cameras, used)
+        if table is None:
+            seen = self.visible(points, cameras, used)
+        else:  # the object hides part of the table from the cameras
+            seen_all = self.visible(torch.cat([points, table], 1), cameras, used)
+            seen, table_seen = seen_all[:, :n], seen_all[:, n:]
         keep_share = _uniform(v, cfg.keep, generator).to(device)
         seen &= torch.rand(v, n, generator=generator).to(device) < keep_share[:, None]
         # Depth noise along the rays of the first camera (for fused clouds: one of several, as good as any).
         ray = F.normalize(points - cameras[:, :1], dim=-1)
         sigma = _uniform(v, cfg.noise_m, generator).to(device) / self.unit
-        noisy = points + ray * (torch.randn(v, n, 1, generator=generator).to(device) * sigma[:, None, None])
+        noise = torch.randn(v, n, 1, generator=generator).to(device)
 
         n_out = max(1, int(math.ceil(n * cfg.outliers[1])))
         rate = _uniform(v, cfg.outliers, generator).to(device)
@@ -209,13 +246,60 @@ class SensorSimulator:
         extent = points.abs().amax(dim=1, keepdim=True) * 1.3
         outliers = (torch.rand(v, n_out, 3, generator=generator).to(device) * 2 - 1) * extent
         out_mask = torch.arange(n_out, device=device)[None] < out_count[:, None]
+        parts, masks, artifacts = [], [], None
+        if cfg.artifact_fraction > 0:  # drawn last: a config without artifacts draws what it always did
+            artifacts = (torch.rand(v, generator=generator) < cfg.artifact_fraction).to(device)
+            sigma = torch.where(artifacts, _uniform(v, cfg.artifact_noise_m, generator).to(device) / self.unit, sigma)
+            if table is not None:
+                width = _uniform(v, cfg.ring_m, generator).to(device) / self.unit * artifacts
+                kept = torch.rand(table.shape[:2], generator=generator).to(device) < keep_share[:, None]
+                table_ray = F.normalize(table - cameras[:, :1], dim=-1)
+                table_noise = torch.randn(*table.shape[:2], 1, generator=generator).to(device)
+                parts.append(table + table_ray * table_noise * sigma[:, None, None])
+                masks.append(table_seen & kept & (self.table_reach.to(device)[None] <= width[:, None]))
+            edge = self.silhouette(points, cameras[:, 0]) & seen
+            share = _uniform(v, cfg.flying, generator).to(device) * artifacts
+            chance = share * seen.sum(1) / edge.sum(1).clamp(min=1)
+            flying = edge & (torch.rand(v, n, generator=generator).to(device) < chance[:, None])
+            lo, hi = (value / self.unit for value in cfg.flying_push_m)
+            push = lo + (hi - lo) * torch.rand(v, n, 1, generator=generator).to(device)
+            parts.append(points + ray * push)
+            masks.append(flying)
+        noisy = points + ray * (noise * sigma[:, None, None])
         return SensorClouds(
-            points=torch.cat([noisy, outliers], 1),
-            mask=torch.cat([seen, out_mask], 1),
+            points=torch.cat([noisy, *parts, outliers], 1),
+            mask=torch.cat([seen, *masks, out_mask], 1),
             whole=whole.to(device),
             cameras=cameras,
             camera_mask=used,
+            artifacts=artifacts,
         )
+
+
+def table_samples(surface: torch.Tensor, reach: float, pixel: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense samples of the table around a shape's base, for rings of table left by an imperfect plane removal.
+
+    Args:
+        surface: (M, 3) surface samples of the shape (normalized units; it stands on its lowest points).
+        reach: the widest ring; pixel: the z-buffer pixel (same units), samples are about six per pixel as the
+            surface's are.
+
+    Returns:
+        samples (T, 3) on the base plane outside the footprint, and each one's distance to the footprint (T,).
+    """
+    from scipy.spatial import cKDTree
+
+    surface = surface.detach().cpu().double().numpy()
+    base = surface[:, 2].min()
+    footprint = surface[surface[:, 2] < base + pixel][:, :2]
+    step = pixel / 2.5
+    lo, hi = footprint.min(0) - reach, footprint.max(0) + reach
+    xs, ys = (np.arange(a, b + step, step) for a, b in zip(lo, hi))
+    grid = np.stack(np.meshgrid(xs, ys, indexing="ij"), -1).reshape(-1, 2)
+    distance, _ = cKDTree(footprint).query(grid, distance_upper_bound=reach + pixel)
+    ring = (distance > pixel) & (distance <= reach + pixel)
+    samples = np.column_stack([grid[ring], np.full(ring.sum(), base)])
+    return torch.as_tensor(samples, dtype=torch.float32), torch.as_tensor(distance[ring] - pixel, dtype=torch.float32)
 
 
 def _uniform(n: int, bounds: tuple[float, float], generator: torch.Generator) -> torch.Tensor:

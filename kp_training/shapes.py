@@ -32,6 +32,8 @@ voxel inside the solid receives points whatever the augmentation."""
 
 SHAPE_CACHE_VERSION = 1
 UP_AXES = ("x", "y", "z")
+MESH_UNITS = {"m": 1.0, "cm": 0.01, "mm": 0.001, "in": 0.0254}
+"""Metres per unit of each length unit a mesh file may be written in (``--mesh-units``)."""
 
 
 @dataclass
@@ -285,8 +287,30 @@ def metres_per_unit(shape: Shape) -> float:
     return float(make_mug().normalization["mesh_units_per_grid_unit"])
 
 
-def load_shape(source: str = "mug", up_axis: str = "z", spacing: float = DEFAULT_SPACING, seed: int = 0) -> Shape:
-    """The built-in ``"mug"`` or a mesh file path, as a normalized solid :class:`Shape`."""
+def in_metres(shape: Shape, mesh_units: str) -> Shape:
+    """The same shape with its normalization in metres (``units: "m"``): a mesh file written in ``mesh_units``
+    (a key of :data:`MESH_UNITS`). The solid itself is normalized, so only the metadata changes."""
+    if mesh_units not in MESH_UNITS:
+        raise ValueError(f"mesh units must be one of {sorted(MESH_UNITS)}, got {mesh_units!r}")
+    norm = shape.normalization
+    if norm.get("units") == "m":
+        if MESH_UNITS[mesh_units] != 1.0:
+            raise ValueError(f"{shape.name} is in metres already; mesh units {mesh_units!r} do not apply")
+        return shape
+    factor = MESH_UNITS[mesh_units]
+    metric = {**norm, "units": "m", "mesh_units": mesh_units,
+              "center": [c * factor for c in norm["center"]],
+              "mesh_units_per_grid_unit": norm["mesh_units_per_grid_unit"] * factor,
+              "width": norm["width"] * factor, "height": norm["height"] * factor}
+    return Shape(shape.name, shape.points, metric)
+
+
+def load_shape(source: str = "mug", up_axis: str = "z", spacing: float = DEFAULT_SPACING, seed: int = 0,
+               mesh_units: str | None = None) -> Shape:
+    """The built-in ``"mug"`` or a mesh file path, as a normalized solid :class:`Shape`; ``mesh_units``: the
+    unit the mesh file is written in (then the shape has a metric size, :func:`in_metres`)."""
     if source == "mug":
-        return make_mug(spacing=spacing, seed=seed)
-    return load_mesh_shape(source, up_axis=up_axis, spacing=spacing, seed=seed)
+        shape = make_mug(spacing=spacing, seed=seed)
+    else:
+        shape = load_mesh_shape(source, up_axis=up_axis, spacing=spacing, seed=seed)
+    return in_metres(shape, mesh_units) if mesh_units is not None else shape

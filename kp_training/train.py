@@ -31,17 +31,18 @@ from kp_core.checkpoint import (
     save_checkpoint,
     save_tensors,
 )
+from kp_core.conditioning import ObjectSize
 from kp_core.devices import keep_freed_memory, resolve_device
 from kp_core.models import PRESETS, KeypointNetPreset, build_model, fit_yaw_template, model_config
 
-from . import __version__
+from . import __version__, recipes
 from .cli import add_config_flags, given, setting
 from .data import ValidationSet, ViewSampler, sample_transforms
 from .goal_quality import psi_grid, sensor_goal_iou
 from .losses import LossWeights, pair_losses
 from .metrics import voxel_iou
 from .sensor import SensorConfig
-from .shapes import UP_AXES, load_shape, metres_per_unit
+from .shapes import MESH_UNITS, UP_AXES, load_shape, metres_per_unit
 
 INPUTS = ("solid", "sensor")
 GOAL_CHECK_PSI_DEG = 45.0
@@ -64,6 +65,9 @@ class TrainConfig:
                           "equivariant KP-Net), cnn (CNN-Net)", choices=sorted(PRESETS))
     shape: str = setting("mug", "'mug' (built in) or a mesh file (obj, stl, ply, glb, off)")
     up_axis: str = setting("z", "the mesh's up axis", choices=UP_AXES)
+    mesh_units: str | None = setting(None, "the unit the mesh file is written in: gives the model a metric size "
+                                     "(simulated cameras, the node's grid and object size follow from it)",
+                                     choices=sorted(MESH_UNITS))
     num_keypoints: int = setting(32, "keypoints K", aliases=("-k",))
     decoder_channels: int | None = setting(None, "decoder width (default: the preset's)")
     heatmap_temperature: float = setting(1.0, "softmax temperature of the keypoint heatmaps")
@@ -71,6 +75,8 @@ class TrainConfig:
     pairs_per_epoch: int = setting(4000, "training pairs per epoch")
     batch_pairs: int = setting(8, "pairs per step (paper: 8)", aliases=("--batch",))
     lr: float = setting(1e-3, "Adam learning rate (with --resume: the rate from there on)")
+    lr_final: float | None = setting(None, "cosine decay of the rate from lr at the first step to this at the "
+                                     "last (default: constant)")
     alpha: float = setting(1.0, "consistency weight (paper: 1)")
     beta: float = setting(0.1, "separation weight (paper: 0.1)")
     separation_m: float = setting(1000.0, "the separation loss's M (paper: 1000)")
@@ -83,14 +89,18 @@ class TrainConfig:
     zoom: float = setting(1.0, "grid half extent in normalized shape units (> 1: room for a single view's "
                           "hidden side; sensor inputs: about 1.3)")
     whole_fraction: float = setting(0.3, "sensor inputs: share of clouds fused from several cameras")
+    camera_artifacts: float = setting(0.0, "sensor inputs: share of clouds with a real camera's artifacts (up to "
+                                      "3 mm depth noise, flying pixels, a ring of table around the base)")
+    conditioning: bool = setting(False, "sensor inputs: put each cloud through the node's input conditioning "
+                                 "(kp_core.conditioning) before the grid, as the node does")
     prior_bias: bool = setting(True, "start the decoder's output bias at the occupancy prior (predicts voxels sooner)")
     goal_check_clouds: int = setting(8, "sensor inputs: whole and single-view clouds scored for goal IoU every epoch")
     seed: int = setting(0, "seed of the run (weights and data)")
     init_from: str | None = setting(None, "start from this checkpoint's weights (same architecture; a new run)",
                                     metavar="CHECKPOINT")
     canonical_yaw: bool = setting(False, "keypoint models: decode at one canonical yaw and turn the output "
-                                  "(z-rotation equivariant decoder, kp_core.models.KeypointNet); needs --init-from "
-                                  "a trained encoder, whose keypoints fit the yaw template")
+                                  "(z-rotation equivariant decoder, kp_core.models.KeypointNet); the yaw template is "
+                                  "fitted from the starting encoder's keypoints (--init-from, else the untrained one)")
     freeze_encoder: bool = setting(False, "train the decoder only (the encoder's weights stay as loaded)")
     val_pairs: int = setting(4000, "validation pairs (fixed)")
     val_seed: int = setting(12345, "seed of the validation set")
@@ -114,6 +124,10 @@ class TrainConfig:
             (self.pairs_per_epoch >= 1, "pairs_per_epoch must be >= 1"),
             (self.batch_pairs >= 1, "batch_pairs must be >= 1"),
             (self.lr > 0 and math.isfinite(self.lr), "lr must be a positive number"),
+            (self.lr_final is None or 0 <= self.lr_final <= self.lr, "lr_final must be in [0, lr]"),
+            (0 <= self.camera_artifacts <= 1, "camera_artifacts must be in [0, 1]"),
+            (self.inputs == "sensor" or not (self.camera_artifacts or self.conditioning),
+             "camera_artifacts and conditioning need sensor inputs"),
             (self.alpha >= 0 and self.beta >= 0, "alpha and beta must be >= 0"),
             (self.separation_m > 0, "separation_m must be > 0"),
             (self.gamma >= 0 and self.spread_radius >= 0, "gamma and spread_radius must be >= 0"),
@@ -129,7 +143,6 @@ class TrainConfig:
             (self.goal_check_clouds >= 0, "goal_check_clouds must be >= 0"),
             (not self.canonical_yaw or isinstance(PRESETS[self.preset], KeypointNetPreset),
              "canonical_yaw needs a keypoint preset"),
-            (not self.canonical_yaw or self.init_from, "canonical_yaw needs --init-from a trained keypoint model"),
             (not self.freeze_encoder or self.init_from, "freeze_encoder needs --init-from (an untrained encoder would stay untrained)"),
         ]
         for ok, message in checks:
@@ -164,7 +177,7 @@ class Trainer:
         self.channels_last = config.channels_last if config.channels_last is not None else self.device.type == "cuda"
 
         torch.manual_seed(config.seed)
-        self.shape = load_shape(config.shape, up_axis=config.up_axis)
+        self.shape = load_shape(config.shape, up_axis=config.up_axis, mesh_units=config.mesh_units)
         self.points = self.shape.points.to(self.device)
         self.model = build_model(config.architecture()).to(self.device)
         if self.channels_last:
@@ -182,8 +195,11 @@ class Trainer:
         self._goal_samplers: dict[str, ViewSampler] = {}  # built on the first goal check
         if config.init_from and not resume:
             self._init_from(config.init_from)
-        elif config.prior_bias and not resume:
-            self._start_at_prior()
+        elif not resume:
+            if config.prior_bias:
+                self._start_at_prior()
+            if config.canonical_yaw:  # psi(R_a k) = psi(k) + a holds for any template of an equivariant encoder
+                self._fit_yaw_template()
         self.steps_per_epoch = math.ceil(config.pairs_per_epoch / config.batch_pairs)
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.best_val, self.train_seconds = math.inf, 0.0
@@ -200,9 +216,17 @@ class Trainer:
 
     def _sampler(self, whole_fraction: float) -> ViewSampler:
         cfg = self.config
-        sensor = SensorConfig(whole_fraction=whole_fraction) if cfg.inputs == "sensor" else None
-        return ViewSampler(self.points, self.model.input_from_points, sensor,
-                           metres_per_unit=metres_per_unit(self.shape), zoom=cfg.zoom, scale_range=self.scale_range)
+        sensor = (SensorConfig(whole_fraction=whole_fraction, artifact_fraction=cfg.camera_artifacts)
+                  if cfg.inputs == "sensor" else None)
+        unit = metres_per_unit(self.shape)
+        return ViewSampler(self.points, self.model.input_from_points, sensor, metres_per_unit=unit, zoom=cfg.zoom,
+                           scale_range=self.scale_range, object_size=self.object_size(unit) if cfg.conditioning else None)
+
+    def object_size(self, unit: float) -> ObjectSize:
+        """The shape's size in metres as the node knows it (from the checkpoint's normalization)."""
+        norm = self.shape.normalization
+        to_metres = unit / norm["mesh_units_per_grid_unit"]
+        return ObjectSize(norm["width"] * to_metres, norm["height"] * to_metres)
 
     @torch.no_grad()
     def _start_at_prior(self) -> None:
@@ -252,7 +276,17 @@ class Trainer:
     def _prepare(self, voxels: torch.Tensor) -> torch.Tensor:
         return voxels.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else voxels
 
+    def rate(self) -> float:
+        """The learning rate of the next step: ``lr``, or its cosine decay to ``lr_final`` over the run."""
+        cfg = self.config
+        if cfg.lr_final is None:
+            return cfg.lr
+        progress = min(1.0, self.global_step / max(1, cfg.epochs * self.steps_per_epoch - 1))
+        return cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * progress))
+
     def train_step(self) -> dict[str, float]:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.rate()
         batch = self.sampler.pairs(self.config.batch_pairs, self.generator)
         self.model.train()
         with self._autocast():
@@ -371,8 +405,9 @@ class Trainer:
     def out_of_time(self) -> bool:
         return self.config.max_minutes is not None and self.train_seconds >= 60 * self.config.max_minutes
 
-    def fit(self) -> Path:
-        """Train until ``epochs`` or ``max_minutes``; returns the run folder."""
+    def fit(self, label: str = "") -> Path:
+        """Train until ``epochs`` or ``max_minutes``; returns the run folder. ``label`` names the run on the
+        progress bar (a recipe's stage)."""
         from tqdm import tqdm
 
         cfg = self.config
@@ -380,7 +415,7 @@ class Trainer:
             while self.epoch < cfg.epochs and not self.out_of_time():
                 sums: dict[str, float] = {}
                 steps = 0
-                bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+                bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"{label}epoch {self.epoch + 1}/{cfg.epochs}",
                            leave=False, dynamic_ncols=True, disable=None)
                 while self.step_in_epoch < self.steps_per_epoch and not self.out_of_time():
                     start = time.perf_counter()
@@ -445,7 +480,10 @@ def load_config_file(path: str) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kp-train", description="Train KP-Net or the CNN-Net baseline on one shape.")
     parser.add_argument("--config", help="YAML or JSON file of config fields; flags override it")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run (or recipe) in RUN_DIR from its last checkpoint")
+    parser.add_argument("--recipe", choices=sorted(recipes.RECIPES),
+                        help="a whole training in one command, into --out (the flags given apply to every stage): "
+                             + recipes.describe())
     add_config_flags(parser, TrainConfig)
     return parser
 
@@ -461,6 +499,34 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**values)
 
 
+def run_recipe(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``kp-train --recipe NAME --out DIR`` or ``kp-train --resume DIR`` of a recipe's folder."""
+    flags = {**(load_config_file(args.config) if args.config else {}), **given(args, TrainConfig)}
+    try:
+        if args.recipe:
+            if args.resume:
+                raise ValueError("--recipe starts a run; continue one with --resume DIR alone")
+            if "out" not in flags:
+                raise ValueError("--recipe needs --out DIR")
+            out = Path(flags.pop("out"))
+            recipes.start(args.recipe, flags, out)
+            flags = {}
+        else:
+            out = Path(args.resume)
+            flags.pop("out", None)
+            recipes.read(out)
+    except (ValueError, FileExistsError, OSError, json.JSONDecodeError) as err:
+        parser.error(str(err))
+    try:
+        weights = recipes.run(out, flags)
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, CheckpointError) as err:
+        parser.error(str(err))
+    print(f"done: {weights}" if weights.name.startswith(recipes.MODEL_STEM) else f"stopped: continue with --resume {out}")
+    return 0
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -473,6 +539,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.recipe or (args.resume and (Path(args.resume) / recipes.RECIPE_FILE).is_file()):
+        return run_recipe(parser, args)
     try:
         if args.resume and not (Path(args.resume) / "last.json").is_file():
             raise ValueError(f"--resume {args.resume}: no last checkpoint there")

@@ -1,0 +1,180 @@
+"""Recipes: a whole training in one command, ``kp-train --recipe NAME --out DIR`` (stages of :class:`TrainConfig`).
+
+A recipe is a list of stages, each a set of config fields and a length in epochs (so in steps: nothing stops on
+the clock, and a run repeats on another machine). Every stage after the first starts from the previous one's best
+checkpoint. The run folder holds ``recipe.json`` (the recipe's name and the flags given, which apply to every
+stage), one run folder per stage (``stage1-shape``, ...), and at the end ``model.safetensors`` + ``model.json``
+(the last stage's best checkpoint, which the node serves from ``model_path:=DIR``) and, for the node's recipe,
+``report.md``: kp-eval's sensor and camera protocols for the shape, with figures. ``kp-train --resume DIR``
+continues the stage that was interrupted (Ctrl-C is safe) and goes on with the next ones.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kp_core.checkpoint import atomic_write_json, checkpoint_paths, read_metadata
+
+RECIPE_FILE = "recipe.json"
+MODEL_STEM = "model"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training run of a recipe: its config fields (on top of the recipe's) and its length in epochs."""
+
+    name: str
+    epochs: int
+    fields: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    fields: dict
+    """Config fields of every stage."""
+    stages: tuple[Stage, ...]
+    report: bool = False
+    """Evaluate the model like the node uses it (kp-eval's sensor and camera protocols) into ``report.md``."""
+
+
+NODE_FIELDS = dict(preset="cylinder", inputs="sensor", zoom=1.3, whole_fraction=0.3, camera_artifacts=0.5,
+                   conditioning=True, canonical_yaw=True, alpha=10.0, gamma=1.0, batch_pairs=4, pairs_per_epoch=400,
+                   val_pairs=64, goal_check_clouds=8)
+PAPER_FIELDS = dict(inputs="solid", batch_pairs=8, pairs_per_epoch=4000, lr=1e-3, alpha=1.0, beta=0.1)
+
+RECIPES = {
+    "node": Recipe(
+        "node",
+        "a model the node serves: the z-rotation equivariant encoder and yaw-canonical decoder trained on simulated "
+        "depth-camera clouds with a real camera's artifacts, conditioned as the node conditions them; then the "
+        "decoder alone at the node's operating point (one size)",
+        NODE_FIELDS,
+        (Stage("shape", 20, dict(lr=1e-3, lr_final=1e-4)),
+         Stage("operating-point", 4, dict(freeze_encoder=True, scale_min=0.825, scale_max=0.925, lr=1e-4,
+                                          lr_final=3e-5))),
+        report=True,
+    ),
+    "paper": Recipe("paper", "the paper's KP-Net: 400 epochs of 4000 pairs on solid grids",
+                    dict(PAPER_FIELDS, preset="paper"), (Stage("kpnet", 400),)),
+    "cnn": Recipe("cnn", "the paper's CNN-Net baseline (128-d latent, reconstruction loss only), same schedule",
+                  dict(PAPER_FIELDS, preset="cnn"), (Stage("cnnnet", 400),)),
+}
+
+
+def stage_dir(out: Path, index: int, stage: Stage) -> Path:
+    return out / f"stage{index + 1}-{stage.name}"
+
+
+def stage_done(folder: Path, epochs: int) -> bool:
+    last = folder / "last.json"
+    return last.is_file() and read_metadata(last)["progress"]["epoch"] >= epochs
+
+
+def stage_configs(recipe: Recipe, given: dict, out: Path) -> list[dict]:
+    """The config fields of every stage: the recipe's, the stage's, then what the user gave (every stage)."""
+    configs = []
+    for i, stage in enumerate(recipe.stages):
+        values = {**recipe.fields, "epochs": stage.epochs, **stage.fields, **given, "out": str(stage_dir(out, i, stage))}
+        if i > 0:
+            values["init_from"] = str(stage_dir(out, i - 1, recipe.stages[i - 1]) / "best")
+        configs.append(values)
+    return configs
+
+
+def start(recipe_name: str, given: dict, out: Path) -> None:
+    """Write the run folder's ``recipe.json`` (a new run); refuses a folder that holds a run, and a node model
+    of a mesh whose units are not given."""
+    recipe = RECIPES[recipe_name]
+    if recipe.report and given.get("shape", "mug") != "mug" and not given.get("mesh_units"):
+        raise ValueError(f"--recipe {recipe_name} needs --mesh-units for a mesh file: the node sizes its grid and "
+                         "finds the object in metres")
+    if (out / RECIPE_FILE).exists() or (out / "last.json").exists():
+        raise FileExistsError(f"{out} already holds a run: pass --resume {out} to continue it or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / RECIPE_FILE, {"recipe": recipe_name, "given": given})
+
+
+def read(out: Path) -> tuple[Recipe, dict]:
+    """The recipe and the flags of the run in ``out``."""
+    saved = json.loads((out / RECIPE_FILE).read_text())
+    if saved.get("recipe") not in RECIPES:
+        raise ValueError(f"{out / RECIPE_FILE}: unknown recipe {saved.get('recipe')!r}")
+    return RECIPES[saved["recipe"]], dict(saved.get("given") or {})
+
+
+def run(out: Path, given_now: dict | None = None, make_trainer=None) -> Path:
+    """Run (or continue) the recipe in ``out`` to its end; returns the model's weights path.
+
+    ``given_now``: flags given with ``--resume`` (they apply from here on, as with a plain run);
+    ``make_trainer(config, resume)``: the :class:`kp_training.train.Trainer` factory."""
+    from .train import TrainConfig, Trainer
+
+    make_trainer = make_trainer or Trainer
+    recipe, given = read(out)
+    given.update(given_now or {})
+    configs = stage_configs(recipe, given, out)
+    for value in configs:  # every stage's config is checked before the first step of the first
+        TrainConfig(**value).validate()
+    stages_wall = []
+    for i, (stage, values) in enumerate(zip(recipe.stages, configs)):
+        folder = Path(values["out"])
+        label = f"stage {i + 1}/{len(recipe.stages)} {stage.name}: "
+        if not stage_done(folder, values["epochs"]):
+            resume = (folder / "last.json").is_file()
+            if resume:
+                values = {**json.loads((folder / "config.json").read_text()), **{k: values[k] for k in given}}
+            print(f"kp-train --recipe {recipe.name}: {label}{'resuming' if resume else 'starting'} in {folder}", flush=True)
+            trainer = make_trainer(TrainConfig(**values), resume=resume)
+            trainer.fit(label=label)
+            if not stage_done(folder, values["epochs"]):  # stopped by --max-minutes: --resume goes on from here
+                return folder / "last.safetensors"
+        stages_wall.append({"stage": stage.name, "epochs": values["epochs"],
+                            **{k: read_metadata(folder / "last.json")["progress"][k] for k in ("global_step", "train_seconds")}})
+    weights = export(out, recipe, stages_wall)
+    if recipe.report and not (out / "report.md").exists():
+        write_report(out, given)
+    return weights
+
+
+def export(out: Path, recipe: Recipe, stages_wall: list[dict]) -> Path:
+    """``DIR/model.*``: the last stage's best checkpoint, with the recipe and each stage's steps and time."""
+    source_weights, source_meta = checkpoint_paths(stage_dir(out, len(recipe.stages) - 1, recipe.stages[-1]) / "best")
+    weights, meta_path = checkpoint_paths(out / MODEL_STEM)
+    meta = json.loads(source_meta.read_text())
+    meta["recipe"] = {"name": recipe.name, "stages": stages_wall}
+    shutil.copyfile(source_weights, weights)
+    atomic_write_json(meta_path, meta)
+    return weights
+
+
+def write_report(out: Path, given: dict) -> None:
+    """``DIR/report.md`` (and ``DIR/eval/``): kp-eval's protocols on the recipe's model, at a scale that takes a
+    few minutes."""
+    from .cli import given as flags_given
+    from .evaluate import build_parser, evaluate
+    from .protocols import EvalConfig
+
+    command = ["--kp", str(out / MODEL_STEM), "--samples", "32", "--angles", "9", "--poses", "0", "--circle-angles", "8",
+               "--equivariance-samples", "4", "--sensor-poses", "12", "--camera-views", "4", "--device",
+               given.get("device", "auto"), "--out", str(out / "eval"), "--results-md", str(out / "report.md")]
+    if given.get("num_threads"):
+        command += ["--num-threads", str(given["num_threads"])]
+    config = EvalConfig(**flags_given(build_parser().parse_args(command), EvalConfig), command=command,
+                        note=f"The model of `kp-train --recipe` in {out}.")
+    started = time.perf_counter()
+    print(f"kp-train: evaluating {out / MODEL_STEM} -> {out / 'report.md'}", flush=True)
+    evaluate(config)
+    print(f"kp-train: report written in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+
+
+def describe() -> str:
+    return "; ".join(f"{r.name}: {r.description} ({' + '.join(f'{s.name} {s.epochs} epochs' for s in r.stages)})"
+                     for r in RECIPES.values())
+
