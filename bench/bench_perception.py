@@ -52,15 +52,17 @@ def untrained_model(folder: Path) -> Path:
 
     from kp_core.checkpoint import save_checkpoint
     from kp_core.models import build_model, model_config
+    from kp_core.placement import serving_metadata
     from kp_training.shapes import load_shape
     from kp_core.voxelize import voxelize
 
     torch.manual_seed(0)
     model = build_model(model_config("fast")).eval()
+    mug = load_shape("mug")
     with torch.no_grad():
-        logits = model(voxelize(load_shape("mug").points[None]))["logits"].flatten()
+        logits = model(voxelize(mug.points[None]))["logits"].flatten()
         model.decoder.out.bias -= torch.quantile(logits[::7], 0.87)
-    return save_checkpoint(folder / "untrained_fast", model, {})
+    return save_checkpoint(folder / "untrained_fast", model, {"normalization": mug.normalization, **serving_metadata()})
 
 
 def mug_points(count: int, seed: int = 0) -> np.ndarray:

@@ -36,7 +36,6 @@ from .geometry import (
     NORMALIZE_MARGIN,
     MetricGridMap,
     bounds,
-    fitting_half_extent,
     rotate_z_points,
     voxel_centers,
     yaw_alignment,
@@ -47,9 +46,6 @@ from .placement import CENTERINGS, grid_zoom, object_center
 
 DEFAULT_MARGIN = NORMALIZE_MARGIN
 """Grid units kept free when the extent comes from the cloud (as the training shapes are normalized)."""
-MAX_OBJECT_HALF_EXTENT = 50.0
-"""Metres: a cloud measured larger than this (with no object size to go by) is no object; the node's
-``object_size`` parameter stops at 100 m."""
 
 
 class PipelineError(ValueError):
@@ -70,17 +66,13 @@ class PipelineConfig:
 
     object_size: float = 0.0
     """The object's size in metres: max(diameter about its vertical axis, height). 0: the trained shape's
-    size from the checkpoint when it was in metres, else measured on each cloud."""
+    size from the checkpoint (a checkpoint without one needs it set: :meth:`Pipeline.check`)."""
     crop_enabled: bool = False
     crop_min: tuple[float, float, float] = (-1e3, -1e3, -1e3)
     crop_max: tuple[float, float, float] = (1e3, 1e3, 1e3)
     min_points: int = 30
     max_points: int = 4_000_000
     margin: float = DEFAULT_MARGIN
-    centering: str = "circle"
-    """Where the grid origin goes: "circle" (x, y: centre of the smallest circle enclosing the points seen
-    from above; z: middle of their height; invariant to the object's yaw) or "box" (the axis-aligned
-    bounding-box centre, which moves with the yaw of an asymmetric object)."""
     conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
     """How the object is isolated from a scene (:mod:`kp_core.conditioning`); far points always go."""
 
@@ -94,8 +86,6 @@ class PipelineConfig:
             raise PipelineError(f"need 1 <= min_points <= max_points, got {self.min_points}, {self.max_points}")
         if not 0.0 <= self.margin < 1.0:
             raise PipelineError(f"margin must be in [0, 1), got {self.margin}")
-        if self.centering not in CENTERINGS:
-            raise PipelineError(f"centering must be one of {CENTERINGS}, got {self.centering!r}")
         try:
             self.conditioning.validate()
         except ValueError as err:
@@ -167,8 +157,28 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if native else "fp32"
 
 
+def served_centering(metadata: dict, path: Path) -> str:
+    """The grid placement a checkpoint was trained with, which the pipeline then uses (``placement.centering``),
+    or PipelineError when the node cannot give the model what it was trained on: its inputs were not sensor
+    clouds (solid grids, or not recorded), or its placement is not one the node knows."""
+    inputs = metadata.get("inputs") or (metadata.get("train_config") or {}).get("inputs")
+    if inputs != "sensor":
+        trained = "solid voxel grids (inputs: solid)" if inputs == "solid" else "inputs it does not record"
+        raise PipelineError(f"{path} was trained on {trained}; the node encodes what a depth camera sees: train a model "
+                            "for it with `kp-train --recipe node`")
+    centering = (metadata.get("placement") or {}).get("centering")
+    if centering not in CENTERINGS:
+        raise PipelineError(f"{path} places its grid by {centering!r} (placement.centering), which the node does not "
+                            f"know ({', '.join(CENTERINGS)}): train a model for it with `kp-train --recipe node`")
+    return centering
+
+
 class Pipeline:
-    """Model + settings; thread-safe (a lock serializes every use of the model)."""
+    """Model + settings; thread-safe (a lock serializes every use of the model).
+
+    The checkpoint says how to serve it (its JSON: inputs, grid placement, zoom, object scale, metric size) and
+    the pipeline serves it exactly that way, or refuses it (:func:`served_centering`, :meth:`check`).
+    """
 
     def __init__(self, model_path: str | Path, device: str = "cpu",
                  config: PipelineConfig | None = None, threshold: float = 0.5, optimize: bool = False,
@@ -186,6 +196,7 @@ class Pipeline:
         # Channels-last 3-D convolutions are about 20% faster on CPU (oneDNN); same results up to rounding.
         self.memory_format = torch.channels_last_3d if self.device.type == "cpu" else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
+        self.centering = served_centering(self.metadata, self.model_path)
         self.zoom = grid_zoom(self.metadata.get("placement"))
         normalization = self.metadata.get("normalization") or {}
         # The trained shape's half extent in metres, when its mesh was in metres (the built-in mug is).
@@ -201,7 +212,7 @@ class Pipeline:
         """The encoder that runs: voxels -> heatmap logits, in :attr:`precision` (it sets that up itself)."""
         if optimize:
             self._optimize_encoder()
-        self.config = (config or PipelineConfig()).validate()
+        self.config = self.check(config or PipelineConfig())
         self.threshold = threshold
         self._lock = threading.Lock()
         self._centers = voxel_centers(GRID_SIZE).numpy().astype(np.float64)
@@ -296,6 +307,18 @@ class Pipeline:
             raise PipelineError(f"only {len(points)} finite points{where}; at least min_points = {cfg.min_points} are needed")
         return points
 
+    def check(self, config: PipelineConfig) -> PipelineConfig:
+        """``config`` validated, and for this model: a model without a metric size (its mesh's units were not
+        given) needs ``object_size``. Raises PipelineError; returns ``config``."""
+        config.validate()
+        if self.trained_half_extent is None and config.object_size == 0:
+            raise self._no_metric_size()
+        return config
+
+    def _no_metric_size(self) -> PipelineError:
+        return PipelineError(f"{self.model_path} has no metric size (it was trained on a mesh of unknown units): set "
+                             "object_size to the object's size in metres, or retrain with `kp-train --mesh-units`")
+
     def object_size(self, config: PipelineConfig | None = None) -> ObjectSize | None:
         """The object's size in metres: the trained shape's width and height when its mesh was in metres (scaled
         to ``object_size`` when that is set), else ``object_size`` for both, else None (measured on each cloud)."""
@@ -328,23 +351,17 @@ class Pipeline:
 
     def grid_map_for(self, points: np.ndarray, config: PipelineConfig | None = None,
                      bottom: float | None = None) -> MetricGridMap:
-        """The grid frame on the object, by the training rule: origin from ``centering`` (``bottom``: the height
+        """The grid frame on the object, by the training rule: origin from the checkpoint's centering (``bottom``: the height
         the object stands at), half extent the object's (``object_size``, else the trained shape's, else measured
         on the cloud) times the zoom."""
         cfg = config or self.config
-        center = object_center(points, cfg.centering, bottom)
+        center = object_center(points, self.centering, bottom)
         if cfg.object_size > 0:
             object_half_extent = cfg.object_size / 2.0 / (1.0 - cfg.margin)
         elif self.trained_half_extent is not None:
             object_half_extent = self.trained_half_extent
         else:
-            try:
-                object_half_extent = fitting_half_extent(points - center, cfg.margin)
-            except ValueError as err:
-                raise PipelineError(f"cannot size the grid from this cloud: {err}") from err
-            if object_half_extent > MAX_OBJECT_HALF_EXTENT:
-                raise PipelineError(f"the cloud spans {2 * object_half_extent:.3g} m, more than any object this node "
-                                    "encodes; set object_size, or crop the cloud")
+            raise self._no_metric_size()
         half_extent = object_half_extent * self.zoom
         if not (np.isfinite(half_extent) and half_extent > 1e-6):
             raise PipelineError(f"the cloud is degenerate (extent {half_extent:g} m)")

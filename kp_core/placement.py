@@ -16,6 +16,14 @@ from .geometry import bounds
 CENTERINGS = ("circle", "box")
 
 
+def serving_metadata(inputs: str = "sensor", zoom: float = 1.0, object_scale: float = 1.0) -> dict:
+    """What a checkpoint's JSON says about how its model is served (:func:`kp_core.pipeline.served_centering`):
+    the inputs it was trained on ("sensor" clouds, or "solid" grids, which the node refuses) and the grid
+    placement (centering: "circle" for sensor clouds, "origin" for solid grids; zoom; object scale)."""
+    centering = "circle" if inputs == "sensor" else "origin"
+    return {"inputs": inputs, "placement": {"zoom": zoom, "centering": centering, "object_scale": object_scale}}
+
+
 def grid_zoom(placement: dict | None) -> float:
     """The zoom a user's cloud gets from a checkpoint's ``placement`` metadata.
 

@@ -94,11 +94,8 @@ PARAMETERS = [
     Param("input_transform", list(IDENTITY_TRANSFORM), "fixed transform from the clouds' frame to target_frame "
           "when use_tf is false: translation x, y, z (m) and quaternion x, y, z, w", P.PARAMETER_DOUBLE_ARRAY),
     Param("object_size", 0.0, f"object size in metres, max(diameter about its vertical axis, height), at least "
-          f"{MIN_OBJECT_SIZE} m; 0: the model's trained size, else measured from each cloud (set it for partial "
-          "views)", P.PARAMETER_DOUBLE, float_range=(0.0, 100.0)),
-    Param("centering", "circle", "grid origin: circle (x, y: centre of the smallest circle around the cloud seen "
-          "from above, z: mid-height; invariant to the object's yaw) or box (bounding-box centre)",
-          P.PARAMETER_STRING),
+          f"{MIN_OBJECT_SIZE} m; 0: the model's trained size (a model without a metric size needs it set)",
+          P.PARAMETER_DOUBLE, float_range=(0.0, 100.0)),
     Param("object_frame", "", "publish the object's pose (~/object_pose) as this TF frame, child of the answer "
           "frame, for every cloud (needs tf2_ros); empty: no TF. ~/object_pose itself goes out while someone "
           "subscribes", P.PARAMETER_STRING, read_only=True),
@@ -150,7 +147,7 @@ def read_settings(get) -> Settings:
     """Settings from ``get(name) -> value``; raises :class:`SettingsError` naming the parameter at fault."""
     object_size = float(get("object_size"))
     if not math.isfinite(object_size) or object_size < 0 or 0 < object_size < MIN_OBJECT_SIZE:
-        raise SettingsError(f"object_size must be 0 (automatic) or at least {MIN_OBJECT_SIZE} m (1 mm), got "
+        raise SettingsError(f"object_size must be 0 (the model's size) or at least {MIN_OBJECT_SIZE} m (1 mm), got "
                             f"{object_size:g} m: below that every cloud would fill a single voxel")
     crop_min, crop_max = (numbers(name, get(name), 3) for name in ("crop.min", "crop.max"))
     try:
@@ -161,7 +158,6 @@ def read_settings(get) -> Settings:
             crop_max=crop_max,
             min_points=int(get("min_points")),
             max_points=int(get("max_points")),
-            centering=str(get("centering")),
             conditioning=ConditioningConfig(enabled=bool(get("conditioning.enabled"))),
         ).validate()
     except PipelineError as err:

@@ -363,7 +363,9 @@ class Perception:
             return new[name] if name in new else self._get(name)
 
         try:
-            read_settings(get)
+            settings = read_settings(get)
+            if self.pipeline is not None:
+                self.pipeline.check(self._pipeline_config(settings))
         except (SettingsError, ValueError, TypeError) as err:
             return SetParametersResult(successful=False, reason=str(err))
         return SetParametersResult(successful=True)

@@ -88,6 +88,16 @@ def stage_configs(recipe: Recipe, given: dict, out: Path) -> list[dict]:
     return configs
 
 
+def validate(recipe: Recipe, given: dict, out: Path) -> list[dict]:
+    """Every stage's config, checked before the first step of the first (ValueError names the field)."""
+    from .train import TrainConfig
+
+    configs = stage_configs(recipe, given, out)
+    for values in configs:
+        TrainConfig(**values).validate()
+    return configs
+
+
 def start(recipe_name: str, given: dict, out: Path) -> None:
     """Write the run folder's ``recipe.json`` (a new run); refuses a folder that holds a run, and a node model
     of a mesh whose units are not given."""
@@ -97,6 +107,7 @@ def start(recipe_name: str, given: dict, out: Path) -> None:
                          "finds the object in metres")
     if (out / RECIPE_FILE).exists() or (out / "last.json").exists():
         raise FileExistsError(f"{out} already holds a run: pass --resume {out} to continue it or choose another --out")
+    validate(recipe, given, out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / RECIPE_FILE, {"recipe": recipe_name, "given": given})
 
@@ -119,9 +130,7 @@ def run(out: Path, given_now: dict | None = None, make_trainer=None) -> Path:
     make_trainer = make_trainer or Trainer
     recipe, given = read(out)
     given.update(given_now or {})
-    configs = stage_configs(recipe, given, out)
-    for value in configs:  # every stage's config is checked before the first step of the first
-        TrainConfig(**value).validate()
+    configs = validate(recipe, given, out)
     stages_wall = []
     for i, (stage, values) in enumerate(zip(recipe.stages, configs)):
         folder = Path(values["out"])

@@ -33,6 +33,7 @@ from kp_core.checkpoint import (
 )
 from kp_core.conditioning import ObjectSize
 from kp_core.devices import keep_freed_memory, resolve_device
+from kp_core.placement import serving_metadata
 from kp_core.models import PRESETS, KeypointNetPreset, build_model, fit_yaw_template, model_config
 
 from . import __version__, recipes
@@ -345,9 +346,7 @@ class Trainer:
             },
             "precision": self.precision,
             "device": str(self.device),
-            "inputs": self.config.inputs,
-            "placement": {"zoom": self.config.zoom, "centering": "circle" if self.config.inputs == "sensor" else "origin",
-                          "object_scale": (self.config.scale_min + self.config.scale_max) / 2},
+            **serving_metadata(self.config.inputs, self.config.zoom, (self.config.scale_min + self.config.scale_max) / 2),
         }
 
     def save_last(self) -> None:

@@ -40,6 +40,7 @@ def tiny_model_path(tmp_path_factory):
     """A small keypoint model (random weights, saved through kp_core.checkpoint)."""
     from kp_core.checkpoint import save_checkpoint
     from kp_core.models import build_model, model_config
+    from kp_core.placement import serving_metadata
 
     from kp_training.shapes import load_shape
     from kp_core.voxelize import voxelize
@@ -53,7 +54,7 @@ def tiny_model_path(tmp_path_factory):
         model.decoder.out.bias -= torch.quantile(logits[::5], 0.97)
     stem = tmp_path_factory.mktemp("model") / "tiny"
     normalization = {"center": [0.0, 0.0, 0.0], "mesh_units_per_grid_unit": 0.08, "units": "m"}
-    return save_checkpoint(stem, model, {"normalization": normalization})
+    return save_checkpoint(stem, model, {"normalization": normalization, **serving_metadata()})
 
 
 @pytest.fixture(scope="session")

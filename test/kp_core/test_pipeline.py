@@ -42,20 +42,56 @@ def test_translation_moves_keypoints_along(pipe, mug_cloud):
     np.testing.assert_allclose(b.keypoints, a.keypoints + shift, atol=1e-4)
 
 
-def test_extent_defaults_to_the_trained_size_times_the_zoom(pipe, mug_cloud, tiny_model_path, tmp_path):
-    # The tiny checkpoint says its shape was 0.08 m per normalized unit and has no zoom (1.0).
-    assert pipe.encode(mug_cloud).grid_map.half_extent == pytest.approx(0.08)
-    # A checkpoint whose shape is not in metres: the extent is measured on each cloud so every yaw fits.
+def resaved(tiny_model_path, tmp_path, name: str, **changes) -> str:
+    """The tiny checkpoint saved again with some of its JSON's top-level entries replaced (None: removed)."""
     from kp_core.checkpoint import load_model, save_checkpoint
 
     model, meta = load_model(tiny_model_path)
-    meta["normalization"] = dict(meta["normalization"], units="mesh")
-    meta["placement"] = {"zoom": 1.25}
-    unitless = Pipeline(save_checkpoint(tmp_path / "unitless", model, meta))
-    enc = unitless.encode(mug_cloud)
-    centred = mug_cloud - enc.grid_map.center
-    radius = np.hypot(centred[:, 0], centred[:, 1]).max()
-    assert enc.grid_map.half_extent == pytest.approx(1.25 * max(radius, np.abs(centred[:, 2]).max()) / 0.96)
+    for key, value in changes.items():
+        meta.pop(key, None) if value is None else meta.update({key: value})
+    return str(save_checkpoint(tmp_path / name, model, meta))
+
+
+def test_extent_is_the_trained_size_times_the_zoom(pipe, mug_cloud, tiny_model_path, tmp_path):
+    # The tiny checkpoint says its shape was 0.08 m per normalized unit and has no zoom (1.0).
+    assert pipe.encode(mug_cloud).grid_map.half_extent == pytest.approx(0.08)
+    zoomed = Pipeline(resaved(tiny_model_path, tmp_path, "zoomed",
+                              placement={"zoom": 1.25, "centering": "circle", "object_scale": 0.5}))
+    assert zoomed.encode(mug_cloud).grid_map.half_extent == pytest.approx(0.08 * 1.25 / 0.5)
+
+
+def test_a_model_without_a_metric_size_needs_object_size(tiny_model_path, tmp_path, mug_cloud):
+    unitless = resaved(tiny_model_path, tmp_path, "unitless",
+                       normalization={"center": [0.0, 0.0, 0.0], "mesh_units_per_grid_unit": 80.0, "units": "mesh"})
+    with pytest.raises(PipelineError, match="no metric size.*set object_size.*--mesh-units"):
+        Pipeline(unitless)
+    pipe = Pipeline(unitless, config=PipelineConfig(object_size=0.3))
+    assert pipe.encode(mug_cloud).grid_map.half_extent == pytest.approx(0.15 / 0.96)
+    with pytest.raises(PipelineError, match="no metric size"):  # the node checks a parameter change this way
+        pipe.check(PipelineConfig(object_size=0.0))
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"inputs": "solid", "placement": {"zoom": 1.0, "centering": "origin", "object_scale": 0.875}},
+     r"trained on solid voxel grids \(inputs: solid\).*kp-train --recipe node"),
+    ({"inputs": None}, "inputs it does not record.*kp-train --recipe node"),
+    ({"placement": {"zoom": 1.3, "centering": "box-corner"}}, "'box-corner'.*does not know"),
+    ({"placement": None}, "None.*placement.centering"),
+])
+def test_a_checkpoint_the_node_cannot_serve_as_trained_is_refused(tiny_model_path, tmp_path, changes, match):
+    with pytest.raises(PipelineError, match=match):
+        Pipeline(resaved(tiny_model_path, tmp_path, "refused", **changes))
+
+
+def test_the_grid_origin_follows_the_checkpoints_centering(tiny_model_path, tmp_path, mug_cloud):
+    from kp_core.placement import min_enclosing_circle
+
+    box = Pipeline(resaved(tiny_model_path, tmp_path, "box", placement={"zoom": 1.0, "centering": "box"}))
+    circle = Pipeline(tiny_model_path)
+    lo, hi = mug_cloud.min(0), mug_cloud.max(0)
+    np.testing.assert_allclose(box.encode(mug_cloud).grid_map.center, (lo + hi) / 2, atol=1e-9)
+    np.testing.assert_allclose(circle.encode(mug_cloud).grid_map.center[:2], min_enclosing_circle(mug_cloud[:, :2])[0],
+                               atol=1e-6)
 
 
 def test_object_size_sets_the_extent(tiny_model_path, mug_cloud):
@@ -291,17 +327,6 @@ def test_points_spread_over_absurd_distances_are_refused_cleanly(pipe, scale, dt
     points = (np.random.default_rng(3).uniform(-1, 1, (3000, 3)) * scale).astype(dtype)
     with pytest.raises(PipelineError, match="points are left of the object"):
         pipe.encode(points)
-
-
-def test_a_cloud_far_larger_than_any_object_is_refused_when_the_size_is_unknown(tiny_model_path, tmp_path):
-    from kp_core.checkpoint import load_model, save_checkpoint
-
-    model, meta = load_model(tiny_model_path)
-    meta["normalization"] = dict(meta["normalization"], units="mesh")
-    unitless = Pipeline(save_checkpoint(tmp_path / "unitless", model, meta))
-    points = np.random.default_rng(4).uniform(-1, 1, (3000, 3)) * 1e5
-    with pytest.raises(PipelineError, match="more than any object this node encodes"):
-        unitless.encode(points)
 
 
 def test_the_pose_of_a_model_without_a_canonical_yaw_has_no_calibrated_spread(pipe, mug_cloud):

@@ -52,10 +52,13 @@ def tiny_model() -> str:
 
     from kp_core.checkpoint import save_checkpoint
     from kp_core.models import build_model, model_config
+    from kp_core.placement import serving_metadata
 
     torch.manual_seed(0)
     model = build_model(model_config("fast", num_keypoints=8, decoder_channels=32, encoder_options={"width": 8}))
-    return str(save_checkpoint(Path(tempfile.mkdtemp(prefix="kp_launch_")) / "tiny", model, {}))
+    normalization = {"center": [0.0, 0.0, 0.0], "mesh_units_per_grid_unit": 0.08, "units": "m"}
+    return str(save_checkpoint(Path(tempfile.mkdtemp(prefix="kp_launch_")) / "tiny", model,
+                               {"normalization": normalization, **serving_metadata()}))
 
 
 @pytest.mark.launch_test

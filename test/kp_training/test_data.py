@@ -87,3 +87,34 @@ def test_bad_settings_are_refused(mug):
         ViewSampler(mug.points, zoom=0.9)
     with pytest.raises(ValueError, match="metres_per_unit"):
         ViewSampler(mug.points, sensor=SensorConfig())
+
+
+def test_conditioning_in_the_loop_gives_the_grid_the_object_as_the_node_would(mug):
+    from kp_core.conditioning import ObjectSize
+
+    unit = mug.normalization["mesh_units_per_grid_unit"]
+    sensor = SensorConfig(whole_fraction=0.0, outliers=(0, 0), artifact_fraction=1.0, artifact_noise_m=(0, 0),
+                          ring_m=(0.02, 0.03), flying=(0.02, 0.03))
+    size = ObjectSize(mug.normalization["width"], mug.normalization["height"])
+    raw = ViewSampler(mug.points[::2], sensor=sensor, metres_per_unit=unit, zoom=1.3)
+    conditioned = ViewSampler(mug.points[::2], sensor=sensor, metres_per_unit=unit, zoom=1.3, object_size=size)
+    simulator = raw.simulator
+    angle, scale = sample_transforms(8, torch.Generator().manual_seed(4))
+    surface = transform_points(simulator.surface.expand(8, -1, -1), angle, scale)
+    table = transform_points(simulator.table.expand(8, -1, -1), angle, scale)
+    clouds = simulator.clouds(surface, torch.Generator().manual_seed(4), table)
+    n = surface.shape[1]
+    base = surface[:, :, 2].min(1).values
+    truth = torch.stack([torch.as_tensor(object_center(c[m].double().numpy(), bottom=float(b))) for c, m, b in
+                         zip(clouds.points[:, :n], clouds.mask[:, :n], base)]).float()
+    _, _, raw_center = raw._placed(clouds.points, clouds.mask)
+    points, mask, center = conditioned._placed(clouds.points, clouds.mask)
+    error = (center - truth).norm(dim=-1) * unit
+    # Metres: the table and the far flying pixels no longer move the grid (those next to the silhouette stay,
+    # as they do in the node), where without the conditioning they moved it by about a mug's size.
+    assert float(error.median()) < 0.01 and float(error.max()) < 0.02
+    assert float(((raw_center - truth).norm(dim=-1) * unit).median()) > 0.05
+    torch.testing.assert_close(center[:, 2], truth[:, 2], atol=0.001 / unit, rtol=0)  # it stands on the plane found
+    low = ((points[..., 2] < base[:, None] + 0.002 / unit) & mask).sum(1)
+    ring = clouds.mask[:, n : n + table.shape[1]].sum(1)
+    assert (low < 0.1 * ring).all()  # the ring's points are gone (the object's lowest few may stay)

@@ -110,3 +110,40 @@ def test_noise_density_and_outliers_follow_the_config(mug):
     torch.testing.assert_close(outliers, (seen_b * 0.01).round(), atol=1, rtol=0)
     with pytest.raises(ValueError, match="keep"):
         SensorConfig(keep=(0.5, 1.5)).validate()
+
+
+def test_camera_artifacts_a_ring_of_table_and_flying_pixels(mug):
+    surface = surface_samples(mug.points)
+    unit = mug.normalization["mesh_units_per_grid_unit"]
+    exact = dict(noise_m=(0, 0), outliers=(0, 0), keep=(1, 1), whole_fraction=0.0)
+    plain = SensorSimulator(surface, unit, SensorConfig(**exact))
+    faulty = SensorSimulator(surface, unit, SensorConfig(**exact, artifact_fraction=1.0, artifact_noise_m=(0, 0),
+                                                         ring_m=(0.01, 0.03)))
+    posed = surface.expand(6, -1, -1)
+    table = faulty.table.expand(6, -1, -1)
+    a = plain.clouds(posed, torch.Generator().manual_seed(2))
+    b = faulty.clouds(posed, torch.Generator().manual_seed(2), table)
+    n, t = len(surface), table.shape[1]
+    assert b.artifacts.all() and b.points.shape[1] == n + t + n + 1
+    # The object's points are what the same seed shows without artifacts (the table hides none of them).
+    agree = (a.mask[:, :n] == b.mask[:, :n]).float().mean()
+    assert agree > 0.999
+    # The table: on the base plane, outside the footprint, within each cloud's ring width (at most 3 cm).
+    ring, ring_mask = b.points[:, n : n + t], b.mask[:, n : n + t]
+    assert ring_mask.sum(1).min() > 100
+    base = float(surface[:, 2].min())
+    assert torch.allclose(ring[ring_mask][:, 2], torch.full_like(ring[ring_mask][:, 2], base))
+    reach = faulty.table_reach.expand(6, -1)[ring_mask] * unit
+    assert float(reach.max()) <= 0.03 + 1e-6 and float(reach.min()) >= 0
+    # Flying pixels: copies of points the first camera sees at its silhouette, pushed back along its ray by 3 mm-0.3 m.
+    flying, fly_mask = b.points[:, n + t : n + t + n], b.mask[:, n + t : n + t + n]
+    assert fly_mask.any(1).all() and not (fly_mask & ~b.mask[:, :n]).any()
+    view = torch.nonzero(fly_mask)[:, 0]
+    origin = posed[fly_mask]
+    ray = torch.nn.functional.normalize(origin - b.cameras[view, 0], dim=-1)
+    push = flying[fly_mask] - origin
+    along = (push * ray).sum(-1) * unit
+    assert float(along.min()) >= 0.003 - 1e-5 and float(along.max()) <= 0.3 + 1e-5
+    assert float(torch.linalg.cross(push, ray, dim=-1).norm(dim=-1).max()) < 1e-4
+    shares = fly_mask.sum(1).float() / b.mask[:, :n].sum(1)
+    assert float(shares.max()) <= 0.03 * 1.2  # about the drawn share (at most 3 %)

@@ -1,10 +1,12 @@
+import math
+
 import numpy as np
 import pytest
 import torch
 import trimesh
 
 from kp_core.geometry import GRID_SIZE, point_to_index
-from kp_training.shapes import NORMALIZE_MARGIN, load_mesh_shape, load_shape
+from kp_training.shapes import NORMALIZE_MARGIN, in_metres, load_mesh_shape, load_shape, metres_per_unit
 from kp_core.voxelize import voxelize
 
 
@@ -117,3 +119,22 @@ def test_bad_mesh_inputs_raise_clear_errors(tmp_path):
         load_shape(str(cloud))
     with pytest.raises(ValueError, match="up_axis"):
         load_shape(str(cloud), up_axis="w")
+
+
+def test_mesh_units_make_the_shape_metric(tmp_path):
+    path = tmp_path / "box.stl"
+    trimesh.creation.box(extents=(80.0, 80.0, 100.0)).export(path)  # millimetres
+    plain = load_mesh_shape(path, cache_dir=tmp_path, spacing=0.05)
+    metric = in_metres(plain, "mm")
+    assert plain.normalization["units"] == "mesh" and metric.normalization["units"] == "m"
+    assert metric.points is plain.points  # the solid is normalized: only the metadata changes
+    assert metric.normalization["height"] == pytest.approx(0.1, rel=0.05)
+    assert metric.normalization["width"] == pytest.approx(0.08 * math.sqrt(2), rel=0.08)  # the diagonal (on a coarse lattice)
+    assert metric.normalization["mesh_units_per_grid_unit"] == pytest.approx(
+        plain.normalization["mesh_units_per_grid_unit"] / 1000)
+    assert metres_per_unit(metric) == pytest.approx(metric.normalization["mesh_units_per_grid_unit"])
+    with pytest.raises(ValueError, match="mesh units must be one of"):
+        in_metres(plain, "furlong")
+    with pytest.raises(ValueError, match="in metres already"):
+        load_shape("mug", mesh_units="cm")
+    assert load_shape("mug", mesh_units="m").normalization == load_shape("mug").normalization

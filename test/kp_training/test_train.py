@@ -1,5 +1,6 @@
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -147,7 +148,11 @@ def test_canonical_yaw_fine_tune_fits_the_template_and_trains_the_decoder_only(t
         (["--config", "/no/such/config.yaml"], "No such file"),
         (["--init-from", "/no/such/checkpoint"], "not found"),
         (["--gamma", "-1"], "gamma"),
-        (["--canonical-yaw"], "canonical_yaw needs --init-from"),
+        (["--lr", "1e-3", "--lr-final", "1e-2"], "lr_final must be in [0, lr]"),
+        (["--camera-artifacts", "0.5"], "need sensor inputs"),
+        (["--mesh-units", "furlong"], "invalid choice"),
+        (["--recipe", "node", "--resume", "/tmp"], "--recipe starts a run"),
+        (["--recipe", "nope"], "invalid choice"),
         (["--freeze-encoder"], "freeze_encoder needs --init-from"),
     ],
 )
@@ -188,3 +193,34 @@ def test_trainer_refuses_invalid_config_before_doing_work(tmp_path):
     with pytest.raises(ValueError, match="batch_pairs"):
         Trainer(TrainConfig(out=str(tmp_path), batch_pairs=0))
     assert not os.listdir(tmp_path)
+
+
+def test_the_rate_decays_on_a_cosine_from_lr_to_lr_final(tmp_path):
+    trainer = Trainer(TrainConfig(out=str(tmp_path), preset="fast", epochs=2, pairs_per_epoch=6, batch_pairs=2,
+                                  val_pairs=1, lr=1e-3, lr_final=1e-4, num_threads=2))
+    rates = []
+    for step in range(trainer.config.epochs * trainer.steps_per_epoch):
+        trainer.global_step = step
+        rates.append(trainer.rate())
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-4)
+    assert rates[len(rates) // 2 - 1] > 5.5e-4 > rates[len(rates) // 2]  # halfway between: the cosine's middle
+    assert all(a >= b for a, b in zip(rates, rates[1:]))
+
+
+def test_canonical_yaw_from_the_first_step_fits_the_template_from_the_untrained_encoder(tmp_path):
+    from kp_core.geometry import yaw_to_template
+
+    trainer = Trainer(TrainConfig(out=str(tmp_path), preset="cylinder", inputs="sensor", zoom=1.3, canonical_yaw=True,
+                                  epochs=1, pairs_per_epoch=2, batch_pairs=1, val_pairs=1, num_threads=2))
+    template = trainer.model.yaw_template
+    assert float(template.norm(dim=-1).mean()) > 0  # a layout with a horizontal spread (small before training)
+    # Equivariance makes any such template a yaw reference: the mug turned by a quarter turn reads psi + pi / 2.
+    from kp_core.geometry import rotate_z_points
+
+    mug = trainer.points[::4][None] * 0.8
+    turned = rotate_z_points(mug, torch.tensor([math.pi / 2]))
+    with torch.no_grad():
+        keypoints = trainer.model.encode(trainer.model.input_from_points(torch.cat([mug, turned])))
+    psi = yaw_to_template(keypoints, template)
+    turn = float(torch.remainder(psi[1] - psi[0] + math.pi, 2 * math.pi) - math.pi)
+    assert turn == pytest.approx(math.pi / 2, abs=0.01)

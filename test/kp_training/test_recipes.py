@@ -1,0 +1,85 @@
+"""kp-train --recipe: a whole training in one command, continued across stages by --resume."""
+
+import json
+
+import pytest
+
+from kp_core.checkpoint import load_model, read_metadata
+from kp_core.pipeline import Pipeline
+from kp_training import recipes
+from kp_training.recipes import Recipe, Stage
+from kp_training.train import main
+
+TINY = Recipe("tiny", "two short stages", dict(preset="fast", inputs="sensor", zoom=1.3, batch_pairs=1, pairs_per_epoch=2,
+                                               val_pairs=1, goal_check_clouds=0, num_threads=2, lr=1e-3),
+              (Stage("first", 1), Stage("second", 2, dict(freeze_encoder=True, lr=1e-4, lr_final=1e-5))), report=True)
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    monkeypatch.setitem(recipes.RECIPES, "tiny", TINY)
+    reports = []
+    monkeypatch.setattr(recipes, "write_report", lambda out, given: reports.append(out) or (out / "report.md").write_text("r"))
+    return reports
+
+
+def test_each_stage_starts_from_the_last_ones_best_and_the_flags_apply_to_every_stage(tmp_path):
+    first, second = recipes.stage_configs(TINY, {"seed": 7, "lr": 5e-4}, tmp_path)
+    assert first["out"] == str(tmp_path / "stage1-first") and "init_from" not in first
+    assert second["init_from"] == str(tmp_path / "stage1-first" / "best")
+    assert (first["epochs"], second["epochs"]) == (1, 2)
+    assert first["seed"] == second["seed"] == 7 and first["lr"] == second["lr"] == 5e-4  # the user's flags win
+    assert second["freeze_encoder"] and second["lr_final"] == 1e-5 and "freeze_encoder" not in first
+
+
+def test_a_recipe_stopped_in_its_first_stage_resumes_and_ends_with_a_model_the_node_serves(tmp_path, tiny, capsys):
+    out = tmp_path / "run"
+    assert main(["--recipe", "tiny", "--out", str(out), "--max-minutes", "0.00001"]) == 0
+    assert f"continue with --resume {out}" in capsys.readouterr().out
+    assert (out / "stage1-first" / "last.json").is_file() and not (out / "stage2-second").exists()
+    assert main(["--resume", str(out), "--max-minutes", "100"]) == 0  # flags given with --resume apply from there on
+    assert "done: " in capsys.readouterr().out
+    meta = read_metadata(out)  # a recipe's folder means its model
+    assert [s["stage"] for s in meta["recipe"]["stages"]] == ["first", "second"]
+    assert [s["global_step"] for s in meta["recipe"]["stages"]] == [2, 4]
+    second, second_meta = load_model(out / "stage2-second" / "best")
+    model, _ = load_model(out)
+    assert all((a == b).all() for a, b in zip(model.state_dict().values(), second.state_dict().values()))
+    first, _ = load_model(out / "stage1-first" / "last")
+    assert all((a == b).all() for a, b in zip(first.encoder.state_dict().values(), model.encoder.state_dict().values()))
+    assert second_meta["train_config"]["max_minutes"] == 100
+    assert tiny == [out] and (out / "report.md").is_file()
+    assert Pipeline(out).encode(_mug_cloud()).keypoints.shape == (model.num_keypoints, 3)
+    # Run again: nothing to do, the model stays; a new recipe in the same folder is refused.
+    assert main(["--resume", str(out)]) == 0 and tiny == [out]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--recipe", "tiny", "--out", str(out)])
+    assert exit_info.value.code == 2 and "already holds a run" in capsys.readouterr().err
+    assert json.loads((out / "recipe.json").read_text())["recipe"] == "tiny"
+
+
+def _mug_cloud():
+    from kp_training.shapes import load_shape
+
+    mug = load_shape("mug")
+    norm = mug.normalization
+    return mug.points[::10].double().numpy() * norm["mesh_units_per_grid_unit"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--recipe", "node", "--shape", "MESH"], "needs --mesh-units for a mesh file"),
+    (["--recipe", "node"], "--recipe needs --out"),
+    (["--recipe", "node", "--out", "OUT", "--batch-pairs", "0"], "batch_pairs must be >= 1"),
+])
+def test_bad_recipe_arguments_exit_with_a_clear_error(tmp_path, capsys, args, message):
+    import trimesh
+
+    mesh = tmp_path / "jug.stl"
+    trimesh.creation.box(extents=(1.0, 1.0, 2.0)).export(mesh)
+    args = [str(mesh) if a == "MESH" else str(tmp_path / "run") if a == "OUT" else a for a in args]
+    if "--out" not in args and "needs --out" not in message:
+        args += ["--out", str(tmp_path / "run")]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # nothing written: the corrected command starts afresh
