@@ -61,6 +61,20 @@ def _checkpoint_info(path: str, meta: dict) -> dict:
     return {"path": str(weights), **{k: meta[k] for k in keys if k in meta}}
 
 
+def paper_protocols_skipped(meta: dict) -> str | None:
+    """Why the paper's protocols (Table I, Fig. 6, the circle, equivariance: solid grids at zoom 1, the grid on the
+    shape's own frame) do not apply to a checkpoint, or None when they do: they score a model only on the inputs
+    and grid placement it was trained with."""
+    inputs = meta.get("inputs") or (meta.get("train_config") or {}).get("inputs", "solid")
+    zoom = float((meta.get("placement") or {}).get("zoom", 1.0))
+    if inputs != "solid":
+        return (f"trained on {inputs} clouds placed by the node's rule (zoom {zoom:g}), not on the paper's solid grids: "
+                "the paper's protocols do not apply to it; its rotate-goal is scored on sensor and camera clouds")
+    if zoom != 1.0:
+        return f"trained on solid grids at zoom {zoom:g}, not the paper's 1: the paper's protocols do not apply to it"
+    return None
+
+
 # ----------------------------------------------------------------------------------- driver
 
 
@@ -113,7 +127,8 @@ def evaluate(cfg: EvalConfig, loaded: dict | None = None) -> dict:
     shape = choose_shape(cfg, loaded)
     points = shape.points.to(device)
     compared = loaded.pop(KP_COMPARE, None)
-    models = {name: model for name, (model, _) in loaded.items()}
+    skipped = {name: why for name, (_, meta) in loaded.items() if (why := paper_protocols_skipped(meta))}
+    models = {name: model for name, (model, _) in loaded.items() if name not in skipped}
     kp_model, cnn_model = models.get(KP), models.get(CNN)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -135,20 +150,25 @@ def evaluate(cfg: EvalConfig, loaded: dict | None = None) -> dict:
             print(f"warning: {name} was trained on {norm.get('source')}, evaluating on {shape.normalization.get('source')}",
                   file=sys.stderr)
     figure_data: dict = {}
+    if skipped:
+        results["paper_protocols_skipped"] = skipped
+        for name, why in skipped.items():
+            print(f"kp-eval: {name}: {why}", flush=True)
 
-    print(f"kp-eval: Table I on {cfg.samples} augmentations ({', '.join(models)}) on {device}", flush=True)
-    rep = representation_power(models, points, cfg, device)
-    figure_data["examples"] = rep.pop("examples")
-    results["representation"] = rep
+    if models:
+        print(f"kp-eval: Table I on {cfg.samples} augmentations ({', '.join(models)}) on {device}", flush=True)
+        rep = representation_power(models, points, cfg, device)
+        figure_data["examples"] = rep.pop("examples")
+        results["representation"] = rep
 
-    print(f"kp-eval: interpolation ({cfg.angles} angles, {cfg.poses} random poses)", flush=True)
-    interp = interpolation_suite(kp_model, cnn_model, points, cfg)
-    strip = interp.pop("strip")
-    if cfg.figures:
-        strip["ground_truth"] = ground_truth_views(points, math.pi, torch.ones(3),
-                                                   torch.deg2rad(torch.tensor([interp["psi_deg"][i] for i in strip["index"]])))
-    figure_data["strip"] = strip
-    results["interpolation"] = interp
+        print(f"kp-eval: interpolation ({cfg.angles} angles, {cfg.poses} random poses)", flush=True)
+        interp = interpolation_suite(kp_model, cnn_model, points, cfg)
+        strip = interp.pop("strip")
+        if cfg.figures:
+            strip["ground_truth"] = ground_truth_views(
+                points, math.pi, torch.ones(3), torch.deg2rad(torch.tensor([interp["psi_deg"][i] for i in strip["index"]])))
+        figure_data["strip"] = strip
+        results["interpolation"] = interp
 
     if kp_model is not None:
         print(f"kp-eval: equivariance ({cfg.equivariance_samples} transforms per mode)", flush=True)

@@ -268,6 +268,8 @@ def results_markdown(results: dict, out: Path, md_path: Path) -> str:
               f"{cfg['angles']} interpolation angles, {cfg['poses']} random poses x {cfg['pose_angles']} angles "
               f"for the averaged curves, {cfg['circle_angles']} angles on the circle, "
               f"{cfg['equivariance_samples']} transforms per equivariance mode.", ""]
+    for name, why in results.get("paper_protocols_skipped", {}).items():
+        lines += [f"> **{name}**: {why}.", ""]
     rep = results.get("representation")
     if rep:
         lines += ["## Representation power (Table I)", "",

@@ -129,6 +129,29 @@ def test_only_cnn_without_figures(cnn_ckpt, tmp_path):
     assert "KP-Net" not in text.split("## Checkpoints")[0].replace("KP-Net (Interp.)", "")
 
 
+def test_the_papers_protocols_skip_a_model_not_trained_on_its_inputs(kp_run, cnn_ckpt, tmp_path):
+    from kp_core.checkpoint import load_model
+    from kp_core.placement import serving_metadata
+
+    model, meta = load_model(kp_run)
+    sensor = save_checkpoint(tmp_path / "sensor", model, {**meta, **serving_metadata("sensor", 1.3, 0.875)})
+    out = tmp_path / "out"
+    argv = ["--kp", str(sensor), "--cnn", str(cnn_ckpt), "--out", str(out), "--results-md", str(out / "R.md"),
+            "--no-figures", "--poses", "0", "--sensor-poses", "0"] + TINY_EVAL[:4]
+    assert ev.main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["representation"]["summary"]) == {"CNN-Net", "Ground truth (sampling floor)"}
+    assert set(results["interpolation"]["curves"]) == {"CNN-Net"}
+    assert "equivariance" not in results and "circle" not in results["interpolation"]
+    assert "sensor clouds placed by the node's rule (zoom 1.3)" in results["paper_protocols_skipped"]["KP-Net"]
+    text = (out / "R.md").read_text()
+    assert "**KP-Net**: trained on sensor clouds" in text and "KP-Net |" not in text.split("## Checkpoints")[0]
+    # Solid grids at another zoom do not fit the paper's protocols either.
+    zoomed = save_checkpoint(tmp_path / "zoomed", model, {**meta, **serving_metadata("solid", 1.3, 0.875)})
+    assert "at zoom 1.3" in ev.paper_protocols_skipped(load_model(zoomed)[1])
+    assert ev.paper_protocols_skipped(meta) is None
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
