@@ -24,6 +24,11 @@ and flying pixels at depth edges. The grid must see only the object, so:
    neighbourhood count link no cluster (:func:`clusters`) and are dropped: isolated returns, flying pixels
    trailing off an edge, the stray returns of a noisy table.
 
+Before all this, an organized cloud (an image of points, as a depth camera publishes it) loses its veils
+(:func:`without_veils`): pixels whose step to an image neighbour runs almost along the camera's ray and is long,
+the mixed depths of flying pixels at a silhouette and the far side of the same step. It is exact and cheap where
+the image is at hand; the node does it on each organized cloud in the camera's own frame.
+
 An already segmented object cloud is one cluster with no support plane under it and passes unchanged but for
 isolated points. Everything here is numpy and scipy (no ROS, no open3d), so training can run the same steps.
 """
@@ -64,6 +69,10 @@ class ConditioningConfig:
     min_size: float = 0.3
     max_size: float = 1.3
     sparse_fraction: float = 0.1
+    veil_angle_deg: float = 10.0
+    """Organized clouds: a step between image neighbours within this angle of the camera's ray is a veil (0: off)."""
+    veil_jump_m: float = 0.01
+    """... when it is also longer than this (shorter steps are depth noise)."""
     seed: int = 0
 
     def validate(self) -> "ConditioningConfig":
@@ -77,11 +86,52 @@ class ConditioningConfig:
             (0 <= self.sparse_fraction < 1 and 0 <= self.min_outside_share <= 1,
              "sparse_fraction must be in [0, 1) and min_outside_share in [0, 1]"),
             (self.cluster_samples >= 100, "cluster_samples must be >= 100"),
+            (0 <= self.veil_angle_deg < 90 and self.veil_jump_m >= 0, "veil_angle_deg must be in [0, 90), veil_jump_m >= 0"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
         return self
+
+
+def veil_pixels(organized: np.ndarray, origin: np.ndarray, max_angle_deg: float, min_jump_m: float) -> np.ndarray:
+    """The veils of an organized cloud: (H, W) bool.
+
+    A step from a pixel to its right or lower neighbour that runs within ``max_angle_deg`` of the camera's ray
+    through the pixel and is longer than ``min_jump_m`` crosses a depth edge; its farther end is a veil (a flying
+    pixel, or the background just behind a silhouette). A surface seen within that angle of grazing goes too.
+
+    Args:
+        organized: (H, W, 3) points (NaN where the camera had no return), in any frame.
+        origin: (3,) the camera's optical centre in that frame.
+    """
+    points = np.asarray(organized, dtype=np.float64)
+    ray = points - np.asarray(origin, dtype=np.float64)
+    distance = np.linalg.norm(ray, axis=-1)
+    veil = np.zeros(points.shape[:2], dtype=bool)
+    cos_max = np.cos(np.radians(max_angle_deg))
+    for near, far in (((slice(None), slice(None, -1)), (slice(None), slice(1, None))),
+                      ((slice(None, -1), slice(None)), (slice(1, None), slice(None)))):
+        step = points[far] - points[near]
+        length = np.linalg.norm(step, axis=-1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            along = np.abs((step * ray[near]).sum(-1)) / (length * distance[near])
+            edge = (along > cos_max) & (length > min_jump_m)  # False where either end is NaN
+        farther = distance[far] > distance[near]
+        veil[far] |= edge & farther
+        veil[near] |= edge & ~farther
+    return veil
+
+
+def kept_pixels(organized: np.ndarray, cfg: ConditioningConfig, origin: np.ndarray | None = None) -> np.ndarray:
+    """(H, W) bool: the finite pixels of an organized cloud (H, W, 3) but its veils (:func:`veil_pixels`; none with
+    ``veil_angle_deg`` 0 or with conditioning off). ``origin``: the camera's centre, default the frame's origin (a
+    depth camera publishes in its own optical frame)."""
+    organized = np.asarray(organized)
+    keep = np.isfinite(organized).all(axis=-1)
+    if cfg.enabled and cfg.veil_angle_deg > 0 and min(organized.shape[:2]) > 1:
+        keep &= ~veil_pixels(organized, np.zeros(3) if origin is None else origin, cfg.veil_angle_deg, cfg.veil_jump_m)
+    return keep
 
 
 MAX_THICKENING = 3.0

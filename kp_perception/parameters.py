@@ -103,6 +103,9 @@ PARAMETERS = [
           "drop the supporting plane (a table) and what lies below it, keep the cluster of points whose size "
           "matches the model's object, drop isolated points; false: only points far from the cloud's median are "
           "dropped. An already segmented object cloud passes unchanged", P.PARAMETER_BOOL),
+    Param("conditioning.veil_angle_deg", 10.0, "organized clouds (height > 1, in the camera's own frame): drop the "
+          "farther end of a step between image neighbours that runs within this angle of the camera's ray and is "
+          "longer than 1 cm (flying pixels at depth edges); 0: off", P.PARAMETER_DOUBLE, float_range=(0.0, 89.0)),
     Param("crop.enabled", False, "keep only points inside the crop box (target frame)", P.PARAMETER_BOOL),
     Param("crop.min", [-1.0, -1.0, -1.0], "crop box minimum corner x, y, z (metres)", P.PARAMETER_DOUBLE_ARRAY),
     Param("crop.max", [1.0, 1.0, 1.0], "crop box maximum corner x, y, z (metres)", P.PARAMETER_DOUBLE_ARRAY),
@@ -158,7 +161,8 @@ def read_settings(get) -> Settings:
             crop_max=crop_max,
             min_points=int(get("min_points")),
             max_points=int(get("max_points")),
-            conditioning=ConditioningConfig(enabled=bool(get("conditioning.enabled"))),
+            conditioning=ConditioningConfig(enabled=bool(get("conditioning.enabled")),
+                                            veil_angle_deg=float(get("conditioning.veil_angle_deg"))),
         ).validate()
     except PipelineError as err:
         raise SettingsError(str(err)) from err

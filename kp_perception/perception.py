@@ -30,7 +30,7 @@ from visualization_msgs.msg import MarkerArray
 
 from kp_interfaces.srv import RotateGoal
 
-from kp_core.conditioning import robust_center
+from kp_core.conditioning import kept_pixels, robust_center
 from kp_core.pipeline import Pipeline, PipelineError
 
 from . import default_model_path
@@ -387,7 +387,11 @@ class Perception:
     def _encode(self, cloud: PointCloud2) -> Located:
         """A cloud's keypoints, in the frame the node answers in."""
         cfg = self.settings.pipeline  # one snapshot for the whole cloud
-        points = read_xyz(cloud, max_points=cfg.max_points)
+        if cloud.height > 1:  # an image of points, in the camera's frame: its veils go while the image is at hand
+            organized = read_xyz(cloud, max_points=cfg.max_points, keep_nonfinite=True)
+            points = organized[kept_pixels(organized.reshape(cloud.height, cloud.width, 3), cfg.conditioning).ravel()]
+        else:
+            points = read_xyz(cloud, max_points=cfg.max_points)
         frame, points = self.frames(cloud.header, points)
         wide = points.dtype == np.float64
         points, offset = self._localize(points, cfg)

@@ -223,9 +223,10 @@ class SceneRenderer:
         sample[rows, cols] = -1
 
 
-def fused(views: list[CameraView]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The views' returns as one unorganized cloud: points (N, 3), labels (N,), object samples (N,)."""
-    valid = [np.isfinite(v.points[..., 0]) for v in views]
+def fused(views: list[CameraView], keep: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The views' returns as one unorganized cloud: points (N, 3), labels (N,), object samples (N,). ``keep``:
+    (H, W) masks of the pixels to use, one per view (default: every return)."""
+    valid = keep if keep is not None else [np.isfinite(v.points[..., 0]) for v in views]
     return (np.concatenate([v.points[m] for v, m in zip(views, valid)]),
             np.concatenate([v.labels[m] for v, m in zip(views, valid)]),
             np.concatenate([v.sample[m] for v, m in zip(views, valid)]))

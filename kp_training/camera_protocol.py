@@ -2,8 +2,8 @@
 (:mod:`kp_training.camera`), scored by what a planner needs.
 
 For each condition of :data:`kp_training.camera.CONDITIONS` and each seeded view (the object at a random yaw, the
-camera at a random azimuth), the cloud goes through the pipeline exactly as the node runs it (conditioning
-included) and the goal is decoded at each psi. Scores, all about the axis the service returns:
+camera at a random azimuth), the cloud goes through the pipeline exactly as the node runs it (each camera's
+organized cloud without its veils, then the conditioning) and the goal is decoded at each psi. Scores, all about the axis the service returns:
 
 - goal IoU: the goal against the true object turned by psi about that axis, voxelized in the goal's grid;
 - yaw error: the turn phi of the true object about that axis that best matches the goal (highest IoU: every
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kp_core.conditioning import kept_pixels
 from kp_core.geometry import GRID_SIZE
 from kp_core.goals import rotate_about_vertical
 
@@ -139,10 +140,12 @@ def run_view(pipeline, obj: ShapeInMetres, cond: CameraConditions, psis: list[fl
     solid = rotate_about_vertical(obj.solid, yaw, pivot) + place
     surface = rotate_about_vertical(obj.surface, yaw, pivot) + place
     views = SceneRenderer(surface, rng).render(cond, rng.uniform(0, 2 * math.pi))
-    points, labels, samples = fused(views)
     seen = None
-    if obj.handle is not None:
+    if obj.handle is not None:  # by what the cameras returned, before anything is filtered
+        samples = fused(views)[2]
         seen = bool(obj.handle[samples[samples >= 0]].sum() >= HANDLE_SEEN_PIXELS)
+    # Each camera's organized cloud loses its veils as the node's would, then they are fused.
+    points, labels, samples = fused(views, [kept_pixels(v.points, pipeline.config.conditioning, v.position) for v in views])
     row = {"condition": cond.name, "handle_seen": seen, "points": int(len(points))}
     for kind, cloud in (("camera", points), ("perfect", perfect_object_cloud(views, surface))):
         try:

@@ -148,3 +148,39 @@ def test_an_object_cloud_far_smaller_than_the_models_object_is_refused():
     points = cup(np.random.default_rng(9))
     with pytest.raises(ConditioningError, match="object size"):
         condition(points, ObjectSize(width=4 * CUP.width, height=4 * CUP.height))
+
+
+def organized_image(depth: np.ndarray, focal: float = 60.0) -> np.ndarray:
+    """(H, W, 3) points of a pinhole camera at the origin looking along +z, from its (H, W) depth image."""
+    h, w = depth.shape
+    v, u = np.mgrid[0:h, 0:w] + 0.5
+    return np.stack([(u - w / 2) / focal * depth, (v - h / 2) / focal * depth, depth], axis=-1)
+
+
+def test_veils_at_a_depth_edge_go_and_a_noisy_or_tilted_surface_stays():
+    from kp_core.conditioning import kept_pixels, veil_pixels
+
+    depth = np.where(np.arange(64) < 32, 0.5, 0.8)[None].repeat(48, 0)
+    depth[:, 32] = 0.65  # flying pixels: mixed depths between the front and the back surface
+    depth[:, 40] = np.nan  # no return
+    veil = veil_pixels(organized_image(depth), np.zeros(3), 10.0, 0.01)
+    assert veil[:, 32].all() and veil[:, 33].all()  # the flying pixels, and the back surface just behind them
+    assert not veil[:, :32].any() and not veil[:, 34:].any()
+    # Moved and turned with the camera, the same image gives the same veils (only the camera's centre matters).
+    turn = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    moved = organized_image(depth) @ turn.T + [3.0, -2.0, 1.0]
+    assert np.array_equal(veil_pixels(moved, np.array([3.0, -2.0, 1.0]), 10.0, 0.01), veil)
+    # 3 mm of depth noise on a frontal plane, and a plane turned 45 deg (17-73 deg incidence across the image),
+    # are surfaces, not edges.
+    rng = np.random.default_rng(0)
+    noisy = organized_image(0.6 + rng.normal(0, 0.003, (48, 64)))
+    assert veil_pixels(noisy, np.zeros(3), 10.0, 0.01).mean() < 0.005
+    rays = organized_image(np.ones((48, 64)))
+    normal = np.array([np.sin(np.pi / 4), 0.0, -np.cos(np.pi / 4)])
+    tilted = rays * ((normal @ [0.0, 0.0, 0.6]) / (rays @ normal))[..., None]
+    assert not veil_pixels(tilted, np.zeros(3), 10.0, 0.01).any()
+    # What the node keeps: finite pixels but the veils; nothing dropped for veils with 0 deg or conditioning off.
+    keep = kept_pixels(organized_image(depth), ConditioningConfig())
+    assert keep.sum() == 48 * (64 - 3)
+    for cfg in (ConditioningConfig(veil_angle_deg=0.0), ConditioningConfig(enabled=False)):
+        assert kept_pixels(organized_image(depth), cfg).sum() == 48 * 63

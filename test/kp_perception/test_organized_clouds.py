@@ -1,0 +1,87 @@
+"""An organized cloud (a depth camera's image of points, in its own frame) loses its flying pixels in the node."""
+
+import math
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from rclpy.parameter import Parameter  # noqa: E402
+
+from kp_perception.cloud_io import make_xyz_cloud  # noqa: E402
+from kp_perception.demo.processes import pick_domain_id  # noqa: E402
+from kp_perception.node import PerceptionNode  # noqa: E402
+from kp_training.camera import FLYING, OBJECT, CameraConditions, SceneRenderer, look_at_basis  # noqa: E402
+from kp_training.camera_protocol import shape_in_metres  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def view(mug):
+    """One 160 x 120 camera view of the mug on a ring of table, with 3 % flying pixels, in the camera's optical frame (x right, y down,
+    z forward): points (H, W, 3) with NaN where there is no return, each pixel's label, and the camera's pose in
+    the z-up world (position, quaternion x, y, z, w)."""
+    from scipy.spatial.transform import Rotation
+
+    obj = shape_in_metres(mug, surface_count=60000)
+    cond = CameraConditions("flying", flying=0.03, noise_m=0.0005, table="ring", width=160, height=120, hfov_deg=20.0)
+    view = SceneRenderer(obj.surface, np.random.default_rng(1)).render(cond, 0.4)[0]
+    basis = look_at_basis(view.position, (obj.surface.min(0) + obj.surface.max(0)) / 2)
+    pose = [*view.position, *Rotation.from_matrix(basis.T).as_quat()]
+    return (view.points - view.position) @ basis.T, view.labels, pose
+
+
+@pytest.fixture
+def node(tiny_model_path, view):
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=pick_domain_id())
+    node = PerceptionNode(context=context, parameter_overrides=[
+        Parameter("model_path", value=str(tiny_model_path)), Parameter("num_threads", value=1),
+        Parameter("precision", value="fp32"), Parameter("object_size", value=0.115),
+        Parameter("target_frame", value="world"), Parameter("use_tf", value=False),
+        Parameter("input_transform", value=[float(v) for v in view[2]])])
+    try:
+        yield node
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+
+
+def organized_cloud(points):
+    h, w = points.shape[:2]
+    cloud = make_xyz_cloud(points.reshape(-1, 3))
+    cloud.height, cloud.width, cloud.row_step, cloud.is_dense = h, w, w * cloud.point_step, False
+    cloud.header.frame_id = "camera_depth_optical_frame"
+    return cloud
+
+
+def test_the_veils_of_an_organized_cloud_never_reach_the_grid(node, view):
+    from kp_core.conditioning import veil_pixels
+
+    points, labels, pose = view
+    veils = veil_pixels(points, np.zeros(3), 10.0, 0.01)  # in the camera's frame, the node's default settings
+    assert (veils & (labels == FLYING)).sum() > 50 and (labels == OBJECT).sum() > 3000
+    located = node.perception._encode(organized_cloud(points))
+    veil_points = {tuple(p) for p in located_in_world(points[veils], located, pose)}
+
+    def veils_used(cloud) -> int:
+        encoding = node.perception._encode(cloud).encoding
+        return sum(tuple(p) in veil_points for p in np.round(encoding.conditioned.points, 5))
+
+    unorganized = make_xyz_cloud(points[np.isfinite(points).all(-1)])
+    unorganized.header.frame_id = "camera_depth_optical_frame"
+    assert veils_used(unorganized) > 20  # near the object, the conditioning alone keeps some
+    assert veils_used(organized_cloud(points)) == 0
+    # Off, the organized cloud is used as it is.
+    assert node.set_parameters([Parameter("conditioning.veil_angle_deg", value=0.0)])[0].successful
+    assert veils_used(organized_cloud(points)) == veils_used(unorganized)
+    assert math.isclose(node.get_parameter("conditioning.veil_angle_deg").value, 0.0)
+
+
+def located_in_world(camera_points, located, pose):
+    """Camera-frame points as the pipeline sees them: in the world frame, less the node's whole-metre offset,
+    rounded so that they can be looked up."""
+    from scipy.spatial.transform import Rotation
+
+    world = Rotation.from_quat(pose[3:]).apply(camera_points.astype(np.float32).astype(np.float64)) + pose[:3]
+    return np.round(world - located.offset, 5)
