@@ -131,9 +131,10 @@ def object_share(used: np.ndarray, returns: np.ndarray, surface: np.ndarray) -> 
     return float(mine.mean())
 
 
-def run_view(pipeline, obj: ShapeInMetres, cond: CameraConditions, psis: list[float], rng: np.random.Generator) -> dict:
+def run_view(pipeline, obj: ShapeInMetres, cond: CameraConditions, psis: list[float], rng: np.random.Generator,
+             snapshot=None) -> dict:
     """One seeded view of one condition: the pipeline's answers on the camera cloud and on the perfect object
-    cloud of the same view, scored."""
+    cloud of the same view, scored. ``snapshot``: a PNG path for a picture of the camera cloud's answers."""
     yaw = rng.uniform(0, 2 * math.pi)
     place = np.array([0.5, 0.1, 0.0])
     pivot = np.zeros(3)
@@ -153,8 +154,11 @@ def run_view(pipeline, obj: ShapeInMetres, cond: CameraConditions, psis: list[fl
         except ValueError as err:  # a refusal: scored as nothing
             row[kind] = {"refused": str(err)}
             continue
-        answers = [goal_scores(pipeline.goal(encoding, psi), solid, psi, obj.body_radius) for psi in psis]
+        goals = [pipeline.goal(encoding, psi) for psi in psis]
+        answers = [goal_scores(goal, solid, psi, obj.body_radius) for goal, psi in zip(goals, psis)]
         result = {key: [a[key] for a in answers] for key in answers[0]}
+        if kind == "camera" and snapshot is not None:
+            picture(snapshot, cond.name, encoding, goals, answers, solid)
         if kind == "camera" and encoding.conditioned is not None:
             used = encoding.conditioned.points
             result["object_share"] = object_share(used, points[labels == OBJECT], surface)
@@ -200,15 +204,26 @@ def summarize(rows: list[dict]) -> dict:
     return out
 
 
+def picture(path, name: str, encoding, goals: list, answers: list[dict], solid: np.ndarray) -> None:
+    """The cloud the grid used with its keypoints, then each goal (blue) over the truth (green) turned about the
+    returned axis (:func:`kp_training.figures.demo_snapshot`)."""
+    from .figures import demo_snapshot
+
+    shown = [{"angle": g.angle, "iou": a["goal_iou"], "points": g.points, "keypoints": g.keypoints,
+              "truth": rotate_about_vertical(solid, g.angle, g.axis_point)} for g, a in zip(goals, answers)]
+    demo_snapshot(path, name, encoding.conditioned.points, encoding.keypoints, shown, goals[0].axis_point)
+
+
 def camera_protocol(pipeline, shape: Shape, views: int, psis_deg=(0.0, 90.0), seed: int = 0,
-                    conditions=CONDITIONS) -> dict:
-    """Every condition on ``views`` seeded views: {"rows": per view, "summary": per condition}."""
+                    conditions=CONDITIONS, snapshot=None) -> dict:
+    """Every condition on ``views`` seeded views: {"rows": per view, "summary": per condition}. ``snapshot``: a PNG
+    path for a picture of the first view's answers (the first condition)."""
     obj = shape_in_metres(shape, seed=seed)
     psis = [math.radians(p) for p in psis_deg]
     rows = []
     for i, cond in enumerate(conditions):
         rng = np.random.default_rng([seed, i])
-        rows += [run_view(pipeline, obj, cond, psis, rng) for _ in range(views)]
+        rows += [run_view(pipeline, obj, cond, psis, rng, snapshot if i == j == 0 else None) for j in range(views)]
     return {"psi_deg": list(psis_deg), "views": views, "rows": rows, "summary": summarize(rows)}
 
 

@@ -61,6 +61,10 @@ def _checkpoint_info(path: str, meta: dict) -> dict:
     return {"path": str(weights), **{k: meta[k] for k in keys if k in meta}}
 
 
+CAMERA_GOAL_PNG = "camera_goal.png"
+"""The picture of the camera protocol's first view: the cloud the grid used, its keypoints, the goals over the truth."""
+
+
 def paper_protocols_skipped(meta: dict) -> str | None:
     """Why the paper's protocols (Table I, Fig. 6, the circle, equivariance: solid grids at zoom 1, the grid on the
     shape's own frame) do not apply to a checkpoint, or None when they do: they score a model only on the inputs
@@ -187,10 +191,12 @@ def evaluate(cfg: EvalConfig, loaded: dict | None = None) -> dict:
         print(f"kp-eval: camera protocol ({cfg.camera_views} views x {len(CONDITIONS)} conditions, the node's pipeline)",
               flush=True)
         paths = {KP: cfg.kp, KP_COMPARE: cfg.kp_compare}
+        snapshot = out / CAMERA_GOAL_PNG if cfg.figures else None
         results["camera"] = {
             "views": cfg.camera_views, "psi_deg": [0.0, 90.0],
             "models": {name: camera_protocol(Pipeline(checkpoint_paths(paths[name])[0], device=str(device)), shape,
-                                             cfg.camera_views, seed=cfg.seed)["summary"]
+                                             cfg.camera_views, seed=cfg.seed,
+                                             snapshot=snapshot if name == KP else None)["summary"]
                        for name in (KP, KP_COMPARE) if paths[name] is not None},
         }
 
@@ -198,6 +204,8 @@ def evaluate(cfg: EvalConfig, loaded: dict | None = None) -> dict:
     if cfg.figures:
         print("kp-eval: figures", flush=True)
         results["figures"] = make_figures(out, results, figure_data)
+        if (out / CAMERA_GOAL_PNG).is_file() and "camera" in results:
+            results["figures"]["camera_goal"] = CAMERA_GOAL_PNG
     results["elapsed_s"] = time.perf_counter() - start_time
     (out / "results.json").write_text(json.dumps(json_safe(results), indent=1, allow_nan=False) + "\n")
     if cfg.results_md:

@@ -337,6 +337,10 @@ def results_markdown(results: dict, out: Path, md_path: Path) -> str:
                   "handle was seen (30 or more of its pixels in the cloud); the share of the points the grid used "
                   "that are the object's; and the goal IoU on the same views given as perfect object clouds.", ""]
         lines += [camera_markdown(camera), ""]
+        if "camera_goal" in fig:
+            lines += [image("camera_goal", "The first view's answers"), "The first view of the first condition: the "
+                      "points the grid used with their keypoints, then each goal (blue) over the true object turned "
+                      "about the returned axis (green).", ""]
     eq = results.get("equivariance")
     if eq:
         lines += ["## Equivariance error", "",

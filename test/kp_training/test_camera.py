@@ -160,7 +160,7 @@ def test_conditioning_isolates_the_mug_in_camera_scenes(mug_in_metres, index):
             assert len(kept) * share > 0.8 * len(mug), f"{cond.name}: the mug was cut"
 
 
-def test_the_camera_protocol_scores_the_pipelines_answers(tiny_model_path):
+def test_the_camera_protocol_scores_the_pipelines_answers(tiny_model_path, tmp_path):
     """Two conditions, one view each, through the node's pipeline: every score is there and within its range,
     and the Markdown table has a row per condition."""
     from kp_core.pipeline import Pipeline
@@ -168,7 +168,10 @@ def test_the_camera_protocol_scores_the_pipelines_answers(tiny_model_path):
     from kp_training.camera_protocol import camera_protocol, conditions_markdown
     from kp_training.shapes import load_shape
 
-    result = camera_protocol(Pipeline(tiny_model_path), load_shape("mug"), views=1, conditions=CONDITIONS[:2])
+    snapshot = tmp_path / "goal.png"
+    result = camera_protocol(Pipeline(tiny_model_path), load_shape("mug"), views=1, conditions=CONDITIONS[:2],
+                             snapshot=snapshot)
+    assert snapshot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")  # the picture of the first view's answers
     assert [r["condition"] for r in result["rows"]] == [c.name for c in CONDITIONS[:2]]
     for row in result["summary"].values():
         assert row["views"] == 1
