@@ -262,9 +262,10 @@ def plot_sensor_goal(path, angles_deg: np.ndarray, curves: dict[str, dict[str, n
     return _save(fig, path)
 
 
-def plot_training_curve(path, rows: list[dict], title: str = "") -> Path:
+def plot_training_curve(path, rows: list[dict], title: str = "", stages: list[tuple[float, str]] = ()) -> Path:
     """Time to quality of a run (its ``log.csv`` rows): validation IoU and the per-epoch goal IoU against
-    minutes of training step time."""
+    minutes of training step time, and the yaw error (degrees, right axis) where the log has it. ``stages``:
+    (start minute, name) of a recipe's stages, drawn as vertical lines."""
     minutes = np.array([float(r["wall_s"]) for r in rows]) / 60.0
     fig = Figure(figsize=(7.0, 3.8))
     ax = fig.add_subplot(1, 1, 1)
@@ -277,11 +278,26 @@ def plot_training_curve(path, rows: list[dict], title: str = "") -> Path:
         values = [r.get(key) for r in rows]
         if all(v not in (None, "") for v in values):
             ax.plot(minutes, [float(v) for v in values], color=colour, linestyle=style, linewidth=1.6, label=label)
+    handles, labels = ax.get_legend_handles_labels()
+    yaw = [("val_yaw_whole_p90_deg", "yaw error p90, whole clouds [deg]", "tab:purple"),
+           ("val_yaw_single_p90_deg", "yaw error p90, single views [deg]", "tab:red")]
+    present = [(k, label, c) for k, label, c in yaw if all(r.get(k) not in (None, "") for r in rows)]
+    if present:
+        right = ax.twinx()
+        for key, label, colour in present:
+            right.plot(minutes, [float(r[key]) for r in rows], color=colour, linestyle="--", linewidth=1.2, label=label)
+        right.set_ylabel("yaw error [deg]")
+        right.set_ylim(0, 180)
+        extra = right.get_legend_handles_labels()
+        handles, labels = handles + extra[0], labels + extra[1]
+    for start, name in stages:
+        ax.axvline(start, color="0.4", linewidth=0.8)
+        ax.text(start, 0.02, f" {name}", fontsize=7, color="0.3")
     ax.set_xlabel("training step time [min]")
     ax.set_ylabel("IoU")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(handles, labels, fontsize=7, loc="upper left")
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()

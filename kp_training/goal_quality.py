@@ -13,7 +13,7 @@ import math
 import numpy as np
 import torch
 
-from kp_core.geometry import rotate_z_points, transform_points
+from kp_core.geometry import rotate_z_points, transform_points, yaw_to_template
 from kp_core.goals import axis_of_occupancy, goal_offset, rotate_about_axis
 from kp_core.placement import grid_zoom, vertical_axis_of
 from kp_core.voxelize import voxelize
@@ -53,16 +53,20 @@ def sensor_goal_iou(model, sampler, angle: torch.Tensor, scale: torch.Tensor, ps
         "iou": (P, A) goal IoU against the solid turned about the decoded (returned) axis;
         "iou_true_axis": (P, A) against the solid turned about its true axis;
         "recon_iou": (P,) IoU of the decoded unrotated keypoints against the solid;
-        "axis_error": (P,) distance in grid units between the decoded and the true vertical axis.
+        "axis_error": (P,) distance in grid units between the decoded and the true vertical axis;
+        "yaw_offset": (P,) for a canonical-yaw model, the yaw it reads (its keypoints against its template) minus
+            the pose's, in radians (a constant for a perfect model: its spread is the yaw error).
     """
     model.eval()
     device = sampler.points.device
     psi = psi.to(device)
-    ious, ious_true, recon, axis_err = [], [], [], []
+    ious, ious_true, recon, axis_err, yaw = [], [], [], [], []
     for start in range(0, len(angle), batch):
         a, s = angle[start : start + batch].to(device), scale[start : start + batch].to(device)
         views = sampler.views(a, s, generator)
         keypoints = model.encode(views.inputs).float()
+        if getattr(model, "canonical_yaw", False):
+            yaw.append(torch.remainder(yaw_to_template(keypoints, model.yaw_template) - a + math.pi, 2 * math.pi) - math.pi)
         reconstruction = torch.sigmoid(model.decode(keypoints).float())
         axis = axis_of_occupancy(reconstruction)
         posed = transform_points(sampler.points.expand(len(a), -1, -1), a, s)
@@ -85,7 +89,18 @@ def sensor_goal_iou(model, sampler, angle: torch.Tensor, scale: torch.Tensor, ps
         ious.append(torch.stack(rows, dim=1))
         ious_true.append(torch.stack(rows_true, dim=1))
         recon.append(voxel_iou(reconstruction, views.targets))
-    return {"iou": torch.cat(ious).cpu(), "iou_true_axis": torch.cat(ious_true).cpu(), "recon_iou": torch.cat(recon).cpu(), "axis_error": torch.cat(axis_err).cpu()}
+    out = {"iou": torch.cat(ious).cpu(), "iou_true_axis": torch.cat(ious_true).cpu(), "recon_iou": torch.cat(recon).cpu(),
+           "axis_error": torch.cat(axis_err).cpu()}
+    if yaw:
+        out["yaw_offset"] = torch.cat(yaw).cpu()
+    return out
+
+
+def yaw_errors_deg(offsets: torch.Tensor) -> torch.Tensor:
+    """(P,) yaw errors in degrees of (P,) yaw offsets (:func:`sensor_goal_iou`): each one's angle from their
+    circular mean, the model's canonical frame."""
+    mean = torch.atan2(torch.sin(offsets).mean(), torch.cos(offsets).mean())
+    return torch.rad2deg((torch.remainder(offsets - mean + math.pi, 2 * math.pi) - math.pi).abs())
 
 
 def psi_grid(step_deg: float = 15.0) -> torch.Tensor:

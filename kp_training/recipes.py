@@ -11,6 +11,7 @@ continues the stage that was interrupted (Ctrl-C is safe) and goes on with the n
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import sys
@@ -147,9 +148,55 @@ def run(out: Path, given_now: dict | None = None, make_trainer=None) -> Path:
         stages_wall.append({"stage": stage.name, "epochs": values["epochs"],
                             **{k: read_metadata(folder / "last.json")["progress"][k] for k in ("global_step", "train_seconds")}})
     weights = export(out, recipe, stages_wall)
+    curve = write_curve(out, recipe)
     if recipe.report and not (out / "report.md").exists():
         write_report(out, given)
+        with open(out / "report.md", "a") as report:
+            report.write(f"\n## Time to quality\n\n![Time to quality]({curve.name})\n\n"
+                         + curve_table(out, recipe) + "\n")
     return weights
+
+
+def stage_logs(out: Path, recipe: Recipe) -> list[tuple[str, list[dict]]]:
+    """Each stage's ``log.csv`` rows, their ``wall_s`` counted from the recipe's start."""
+    logs, offset = [], 0.0
+    for i, stage in enumerate(recipe.stages):
+        with open(stage_dir(out, i, stage) / "log.csv", newline="") as f:
+            rows = [dict(r, wall_s=float(r["wall_s"]) + offset) for r in csv.DictReader(f)]
+        logs.append((stage.name, rows))
+        if rows:
+            offset = rows[-1]["wall_s"]
+    return logs
+
+
+def write_curve(out: Path, recipe: Recipe) -> Path:
+    """``DIR/time_to_quality.png``: every stage's validation curves on one time axis."""
+    from .figures import plot_training_curve
+
+    logs = stage_logs(out, recipe)
+    starts, start = [], 0.0
+    for name, rows in logs:
+        starts.append((start / 60, name))
+        start = rows[-1]["wall_s"] if rows else start
+    path = out / "time_to_quality.png"
+    plot_training_curve(path, [r for _, rows in logs for r in rows], f"kp-train --recipe {recipe.name}: time to quality",
+                        starts)
+    return path
+
+
+def curve_table(out: Path, recipe: Recipe) -> str:
+    """Markdown: the validation figures at the end of each epoch, with minutes of step time from the start."""
+    columns = [("val_iou", "reconstruction IoU"), ("val_goal_whole_mean", "goal IoU whole"),
+               ("val_goal_single_mean", "goal IoU single"), ("val_yaw_whole_p90_deg", "yaw p90 whole [deg]"),
+               ("val_yaw_single_p90_deg", "yaw p90 single [deg]")]
+    lines = ["| stage | epoch | step | minutes | " + " | ".join(label for _, label in columns) + " |",
+             "|---|---|---|---|" + "---|" * len(columns)]
+    for name, rows in stage_logs(out, recipe):
+        for r in rows:
+            cells = ["-" if r.get(k) in (None, "") else f"{float(r[k]):.0f}" if k.endswith("_deg") else f"{float(r[k]):.3f}"
+                     for k, _ in columns]
+            lines.append(f"| {name} | {r['epoch']} | {r['global_step']} | {r['wall_s'] / 60:.1f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def export(out: Path, recipe: Recipe, stages_wall: list[dict]) -> Path:

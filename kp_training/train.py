@@ -39,7 +39,7 @@ from kp_core.models import PRESETS, KeypointNetPreset, build_model, fit_yaw_temp
 from . import __version__, recipes
 from .cli import add_config_flags, given, setting
 from .data import ValidationSet, ViewSampler, sample_transforms
-from .goal_quality import psi_grid, sensor_goal_iou
+from .goal_quality import psi_grid, sensor_goal_iou, yaw_errors_deg
 from .losses import LossWeights, pair_losses
 from .metrics import voxel_iou
 from .sensor import SensorConfig
@@ -54,6 +54,7 @@ LOG_FIELDS = [
     "epoch", "global_step", "pairs_seen", "wall_s", "train_loss", "train_recon", "train_consistency",
     "train_separation", "train_spread", "val_loss", "val_recon", "val_consistency", "val_separation", "val_spread", "val_iou",
     "val_goal_whole_mean", "val_goal_whole_min", "val_goal_single_mean", "val_goal_single_min",
+    "val_yaw_whole_p90_deg", "val_yaw_single_p90_deg",
 ]
 
 
@@ -320,7 +321,8 @@ class Trainer:
         return result
 
     def goal_check(self) -> dict[str, float]:
-        """Goal IoU at psi = 0, 45, ..., 315 deg on a few fixed whole and single-view clouds."""
+        """Goal IoU at psi = 0, 45, ..., 315 deg on a few fixed whole and single-view clouds, and for a canonical-yaw
+        model the 90th percentile of its yaw error on them (degrees)."""
         n, psi = self.config.goal_check_clouds, psi_grid(GOAL_CHECK_PSI_DEG)
         out = {}
         for mode, whole_fraction in (("whole", 1.0), ("single", 0.0)):
@@ -328,9 +330,11 @@ class Trainer:
                 self._goal_samplers[mode] = self._sampler(whole_fraction)
             generator = torch.Generator().manual_seed(self.config.val_seed + 1)
             angle, scale = sample_transforms(n, generator, "cpu", self.scale_range)
-            iou = sensor_goal_iou(self.model, self._goal_samplers[mode], angle, scale, psi, generator)["iou"]
-            per_psi = iou.mean(0)
+            scores = sensor_goal_iou(self.model, self._goal_samplers[mode], angle, scale, psi, generator)
+            per_psi = scores["iou"].mean(0)
             out[f"goal_{mode}_mean"], out[f"goal_{mode}_min"] = float(per_psi.mean()), float(per_psi.min())
+            if "yaw_offset" in scores:
+                out[f"yaw_{mode}_p90_deg"] = float(torch.quantile(yaw_errors_deg(scores["yaw_offset"]), 0.9))
         return out
 
     def metadata(self) -> dict:

@@ -48,7 +48,10 @@ def test_a_recipe_stopped_in_its_first_stage_resumes_and_ends_with_a_model_the_n
     first, _ = load_model(out / "stage1-first" / "last")
     assert all((a == b).all() for a, b in zip(first.encoder.state_dict().values(), model.encoder.state_dict().values()))
     assert second_meta["train_config"]["max_minutes"] == 100
-    assert tiny == [out] and (out / "report.md").is_file()
+    assert tiny == [out] and "## Time to quality" in (out / "report.md").read_text()
+    assert (out / "time_to_quality.png").read_bytes().startswith(b"\x89PNG")
+    table = recipes.curve_table(out, TINY)
+    assert "| first | 1 | 2 |" in table and "| second | 2 | 4 |" in table
     assert Pipeline(out).encode(_mug_cloud()).keypoints.shape == (model.num_keypoints, 3)
     # Run again: nothing to do, the model stays; a new recipe in the same folder is refused.
     assert main(["--resume", str(out)]) == 0 and tiny == [out]

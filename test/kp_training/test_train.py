@@ -211,7 +211,8 @@ def test_canonical_yaw_from_the_first_step_fits_the_template_from_the_untrained_
     from kp_core.geometry import yaw_to_template
 
     trainer = Trainer(TrainConfig(out=str(tmp_path), preset="cylinder", inputs="sensor", zoom=1.3, canonical_yaw=True,
-                                  epochs=1, pairs_per_epoch=2, batch_pairs=1, val_pairs=1, num_threads=2))
+                                  epochs=1, pairs_per_epoch=2, batch_pairs=1, val_pairs=1, goal_check_clouds=2,
+                                  num_threads=2))
     template = trainer.model.yaw_template
     assert float(template.norm(dim=-1).mean()) > 0  # a layout with a horizontal spread (small before training)
     # Equivariance makes any such template a yaw reference: the mug turned by a quarter turn reads psi + pi / 2.
@@ -224,3 +225,13 @@ def test_canonical_yaw_from_the_first_step_fits_the_template_from_the_untrained_
     psi = yaw_to_template(keypoints, template)
     turn = float(torch.remainder(psi[1] - psi[0] + math.pi, 2 * math.pi) - math.pi)
     assert turn == pytest.approx(math.pi / 2, abs=0.01)
+    # The per-epoch goal check reports the yaw error it reads (the log's val_yaw_*_p90_deg).
+    check = trainer.goal_check()
+    assert 0 <= check["yaw_whole_p90_deg"] <= 180 and 0 <= check["yaw_single_p90_deg"] <= 180
+
+
+def test_yaw_errors_are_angles_from_the_offsets_circular_mean():
+    from kp_training.goal_quality import yaw_errors_deg
+
+    offsets = torch.deg2rad(torch.tensor([178.0, -178.0, 175.0, -175.0, 180.0]))  # about 180 deg, across the wrap
+    torch.testing.assert_close(yaw_errors_deg(offsets), torch.tensor([2.0, 2.0, 5.0, 5.0, 0.0]), atol=1e-3, rtol=0)
