@@ -112,6 +112,14 @@ class RosProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def exit_code(self, timeout: float) -> int | None:
+        """Wait up to ``timeout`` seconds for the process to end by itself, then stop it; returns the exit code."""
+        try:
+            self.proc.wait(timeout=timeout)
+        finally:
+            self.stop()
+        return self.proc.returncode
+
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGINT, wait, then SIGKILL the whole process group; returns the exit code."""
         if self.proc.poll() is None:

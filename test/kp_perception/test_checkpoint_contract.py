@@ -22,11 +22,7 @@ def test_a_solid_trained_checkpoint_stops_the_node_with_what_to_retrain(tiny_mod
     solid = resaved(tiny_model_path, tmp_path, inputs="solid",
                     placement={"zoom": 1.0, "centering": "origin", "object_scale": 0.875})
     proc = RosProcess(node_command(params={"model_path": solid, "num_threads": 1}), ros_env(pick_domain_id(), tmp_path))
-    try:
-        proc.proc.wait(timeout=120)
-    finally:
-        proc.stop()
-    assert proc.proc.returncode == 2
+    assert proc.exit_code(timeout=120) == 2
     assert "trained on solid voxel grids" in proc.output and "kp-train --recipe node" in proc.output
 
 

@@ -219,11 +219,7 @@ def test_target_frame_with_tf_but_no_tf2_ros_fails_clearly(tiny_model_path, tmp_
 
     params = {"model_path": str(tiny_model_path), "target_frame": "base_link", "use_tf": True}
     proc = RosProcess(node_command(params=params), ros_env(pick_domain_id(), tmp_path))
-    try:
-        proc.proc.wait(timeout=120)
-    finally:
-        proc.stop()
-    assert proc.proc.returncode == 2
+    assert proc.exit_code(timeout=120) == 2
     assert "needs tf2_ros" in proc.output and "input_transform" in proc.output
 
 
