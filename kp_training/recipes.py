@@ -121,14 +121,12 @@ def read(out: Path) -> tuple[Recipe, dict]:
     return RECIPES[saved["recipe"]], dict(saved.get("given") or {})
 
 
-def run(out: Path, given_now: dict | None = None, make_trainer=None) -> Path:
-    """Run (or continue) the recipe in ``out`` to its end; returns the model's weights path.
-
-    ``given_now``: flags given with ``--resume`` (they apply from here on, as with a plain run);
-    ``make_trainer(config, resume)``: the :class:`kp_training.train.Trainer` factory."""
+def run(out: Path, given_now: dict | None = None) -> Path:
+    """Run (or continue) the recipe in ``out`` to its end; returns the model's weights path (a stage's ``last``
+    when ``max_minutes`` stopped it). ``given_now``: flags given with ``--resume`` (they apply from here on, as
+    with a plain run)."""
     from .train import TrainConfig, Trainer
 
-    make_trainer = make_trainer or Trainer
     recipe, given = read(out)
     given.update(given_now or {})
     configs = validate(recipe, given, out)
@@ -141,7 +139,7 @@ def run(out: Path, given_now: dict | None = None, make_trainer=None) -> Path:
             if resume:
                 values = {**json.loads((folder / "config.json").read_text()), **{k: values[k] for k in given}}
             print(f"kp-train --recipe {recipe.name}: {label}{'resuming' if resume else 'starting'} in {folder}", flush=True)
-            trainer = make_trainer(TrainConfig(**values), resume=resume)
+            trainer = Trainer(TrainConfig(**values), resume=resume)
             trainer.fit(label=label)
             if not stage_done(folder, values["epochs"]):  # stopped by --max-minutes: --resume goes on from here
                 return folder / "last.safetensors"
