@@ -104,17 +104,17 @@ def choose_shape(cfg: EvalConfig, loaded: dict):
     trained = {}
     for name, (_, meta) in loaded.items():
         tc = meta.get("train_config", {})
-        trained[name] = (tc.get("shape", "mug"), tc.get("up_axis", "z"))
+        trained[name] = (tc.get("shape", "mug"), tc.get("up_axis", "z"), tc.get("mesh_units"))
     if cfg.shape is not None:
-        source, up = cfg.shape, cfg.up_axis or "z"
+        source, up, units = cfg.shape, cfg.up_axis or "z", cfg.mesh_units
     else:
         if len(set(trained.values())) > 1:
             raise ValueError(f"the checkpoints were trained on different shapes {trained}; pass --shape")
-        source, up = next(iter(trained.values()))
-        up = cfg.up_axis or up
+        source, up, units = next(iter(trained.values()))
+        up, units = cfg.up_axis or up, cfg.mesh_units or units
     if source != "mug" and not Path(source).is_file():
         raise ValueError(f"shape {source!r} (from the checkpoint's training config) not found: pass --shape")
-    return load_shape(source, up_axis=up)
+    return load_shape(source, up_axis=up, mesh_units=units)
 
 
 def evaluate(cfg: EvalConfig, loaded: dict | None = None) -> dict:

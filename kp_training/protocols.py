@@ -40,7 +40,7 @@ from .metrics import (
     summarize,
     voxel_iou,
 )
-from .shapes import UP_AXES, metres_per_unit
+from .shapes import MESH_UNITS, UP_AXES, metres_per_unit
 
 
 KP, KP_INTERP, CNN = "KP-Net", "KP-Net (Interp.)", "CNN-Net"
@@ -89,6 +89,8 @@ class EvalConfig:
     device: str = setting("auto", "auto (cuda if available), cpu, cuda, cuda:1, ...")
     shape: str | None = setting(None, "'mug' or a mesh file (default: the checkpoints' training shape)")
     up_axis: str | None = setting(None, "up axis of --shape", choices=UP_AXES)
+    mesh_units: str | None = setting(None, "the unit --shape is written in (default: the checkpoints' training "
+                                     "config's)", choices=sorted(MESH_UNITS))
     scale_min: float = setting(SCALE_RANGE[0], "smallest per-axis scale of the augmentations")
     scale_max: float = setting(SCALE_RANGE[1], "largest per-axis scale of the augmentations")
     figures: bool = setting(True, "write PNG figures")

@@ -277,3 +277,16 @@ def test_equivariance_of_an_equivariant_oracle_is_small(mug):
     assert result["rotation"]["overall"]["max"] < 1.0  # voxels: only re-voxelization noise
     assert result["scale"]["overall"]["max"] < 1.0
     assert len(result["rotation"]["per_keypoint_mean"]) == 1
+
+
+def test_the_shape_is_loaded_as_the_checkpoint_was_trained_on_it_in_metres():
+    from pathlib import Path
+
+    from kp_training.protocols import EvalConfig
+
+    jug = str(Path(__file__).resolve().parents[1] / "assets" / "jug.stl")
+    meta = {"train_config": {"shape": jug, "up_axis": "y", "mesh_units": "mm"}}
+    shape = ev.choose_shape(EvalConfig(kp="k"), {"KP-Net": (None, meta)})
+    assert shape.normalization["units"] == "m" and 0.15 < shape.normalization["height"] < 0.19  # a 17 cm jug
+    plain = ev.choose_shape(EvalConfig(kp="k"), {"KP-Net": (None, {"train_config": {"shape": jug, "up_axis": "y"}})})
+    assert plain.normalization["units"] == "mesh"
