@@ -71,14 +71,15 @@ PARAMETERS = [
           "shipped in the kp_perception package (models/mug.safetensors)", P.PARAMETER_STRING, read_only=True),
     Param("device", "cpu", "torch device: cpu, cuda, cuda:N or auto", P.PARAMETER_STRING, read_only=True),
     Param("num_threads", 1, "torch CPU threads per operation; 1 keeps latency steady on a CPU shared with other "
-          "work (a robot's always is: several threads per operation then wait on each other, 10x slower on a busy "
-          "2-core CPU) and lets a cloud and a service call run side by side; 0: torch's default, one per core",
+          "work (a robot's always is: several threads per operation then wait on each other) and lets a cloud and "
+          "a service call run side by side; 0: torch's default, one per core (bench/bench_perception.py)",
           P.PARAMETER_INTEGER, read_only=True, int_range=(0, 256)),
-    Param("optimize", True, "trace the encoder with TorchScript and fold it for inference (about 3x faster on "
-          "CPU; checked against the eager model at start, which is kept if they differ)", P.PARAMETER_BOOL, read_only=True),
+    Param("optimize", True, "trace the encoder with TorchScript and fold it for inference (faster on CPU: "
+          "bench/bench_pipeline.py; checked against the eager model at start, which is kept if they differ)",
+          P.PARAMETER_BOOL, read_only=True),
     Param("precision", "auto", "number format of the model's convolutions: auto (bf16 on a CPU with native bf16 "
-          "instructions, else fp32), fp32 or bf16 (encoder about 2x faster; keypoints within 0.25 voxel of fp32's, "
-          "bench/bench_pipeline.py)", P.PARAMETER_STRING, read_only=True),
+          "instructions, else fp32), fp32 or bf16 (a faster encoder, bench/bench_pipeline.py; keypoints within 0.25 "
+          "voxel of fp32's, checked at start)", P.PARAMETER_STRING, read_only=True),
     Param("input_topic", "points", "PointCloud2 topic of the object", P.PARAMETER_STRING, read_only=True),
     Param("qos.reliability", "auto", "input subscription reliability: auto (reliable, which large clouds need, "
           "switching to best effort if a best-effort publisher appears on the topic), reliable, or best_effort "

@@ -274,10 +274,10 @@ def test_bf16_keeps_the_shipped_models_keypoints_and_goals(mug_cloud, optimize):
     encoding, reference = fast.encode(mug_cloud), exact.encode(mug_cloud)
     assert encoding.keypoints_grid.dtype == torch.float32
     error_voxels = float((encoding.keypoints_grid - reference.keypoints_grid).norm(dim=-1).max()) * 32
-    assert error_voxels < 0.25  # measured 0.03-0.04
+    assert error_voxels < 0.25  # the tolerance the pipeline checks at start (BF16_KEYPOINT_TOLERANCE_VOXELS)
     goal = fast.goal(encoding, 1.0, include_probabilities=True).probabilities > 0.5
     truth = exact.goal(reference, 1.0, include_probabilities=True).probabilities > 0.5
-    assert (goal & truth).sum() / (goal | truth).sum() > 0.98  # measured 0.991 (the shipped model of 2026-11-25)
+    assert (goal & truth).sum() / (goal | truth).sum() > 0.98  # bf16 changes a goal by a few boundary voxels
 
 
 def test_precision_auto_and_unknown():
