@@ -145,8 +145,8 @@ def calibrated_spread(calibration: dict | None, misalignment: float) -> float:
 
 PRECISIONS = ("auto", "fp32", "bf16")
 BF16_KEYPOINT_TOLERANCE_VOXELS = 0.25
-"""How far bf16 keypoints may sit from float32 ones on the start-up probe (the shipped model: 0.11 voxel on that
-made-up box, 0.03 voxel on a mug cloud; a voxel is 2.4 mm there)."""
+"""How far bf16 keypoints may sit from float32 ones on the start-up probe (``bench/bench_pipeline.py`` prints the
+error on a mug cloud)."""
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -321,7 +321,8 @@ class Pipeline:
 
     def object_size(self, config: PipelineConfig | None = None) -> ObjectSize | None:
         """The object's size in metres: the trained shape's width and height when its mesh was in metres (scaled
-        to ``object_size`` when that is set), else ``object_size`` for both, else None (measured on each cloud)."""
+        to ``object_size`` when that is set), else ``object_size`` for both, else None (a model without a metric
+        size and no ``object_size``, which :meth:`check` refuses)."""
         cfg = config or self.config
         norm = self.metadata.get("normalization") or {}
         trained = None
@@ -352,8 +353,7 @@ class Pipeline:
     def grid_map_for(self, points: np.ndarray, config: PipelineConfig | None = None,
                      bottom: float | None = None) -> MetricGridMap:
         """The grid frame on the object, by the training rule: origin from the checkpoint's centering (``bottom``: the height
-        the object stands at), half extent the object's (``object_size``, else the trained shape's, else measured
-        on the cloud) times the zoom."""
+        the object stands at), half extent the object's (``object_size``, else the trained shape's) times the zoom."""
         cfg = config or self.config
         center = object_center(points, self.centering, bottom)
         if cfg.object_size > 0:
