@@ -7,6 +7,7 @@ tables, plus what the conditioning costs per cloud. The same table comes out of 
 
     .venv/bin/python bench/bench_camera.py --views 6            # shipped model, both settings
     .venv/bin/python bench/bench_camera.py --model runs/x --conditioning on
+    .venv/bin/python bench/bench_camera.py --conditioning on --veils both --only flying   # each camera's veils dropped or kept
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kp_core.conditioning import ConditioningConfig, condition  # noqa: E402
+from kp_core.conditioning import ConditioningConfig, condition, kept_pixels  # noqa: E402
 from kp_core.pipeline import Pipeline, PipelineConfig  # noqa: E402
 from kp_perception import default_model_path  # noqa: E402
 from kp_training.camera import CONDITIONS, SceneRenderer, fused  # noqa: E402
@@ -28,20 +29,27 @@ from kp_training.camera_protocol import camera_protocol, conditions_markdown, sh
 from kp_training.shapes import load_shape  # noqa: E402
 
 
-def conditioning_cost(pipeline: Pipeline, shape, repeats: int = 5) -> list[tuple[str, int, float]]:
-    """Median milliseconds of kp_core.conditioning.condition on one view of each condition."""
+def conditioning_cost(pipeline: Pipeline, shape, conditions, repeats: int = 5) -> list[tuple[str, int, float, float]]:
+    """Median milliseconds of dropping the veils of each camera's organized image (kp_core.conditioning.kept_pixels)
+    and of kp_core.conditioning.condition on the fused cloud, one view of each condition."""
     obj = shape_in_metres(shape)
     size = pipeline.object_size()
+    cfg = ConditioningConfig()
     rows = []
-    for i, cond in enumerate(CONDITIONS):
+    for i, cond in enumerate(conditions):
         rng = np.random.default_rng([99, i])
-        points, _, _ = fused(SceneRenderer(obj.surface + [0.5, 0.1, 0.0], rng).render(cond, rng.uniform(0, 6.28)))
-        times = []
+        views = SceneRenderer(obj.surface + [0.5, 0.1, 0.0], rng).render(cond, rng.uniform(0, 6.28))
+        points, _, _ = fused(views)
+        veils, times = [], []
         for _ in range(repeats):
+            start = time.perf_counter()
+            for view in views:
+                kept_pixels(view.points, cfg, view.position)
+            veils.append((time.perf_counter() - start) * 1000)
             start = time.perf_counter()
             condition(points, size)
             times.append((time.perf_counter() - start) * 1000)
-        rows.append((cond.name, len(points), float(np.median(times))))
+        rows.append((cond.name, len(points), float(np.median(veils)), float(np.median(times))))
     return rows
 
 
@@ -52,22 +60,29 @@ def main(argv=None) -> int:
     parser.add_argument("--conditioning", choices=("both", "on", "off"), default="both")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--veils", choices=("both", "on", "off"), default="on",
+                        help="conditioning on: drop each camera's veils (flying pixels) first, or not, or compare")
+    parser.add_argument("--only", default="", help="only the conditions whose name contains this text")
     parser.add_argument("--cost-only", action="store_true", help="only what the conditioning costs per view")
     args = parser.parse_args(argv)
     shape = load_shape("mug")
-    settings = () if args.cost_only else ("on", "off") if args.conditioning == "both" else (args.conditioning,)
-    for setting in settings:
-        config = PipelineConfig(conditioning=ConditioningConfig(enabled=setting == "on"))
+    conditions = [c for c in CONDITIONS if args.only in c.name]
+    settings = [] if args.cost_only else [("on", True), ("off", False)] if args.conditioning == "both" else [
+        (args.conditioning, args.conditioning == "on")]
+    veils = [("veils dropped", 10.0), ("veils kept", 0.0)] if args.veils == "both" else [
+        ("veils dropped" if args.veils == "on" else "veils kept", 10.0 if args.veils == "on" else 0.0)]
+    for (setting, enabled), (veil, angle) in [(s, v) for s in settings for v in (veils if s[1] else veils[:1])]:
+        config = PipelineConfig(conditioning=ConditioningConfig(enabled=enabled, veil_angle_deg=angle))
         pipeline = Pipeline(args.model, optimize=True, precision=args.precision, config=config)
         start = time.perf_counter()
-        result = camera_protocol(pipeline, shape, args.views, seed=args.seed)
-        print(f"\n## {Path(args.model).name}, conditioning {setting}: {args.views} views per condition, psi "
-              f"{result['psi_deg']} deg ({time.perf_counter() - start:.0f} s)\n")
+        result = camera_protocol(pipeline, shape, args.views, seed=args.seed, conditions=conditions)
+        print(f"\n## {Path(args.model).name}, conditioning {setting}{', ' + veil if enabled else ''}: {args.views} views "
+              f"per condition, psi {result['psi_deg']} deg ({time.perf_counter() - start:.0f} s)\n")
         print(conditions_markdown(result["summary"]))
-    print("\n## What the conditioning costs (kp_core.conditioning.condition, one view per condition, median of 5)\n")
-    print("| condition | points | ms |\n|---|---|---|")
-    for name, count, ms in conditioning_cost(Pipeline(args.model), shape):
-        print(f"| {name} | {count} | {ms:.1f} |")
+    print("\n## What the conditioning costs (one view per condition, median of 5)\n")
+    print("| condition | points | veils (each camera's image) ms | kp_core.conditioning.condition ms |\n|---|---|---|---|")
+    for name, count, veil_ms, ms in conditioning_cost(Pipeline(args.model), shape, conditions):
+        print(f"| {name} | {count} | {veil_ms:.1f} | {ms:.1f} |")
     return 0
 
 
