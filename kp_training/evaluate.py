@@ -178,7 +178,7 @@ def evaluate(cfg: EvalConfig, loaded: dict | None = None) -> dict:
         print(f"kp-eval: equivariance ({cfg.equivariance_samples} transforms per mode)", flush=True)
         results["equivariance"] = equivariance(kp_model, points, cfg)
 
-    if cfg.sensor_poses and (kp_model is not None or compared is not None):
+    if cfg.sensor_poses and (KP in loaded or compared is not None):
         print(f"kp-eval: rotate-goal on sensor-like clouds ({cfg.sensor_poses} poses x whole/single)", flush=True)
         kp_models = {KP: loaded[KP]} if KP in loaded else {}
         if compared is not None:
@@ -187,7 +187,7 @@ def evaluate(cfg: EvalConfig, loaded: dict | None = None) -> dict:
 
     if cfg.camera_views and shape.normalization.get("units") != "m":
         print("kp-eval: camera protocol skipped: the shape has no metric size (its mesh units are unknown)", flush=True)
-    elif cfg.camera_views and (kp_model is not None or compared is not None):
+    elif cfg.camera_views and (KP in loaded or compared is not None):
         print(f"kp-eval: camera protocol ({cfg.camera_views} views x {len(CONDITIONS)} conditions, the node's pipeline)",
               flush=True)
         paths = {KP: cfg.kp, KP_COMPARE: cfg.kp_compare}

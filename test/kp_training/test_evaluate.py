@@ -137,9 +137,10 @@ def test_the_papers_protocols_skip_a_model_not_trained_on_its_inputs(kp_run, cnn
     sensor = save_checkpoint(tmp_path / "sensor", model, {**meta, **serving_metadata("sensor", 1.3, 0.875)})
     out = tmp_path / "out"
     argv = ["--kp", str(sensor), "--cnn", str(cnn_ckpt), "--out", str(out), "--results-md", str(out / "R.md"),
-            "--no-figures", "--poses", "0", "--sensor-poses", "0"] + TINY_EVAL[:4]
+            "--no-figures", "--poses", "0", "--sensor-poses", "1", "--sensor-psi-step", "180"] + TINY_EVAL[:4]
     assert ev.main(argv) == 0
     results = json.loads((out / "results.json").read_text())
+    assert set(results["sensor"]["models"]) == {"KP-Net"}  # what it was trained for is still scored
     assert set(results["representation"]["summary"]) == {"CNN-Net", "Ground truth (sampling floor)"}
     assert set(results["interpolation"]["curves"]) == {"CNN-Net"}
     assert "equivariance" not in results and "circle" not in results["interpolation"]
