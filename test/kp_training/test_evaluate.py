@@ -146,7 +146,8 @@ def test_the_papers_protocols_skip_a_model_not_trained_on_its_inputs(kp_run, cnn
     assert "equivariance" not in results and "circle" not in results["interpolation"]
     assert "sensor clouds placed by the node's rule (zoom 1.3)" in results["paper_protocols_skipped"]["KP-Net"]
     text = (out / "R.md").read_text()
-    assert "**KP-Net**: trained on sensor clouds" in text and "KP-Net |" not in text.split("## Checkpoints")[0]
+    table1 = text.split("## Representation power (Table I)")[1].split("\n## ")[0]
+    assert "**KP-Net**: trained on sensor clouds" in text and "CNN-Net" in table1 and "KP-Net" not in table1
     # Solid grids at another zoom do not fit the paper's protocols either.
     zoomed = save_checkpoint(tmp_path / "zoomed", model, {**meta, **serving_metadata("solid", 1.3, 0.875)})
     assert "at zoom 1.3" in ev.paper_protocols_skipped(load_model(zoomed)[1])
