@@ -105,19 +105,22 @@ def veil_pixels(organized: np.ndarray, origin: np.ndarray, max_angle_deg: float,
         organized: (H, W, 3) points (NaN where the camera had no return), in any frame.
         origin: (3,) the camera's optical centre in that frame.
     """
-    points = np.asarray(organized, dtype=np.float64)
-    ray = points - np.asarray(origin, dtype=np.float64)
-    distance = np.linalg.norm(ray, axis=-1)
+    # float32 components and squared lengths: no square root, no division, a few passes over the image.
+    points = np.asarray(organized, dtype=np.float32)
+    x, y, z = (np.ascontiguousarray(points[..., i]) for i in range(3))
+    ox, oy, oz = (np.float32(v) for v in np.asarray(origin, dtype=np.float64))
+    rx, ry, rz = x - ox, y - oy, z - oz
+    r2 = rx * rx + ry * ry + rz * rz
+    cos2 = np.float32(np.cos(np.radians(max_angle_deg)) ** 2)
+    jump2 = np.float32(min_jump_m**2)
     veil = np.zeros(points.shape[:2], dtype=bool)
-    cos_max = np.cos(np.radians(max_angle_deg))
     for near, far in (((slice(None), slice(None, -1)), (slice(None), slice(1, None))),
                       ((slice(None, -1), slice(None)), (slice(1, None), slice(None)))):
-        step = points[far] - points[near]
-        length = np.linalg.norm(step, axis=-1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            along = np.abs((step * ray[near]).sum(-1)) / (length * distance[near])
-            edge = (along > cos_max) & (length > min_jump_m)  # False where either end is NaN
-        farther = distance[far] > distance[near]
+        dx, dy, dz = x[far] - x[near], y[far] - y[near], z[far] - z[near]
+        s2 = dx * dx + dy * dy + dz * dz
+        along = dx * rx[near] + dy * ry[near] + dz * rz[near]
+        edge = (s2 > jump2) & (along * along > cos2 * s2 * r2[near])  # False where either end is NaN
+        farther = r2[far] > r2[near]
         veil[far] |= edge & farther
         veil[near] |= edge & ~farther
     return veil
