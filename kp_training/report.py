@@ -256,6 +256,8 @@ def results_markdown(results: dict, out: Path, md_path: Path) -> str:
         lines += [f"> **Note:** {cfg['note']}", ""]
     for name, info in results["checkpoints"].items():
         progress = info.get("progress", {})
+        if name in results.get("paper_protocols_skipped", {}):
+            continue  # nothing here sets it beside the paper
         if not progress:
             lines += [f"> **{name}** has no training progress in its metadata (an untrained or hand-made checkpoint?).", ""]
         elif progress.get("pairs_seen", 10**9) < 100_000:
