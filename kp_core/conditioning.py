@@ -159,12 +159,12 @@ class Plane:
         n = self.normal
         return float(-(n[0] * xy[0] + n[1] * xy[1] + self.offset) / n[2])
 
-    def local_tolerance(self, points: np.ndarray, sample: np.ndarray, tile: float, cell: float) -> np.ndarray:
-        """(N,) how thick the plane lies under each of ``points``: 3 robust standard deviations of the heights of
-        the ``sample`` points near the plane in the same ``tile`` x ``tile`` square (at least :attr:`tolerance`),
-        leaving out what lies inside the convex hull (seen from above, grown by ``cell``) of anything standing
-        clearly above the plane: an object's lowest millimetres and a cup's inner floor are not the plane's noise.
-        A depth camera's noise grows with range, so the far part of a table lies thicker than the near part."""
+    def thickness(self, sample: np.ndarray, tile: float, cell: float) -> "Thickness":
+        """How thick the plane lies, square by square: 3 robust standard deviations of the heights of the ``sample``
+        points near the plane in each ``tile`` x ``tile`` square (at least :attr:`tolerance`), leaving out what
+        lies inside the convex hull (seen from above, grown by ``cell``) of anything standing clearly above the
+        plane: an object's lowest millimetres and a cup's inner floor are not the plane's noise. A depth camera's
+        noise grows with range, so the far part of a table lies thicker than the near part."""
         heights = self.height(sample)
         standing = sample[heights > max(3 * self.tolerance, 0.01)]
         near = np.abs(heights) <= 3 * self.tolerance
@@ -172,7 +172,7 @@ class Plane:
             near &= outside_hull(sample[:, :2], standing[:, :2], cell)
         near = sample[near]
         if len(near) < 10:
-            return np.full(len(points), self.tolerance)
+            return Thickness(np.zeros(2), np.ones(2, dtype=np.int64), np.full(1, self.tolerance), tile, self.tolerance)
         # Thickness per tile of a small dense table over the near points' extent; points beyond it get the
         # plane's own tolerance.
         lo = near[:, :2].min(axis=0)
@@ -188,11 +188,26 @@ class Plane:
                 h = heights[first:last]
                 sigma = 1.4826 * float(np.median(np.abs(h - np.median(h))))
                 table[flat[first]] = min(max(self.tolerance, 3.0 * sigma), MAX_THICKENING * self.tolerance)
-        ix = np.floor((points[:, 0] - lo[0]) / tile)
-        iy = np.floor((points[:, 1] - lo[1]) / tile)
-        inside = (ix >= 0) & (ix < shape[0]) & (iy >= 0) & (iy < shape[1])
-        index = np.where(inside, ix * shape[1] + iy, 0).astype(np.int64)
-        return np.where(inside, table[index], self.tolerance)
+        return Thickness(lo, shape, table, tile, self.tolerance)
+
+
+@dataclass
+class Thickness:
+    """A plane's thickness per square (:meth:`Plane.thickness`): built once from a sample, read at any points."""
+
+    lo: np.ndarray  # (2,) the first square's corner
+    shape: np.ndarray  # (2,) squares along x and y
+    table: np.ndarray  # (shape[0] * shape[1],) metres
+    tile: float
+    tolerance: float  # outside the squares
+
+    def at(self, points: np.ndarray) -> np.ndarray:
+        """(N,) the thickness under each of (N, 3) points."""
+        ix = np.floor((points[:, 0] - self.lo[0]) / self.tile)
+        iy = np.floor((points[:, 1] - self.lo[1]) / self.tile)
+        inside = (ix >= 0) & (ix < self.shape[0]) & (iy >= 0) & (iy < self.shape[1])
+        index = np.where(inside, ix * self.shape[1] + iy, 0).astype(np.int64)
+        return np.where(inside, self.table[index], self.tolerance)
 
 
 @dataclass
@@ -320,9 +335,10 @@ def covers_an_area(points: np.ndarray, cell: float, share: float = 0.3) -> bool:
     return float((neighbours[inner] >= 3).mean()) >= share
 
 
-def supports(plane: Plane, points: np.ndarray, cell: float, cfg: ConditioningConfig, obj: "ObjectSize",
-             cloud: np.ndarray) -> bool:
-    """Whether ``plane`` is a support under ``points`` (a random subset of ``cloud``, the whole cloud).
+def supports(plane: Plane, thickness: Thickness, points: np.ndarray, cell: float, cfg: ConditioningConfig,
+             obj: "ObjectSize", cloud: np.ndarray) -> bool:
+    """Whether ``plane`` (its ``thickness`` from ``points``) is a support under ``points`` (a random subset of
+    ``cloud``, the whole cloud).
 
     Something stands clearly on it (higher than twice the plane's local thickness and 1 cm); its own points crowd
     about it and fill an area (:func:`covers_an_area`) as a surface's do, and reach at least
@@ -332,7 +348,7 @@ def supports(plane: Plane, points: np.ndarray, cell: float, cfg: ConditioningCon
     cup's walls do, below its inner floor).
     """
     height = plane.height(points)
-    thickness = plane.local_tolerance(points, points, tile=obj.size, cell=cell)
+    thickness = thickness.at(points)
     band = np.abs(height) <= thickness
     on = points[band]
     standing = points[height > np.maximum(2 * thickness, 0.01)]
@@ -555,11 +571,16 @@ def condition(points: np.ndarray, obj: ObjectSize | None, cfg: ConditioningConfi
     rng = np.random.default_rng(cfg.seed)
     cell = max(cfg.min_cell_m, cfg.cell_fraction * object_size)
     sample = points[rng.choice(len(points), size=min(cfg.plane_samples, len(points)), replace=False)]
-    floor = next((p for p in horizontal_planes(sample, cfg, rng) if supports(p, sample, cell / 2, cfg, obj, points)), None)
+    floor = floor_thickness = None
+    for plane in horizontal_planes(sample, cfg, rng):
+        thickness = plane.thickness(sample, tile=obj.size, cell=cell / 2)
+        if supports(plane, thickness, sample, cell / 2, cfg, obj, points):
+            floor, floor_thickness = plane, thickness
+            break
     band = None  # the plane's own points (not those below it): the object's base may be among them
     if floor is not None:
         height = floor.height(points)
-        thickness = floor.local_tolerance(points, sample, tile=obj.size, cell=cell / 2)
+        thickness = floor_thickness.at(points)
         above = height > thickness
         band = points[~above & (height >= -thickness)]
         removed["plane and below"] = int((~above).sum())
