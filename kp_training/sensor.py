@@ -6,7 +6,9 @@ batched z-buffer in torch (any device, no per-view Python loop): a surface sampl
 when no other sample projects into its pixel nearer to the camera. "Whole" clouds fuse several cameras
 around the object; single views come from one camera (azimuth anywhere, elevation 10-70 deg above the
 table, 0.4-1.5 m away for the 300 ml mug). The table occludes nothing the cameras could see: they are
-all above it.
+all above it. A share of the clouds (``SensorConfig.artifact_fraction``) gets a real camera's artifacts: more
+depth noise, flying pixels at the first camera's silhouette and a ring of table around the base, which the
+object hides from the cameras through the same z-buffer.
 
 Distances are in normalized shape units (the grid frame of a shape at scale 1, see
 :mod:`kp_training.shapes`); ``metres_per_unit`` converts the sensor's metric settings for shapes in metres.
