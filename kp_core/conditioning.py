@@ -25,7 +25,7 @@ and flying pixels at depth edges. The grid must see only the object, so:
    trailing off an edge, the stray returns of a noisy table.
 
 Before all this, an organized cloud (an image of points, as a depth camera publishes it) loses its veils
-(:func:`without_veils`): pixels whose step to an image neighbour runs almost along the camera's ray and is long,
+(:func:`kept_pixels`): pixels whose step to an image neighbour runs almost along the camera's ray and is long,
 the mixed depths of flying pixels at a silhouette and the far side of the same step. It is exact and cheap where
 the image is at hand; the node does it on each organized cloud in the camera's own frame.
 
