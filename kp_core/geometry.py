@@ -135,6 +135,15 @@ def rotate_grid_z(grids: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     return turned.reshape(b, gz, c, gx, gy).permute(0, 2, 3, 4, 1)
 
 
+def _procrustes_terms(points: torch.Tensor, template: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The 2-D Procrustes sums of (B, K, 3) point sets against a (K, 2) centred template: the centred horizontal
+    layouts (B, K, 2), and the cross and dot sums (B,) whose angle is the best turn."""
+    xy = points[..., :2] - points[..., :2].mean(dim=-2, keepdim=True)
+    cross = (template[:, 0] * xy[..., 1] - template[:, 1] * xy[..., 0]).sum(-1)
+    dot = (template * xy).sum((-1, -2))
+    return xy, cross, dot
+
+
 def yaw_to_template(points: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
     """The turn about z that best carries a template's horizontal layout onto each point set's (2-D Procrustes).
 
@@ -149,9 +158,7 @@ def yaw_to_template(points: torch.Tensor, template: torch.Tensor) -> torch.Tenso
     Returns:
         (B,) angles in radians, in (-pi, pi].
     """
-    xy = points[..., :2] - points[..., :2].mean(dim=-2, keepdim=True)
-    cross = (template[:, 0] * xy[..., 1] - template[:, 1] * xy[..., 0]).sum(-1)
-    dot = (template * xy).sum((-1, -2))
+    _, cross, dot = _procrustes_terms(points, template)
     return torch.atan2(cross, dot)
 
 
@@ -166,9 +173,7 @@ def yaw_alignment(points: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
     Returns:
         (B,) values in [0, 1] (0 for a layout or template with no horizontal spread).
     """
-    xy = points[..., :2] - points[..., :2].mean(dim=-2, keepdim=True)
-    cross = (template[:, 0] * xy[..., 1] - template[:, 1] * xy[..., 0]).sum(-1)
-    dot = (template * xy).sum((-1, -2))
+    xy, cross, dot = _procrustes_terms(points, template)
     scale = template.norm() * xy.flatten(-2).norm(dim=-1)
     return torch.where(scale > 0, torch.hypot(cross, dot) / scale.clamp_min(1e-30), torch.zeros_like(scale))
 
