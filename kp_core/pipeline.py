@@ -42,7 +42,7 @@ from .geometry import (
     yaw_to_template,
 )
 from .goals import decoded_axis, goal_offset
-from .placement import CENTERINGS, grid_zoom, object_center
+from .placement import CENTERINGS, grid_zoom, object_center, trained_inputs
 
 DEFAULT_MARGIN = NORMALIZE_MARGIN
 """Grid units kept free when the extent comes from the cloud (as the training shapes are normalized)."""
@@ -161,7 +161,7 @@ def served_centering(metadata: dict, path: Path) -> str:
     """The grid placement a checkpoint was trained with, which the pipeline then uses (``placement.centering``),
     or PipelineError when the node cannot give the model what it was trained on: its inputs were not sensor
     clouds (solid grids, or not recorded), or its placement is not one the node knows."""
-    inputs = metadata.get("inputs") or (metadata.get("train_config") or {}).get("inputs")
+    inputs = trained_inputs(metadata)
     if inputs != "sensor":
         trained = "solid voxel grids (inputs: solid)" if inputs == "solid" else "inputs it does not record"
         raise PipelineError(f"{path} was trained on {trained}; the node encodes what a depth camera sees: train a model "

@@ -24,6 +24,12 @@ def serving_metadata(inputs: str = "sensor", zoom: float = 1.0, object_scale: fl
     return {"inputs": inputs, "placement": {"zoom": zoom, "centering": centering, "object_scale": object_scale}}
 
 
+def trained_inputs(metadata: dict) -> str | None:
+    """The inputs a checkpoint says its model was trained on (:func:`serving_metadata`, or its training config's),
+    None when it does not say."""
+    return metadata.get("inputs") or (metadata.get("train_config") or {}).get("inputs")
+
+
 def grid_zoom(placement: dict | None) -> float:
     """The zoom a user's cloud gets from a checkpoint's ``placement`` metadata.
 

@@ -33,6 +33,7 @@ import torch
 from kp_core.checkpoint import CheckpointError, checkpoint_paths, load_model
 from kp_core.devices import resolve_device
 from kp_core.pipeline import Pipeline
+from kp_core.placement import trained_inputs
 
 from . import __version__
 from .cli import add_config_flags, given
@@ -69,7 +70,7 @@ def paper_protocols_skipped(meta: dict) -> str | None:
     """Why the paper's protocols (Table I, Fig. 6, the circle, equivariance: solid grids at zoom 1, the grid on the
     shape's own frame) do not apply to a checkpoint, or None when they do: they score a model only on the inputs
     and grid placement it was trained with."""
-    inputs = meta.get("inputs") or (meta.get("train_config") or {}).get("inputs", "solid")
+    inputs = trained_inputs(meta) or "solid"  # kp-train's default, for checkpoints that do not record it
     zoom = float((meta.get("placement") or {}).get("zoom", 1.0))
     if inputs != "solid":
         return (f"trained on {inputs} clouds placed by the node's rule (zoom {zoom:g}), not on the paper's solid grids: "
