@@ -55,7 +55,8 @@ def sensor_goal_iou(model, sampler, angle: torch.Tensor, scale: torch.Tensor, ps
         "recon_iou": (P,) IoU of the decoded unrotated keypoints against the solid;
         "axis_error": (P,) distance in grid units between the decoded and the true vertical axis;
         "yaw_offset": (P,) for a canonical-yaw model, the yaw it reads (its keypoints against its template) minus
-            the pose's, in radians (a constant for a perfect model: its spread is the yaw error).
+            the pose's, in radians, not wrapped (a constant turn for a perfect model: its spread, wrapped by
+            :func:`yaw_errors_deg`, is the yaw error).
     """
     model.eval()
     device = sampler.points.device
@@ -66,7 +67,7 @@ def sensor_goal_iou(model, sampler, angle: torch.Tensor, scale: torch.Tensor, ps
         views = sampler.views(a, s, generator)
         keypoints = model.encode(views.inputs).float()
         if getattr(model, "canonical_yaw", False):
-            yaw.append(torch.remainder(yaw_to_template(keypoints, model.yaw_template) - a + math.pi, 2 * math.pi) - math.pi)
+            yaw.append(yaw_to_template(keypoints, model.yaw_template) - a)
         reconstruction = torch.sigmoid(model.decode(keypoints).float())
         axis = axis_of_occupancy(reconstruction)
         posed = transform_points(sampler.points.expand(len(a), -1, -1), a, s)

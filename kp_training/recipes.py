@@ -146,12 +146,12 @@ def run(out: Path, given_now: dict | None = None) -> Path:
         stages_wall.append({"stage": stage.name, "epochs": values["epochs"],
                             **{k: read_metadata(folder / "last.json")["progress"][k] for k in ("global_step", "train_seconds")}})
     weights = export(out, recipe, stages_wall)
-    curve = write_curve(out, recipe)
+    logs = stage_logs(out, recipe)
+    curve = write_curve(out, recipe, logs)
     if recipe.report and not (out / "report.md").exists():
         write_report(out, given)
         with open(out / "report.md", "a") as report:
-            report.write(f"\n## Time to quality\n\n![Time to quality]({curve.name})\n\n"
-                         + curve_table(out, recipe) + "\n")
+            report.write(f"\n## Time to quality\n\n![Time to quality]({curve.name})\n\n" + curve_table(logs) + "\n")
     return weights
 
 
@@ -167,11 +167,10 @@ def stage_logs(out: Path, recipe: Recipe) -> list[tuple[str, list[dict]]]:
     return logs
 
 
-def write_curve(out: Path, recipe: Recipe) -> Path:
-    """``DIR/time_to_quality.png``: every stage's validation curves on one time axis."""
+def write_curve(out: Path, recipe: Recipe, logs: list[tuple[str, list[dict]]]) -> Path:
+    """``DIR/time_to_quality.png``: every stage's validation curves (:func:`stage_logs`) on one time axis."""
     from .figures import plot_training_curve
 
-    logs = stage_logs(out, recipe)
     starts, start = [], 0.0
     for name, rows in logs:
         starts.append((start / 60, name))
@@ -182,14 +181,15 @@ def write_curve(out: Path, recipe: Recipe) -> Path:
     return path
 
 
-def curve_table(out: Path, recipe: Recipe) -> str:
-    """Markdown: the validation figures at the end of each epoch, with minutes of step time from the start."""
+def curve_table(logs: list[tuple[str, list[dict]]]) -> str:
+    """Markdown: the validation figures at the end of each epoch (:func:`stage_logs`), with minutes of step time
+    from the start."""
     columns = [("val_iou", "reconstruction IoU"), ("val_goal_whole_mean", "goal IoU whole"),
                ("val_goal_single_mean", "goal IoU single"), ("val_yaw_whole_p90_deg", "yaw p90 whole [deg]"),
                ("val_yaw_single_p90_deg", "yaw p90 single [deg]")]
     lines = ["| stage | epoch | step | minutes | " + " | ".join(label for _, label in columns) + " |",
              "|---|---|---|---|" + "---|" * len(columns)]
-    for name, rows in stage_logs(out, recipe):
+    for name, rows in logs:
         for r in rows:
             cells = ["-" if r.get(k) in (None, "") else f"{float(r[k]):.0f}" if k.endswith("_deg") else f"{float(r[k]):.3f}"
                      for k, _ in columns]

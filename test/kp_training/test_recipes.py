@@ -50,7 +50,7 @@ def test_a_recipe_stopped_in_its_first_stage_resumes_and_ends_with_a_model_the_n
     assert second_meta["train_config"]["max_minutes"] == 100
     assert tiny == [out] and "## Time to quality" in (out / "report.md").read_text()
     assert (out / "time_to_quality.png").read_bytes().startswith(b"\x89PNG")
-    table = recipes.curve_table(out, TINY)
+    table = recipes.curve_table(recipes.stage_logs(out, TINY))
     assert "| first | 1 | 2 |" in table and "| second | 2 | 4 |" in table
     assert Pipeline(out).encode(_mug_cloud()).keypoints.shape == (model.num_keypoints, 3)
     # Run again: nothing to do, the model stays; a new recipe in the same folder is refused.
