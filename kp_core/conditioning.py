@@ -19,7 +19,10 @@ and flying pixels at depth edges. The grid must see only the object, so:
    least ``min_cluster_share`` of the points of the most populous such cluster. Of several, the object is the
    one whose width and height (:func:`dimensions`; heights from the support plane) are nearest the object's
    (:meth:`ObjectSize.mismatch`), or, with a hint point, the one nearest the hint. Objects of the model's
-   height and width side by side cannot be told apart this way: crop the cloud or give a hint.
+   height and width side by side cannot be told apart this way: crop the cloud or give a hint. The chosen
+   cluster then takes in the clusters that fit within the object's width and height with it
+   (:func:`parts_of_object`): one view can show an object in pieces (a far camera sees a mug's front and, across
+   its opening, a strip of its inner back wall, with nothing between them).
 4. **Sparse cells**: cells whose 3x3x3 neighbourhood holds fewer than ``sparse_fraction`` of a typical point's
    neighbourhood count link no cluster (:func:`clusters`) and are dropped: isolated returns, flying pixels
    trailing off an edge, the stray returns of a noisy table.
@@ -73,6 +76,9 @@ class ConditioningConfig:
     """Organized clouds: a step between image neighbours within this angle of the camera's ray is a veil (0: off)."""
     veil_jump_m: float = 0.01
     """... when it is also longer than this (shorter steps are depth noise)."""
+    part_slack: float = 0.1
+    """Another cluster is a part of the chosen one when both fit within the object's width and height times
+    (1 + this), plus a cell (see :func:`parts_of_object`)."""
     seed: int = 0
 
     def validate(self) -> "ConditioningConfig":
@@ -87,6 +93,7 @@ class ConditioningConfig:
              "sparse_fraction must be in [0, 1) and min_outside_share in [0, 1]"),
             (self.cluster_samples >= 100, "cluster_samples must be >= 100"),
             (0 <= self.veil_angle_deg < 90 and self.veil_jump_m >= 0, "veil_angle_deg must be in [0, 90), veil_jump_m >= 0"),
+            (self.part_slack >= 0, "part_slack must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -384,6 +391,16 @@ class Clusters:
     dims: np.ndarray  # (3,) cells per axis (with a one-cell border)
     cell: float
 
+    def boxes(self) -> tuple[np.ndarray, np.ndarray]:
+        """(C, 3) lowest and highest corners of each cluster's cells: from the cells (a few thousand), not the
+        points, so exact to a cell."""
+        n = int(self.label.max()) + 1
+        index = np.stack(np.unravel_index(self.keys, tuple(self.dims)), axis=1).astype(np.float64)
+        lo, hi = np.full((n, 3), np.inf), np.full((n, 3), -np.inf)
+        np.minimum.at(lo, self.label, index)
+        np.maximum.at(hi, self.label, index + 1)
+        return self.lo + lo * self.cell, self.lo + hi * self.cell
+
     def cells_of(self, points: np.ndarray) -> np.ndarray:
         """(N,) index into :attr:`keys` of each point's cell, -1 where the cell is not occupied."""
         cells = np.floor((points - self.lo) / self.cell).astype(np.int64)
@@ -490,12 +507,7 @@ def choose_object(points: np.ndarray, cl: Clusters, cells: np.ndarray, obj: Obje
     size = obj.size
     labels = cl.label[cells]
     n = int(cl.label.max()) + 1
-    # Bounding boxes from the cells (a few thousand), not the points: exact to a cell, which the slack allows.
-    index = np.stack(np.unravel_index(cl.keys, tuple(cl.dims)), axis=1).astype(np.float64)
-    lo, hi = np.full((n, 3), np.inf), np.full((n, 3), -np.inf)
-    np.minimum.at(lo, cl.label, index)
-    np.maximum.at(hi, cl.label, index + 1)
-    lo, hi = cl.lo + lo * cl.cell, cl.lo + hi * cl.cell
+    lo, hi = cl.boxes()
     counts = np.bincount(cl.label, weights=cl.count, minlength=n).astype(np.int64)
     extent = hi - lo
     sizes = extent.max(axis=1)
@@ -538,6 +550,43 @@ def choose_object(points: np.ndarray, cl: Clusters, cells: np.ndarray, obj: Obje
     line = (f"{n} clusters, {len(candidates)} of plausible size; chose {rule} "
             f"({sizes[chosen] * 1000:.0f} mm, {counts[chosen]} points binned)")
     return chosen, line
+
+
+def parts_of_object(points: np.ndarray, cl: Clusters, labels: np.ndarray, chosen: int, obj: ObjectSize,
+                    cfg: ConditioningConfig, floor: Plane | None = None) -> np.ndarray:
+    """(C,) bool: the chosen cluster and the other clusters that are parts of the same object.
+
+    Nearest first, another cluster joins when the chosen one and the parts so far still fit, with it, within the
+    object's width and height times (1 + ``part_slack``) plus a cell (heights from the support plane when there
+    is one). A neighbouring object, a box 25 cm away or a table's edge does not fit; a strip of the object's own
+    surface that the view cut off from the rest does. Clusters of sparse cells only never join (they are not
+    surface).
+
+    Args:
+        points: (N, 3) the binned points; ``labels``: (N,) their clusters.
+    """
+    n = int(cl.label.max()) + 1
+    parts = np.zeros(n, dtype=bool)
+    parts[chosen] = True
+    dense = np.zeros(n, dtype=bool)
+    dense[cl.label[~cl.sparse]] = True
+    lo, hi = cl.boxes()
+    mine = points[labels == chosen]
+    width, height = (1 + cfg.part_slack) * obj.width + cl.cell, (1 + cfg.part_slack) * obj.height + cl.cell
+    base = floor.z_at(mine[:, :2].mean(axis=0)) if floor is not None else None
+    # The boxes narrow the search down: a width is at least the x and y extents, which the cells' boxes
+    # overstate by up to a cell on each side.
+    reach = np.maximum(hi, hi[chosen]) - np.minimum(lo, lo[chosen]) - 2 * cl.cell
+    candidates = np.nonzero(dense & ~parts & (reach[:, :2].max(axis=1) <= width) & (reach[:, 2] <= height))[0]
+    centre = (lo[chosen] + hi[chosen]) / 2
+    for c in candidates[np.argsort(np.linalg.norm((lo[candidates] + hi[candidates]) / 2 - centre, axis=1))]:
+        joined = np.concatenate([mine, points[labels == c]])
+        w, h = dimensions(joined)
+        if base is not None:
+            h = float(joined[:, 2].max()) - base
+        if w <= width and h <= height:
+            parts[c], mine = True, joined
+    return parts
 
 
 def condition(points: np.ndarray, obj: ObjectSize | None, cfg: ConditioningConfig = ConditioningConfig(),
@@ -596,7 +645,10 @@ def condition(points: np.ndarray, obj: ObjectSize | None, cfg: ConditioningConfi
         rng.choice(len(points), size=cfg.cluster_samples, replace=False)]
     cl = clusters(binned, cell, cfg.sparse_fraction)
     chosen, line = choose_object(binned, cl, cl.point_cell, obj, cfg, hint, floor)
-    mine = cl.label == chosen
+    parts = parts_of_object(binned, cl, cl.label[cl.point_cell], chosen, obj, cfg, floor)
+    if parts.sum() > 1:
+        line += f" with {int(parts.sum()) - 1} more of its parts"
+    mine = parts[cl.label]
     dense = ~cl.sparse
     if floor is None and (mine & dense).all():  # one cluster, nothing sparse: an object cloud, passed unchanged
         return Conditioned(points, removed=removed, clusters=1, summary=_summary(removed, f"no support plane; {line}"))

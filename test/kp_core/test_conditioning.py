@@ -105,6 +105,24 @@ def test_of_two_object_sized_clusters_the_matching_shape_is_chosen_or_the_hinted
     assert share_kept(hinted.points, other) > 0.99 and share_kept(hinted.points, obj) == 0
 
 
+def test_an_object_seen_in_pieces_stays_whole_and_its_neighbour_stays_out():
+    """A far, low camera sees the cup's front and, across its opening, a strip of its inner back wall: two
+    clusters with nothing between them, both the cup's. A box 3 cm beside it is not."""
+    rng = np.random.default_rng(11)
+    theta = rng.uniform(-np.pi / 3, np.pi / 3, 6000)
+    front = np.c_[RADIUS * np.cos(theta), RADIUS * np.sin(theta), rng.uniform(0, HEIGHT, len(theta))]
+    theta = rng.uniform(np.pi * 5 / 6, np.pi * 7 / 6, 800)
+    inner = RADIUS - 0.004
+    strip = np.c_[inner * np.cos(theta), inner * np.sin(theta), rng.uniform(0.085, HEIGHT, len(theta))]
+    neighbour = box(rng, (-0.02, RADIUS + 0.03, 0.0), size=(0.05, 0.05, 0.06), n=3000)
+    scene = np.concatenate([table(rng), front, strip, neighbour])
+    out = condition(scene, CUP)
+    assert share_kept(out.points, front[front[:, 2] > 0.006]) > 0.99
+    assert share_kept(out.points, strip) > 0.99
+    assert share_kept(out.points, neighbour) == 0
+    assert "1 more of its parts" in out.summary
+
+
 def test_no_object_sized_cluster_is_a_clear_refusal():
     rng = np.random.default_rng(5)
     with pytest.raises(ConditioningError, match="no cluster of the cloud has the model's object size"):
