@@ -81,7 +81,12 @@ def fixed_lookup(settings_source):
 
 
 class TfLookup:
-    """Transforms from TF (tf2_ros Buffer + TransformListener on ``node``), at the cloud's stamp."""
+    """Transforms from TF (tf2_ros Buffer + TransformListener), at the cloud's stamp.
+
+    The listener's /tf subscriptions live on a node of their own, spun by a thread of their own: a cloud callback
+    that waits for a transform blocks only its own executor, which stays single-threaded (rclpy's multi-threaded
+    executor delivered clouds erratically; see bench/bench_perception.py), while transforms keep arriving.
+    """
 
     def __init__(self, node, timeout_source):
         try:
@@ -90,11 +95,28 @@ class TfLookup:
             raise TransformUnavailable(
                 "target_frame with use_tf needs tf2_ros, which is not installed (install ros-$ROS_DISTRO-tf2-ros), "
                 "or set use_tf: false and give the fixed transform as input_transform") from err
+        import threading
+
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+
+        self._node = Node(f"{node.get_name()}_tf_listener", namespace=node.get_namespace(), context=node.context,
+                          start_parameter_services=False)
         self._buffer = Buffer()
-        # The listener's /tf subscriptions are in a reentrant callback group of this node: the node's
-        # multi-threaded executor keeps receiving transforms while a cloud callback waits for one.
-        self._listener = TransformListener(self._buffer, node)
+        self._listener = TransformListener(self._buffer, self._node)
+        self._executor = SingleThreadedExecutor(context=node.context)
+        self._executor.add_node(self._node)
+        self._thread = threading.Thread(target=self._spin, name="tf_listener", daemon=True)
+        self._thread.start()
         self._timeout = timeout_source
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            self._executor.spin()
+        except ExternalShutdownException:  # the context shut down first
+            pass
 
     def __call__(self, target, source, stamp) -> RigidTransform:
         from rclpy.duration import Duration
@@ -112,4 +134,7 @@ class TfLookup:
         return RigidTransform.from_xyz_quaternion(t.x, t.y, t.z, q.x, q.y, q.z, q.w)
 
     def close(self) -> None:
+        self._executor.shutdown()
+        self._thread.join()
         self._listener.unregister()
+        self._node.destroy_node()

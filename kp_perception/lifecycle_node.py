@@ -30,7 +30,6 @@ class ManagedPerceptionNode(LifecycleNode):
         self.perception = Perception(self, managed=True)
         self.add_on_set_parameters_callback(self.perception.on_set_parameters)
         self.add_post_set_parameters_callback(self.perception.on_parameters_set)
-        self.executor_threads = self.perception.executor_threads  # read by kp_perception.runner
         self.get_logger().info("unconfigured: waiting for the configure transition")
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:

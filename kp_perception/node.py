@@ -36,7 +36,6 @@ class PerceptionNode(Node):
         self.perception = Perception(self)
         self.add_on_set_parameters_callback(self.perception.on_set_parameters)
         self.add_post_set_parameters_callback(self.perception.on_parameters_set)
-        self.executor_threads = self.perception.executor_threads  # read by kp_perception.runner
         self.perception.configure()
         self.perception.activate()
 

@@ -48,7 +48,6 @@ from .parameters import (
 )
 
 TWO_PI = 2.0 * math.pi
-TF_EXECUTOR_THREADS = 5  # clouds, the service, the goal's viewers, parameters/lifecycle services, TF
 NO_CLOUD_WARNING_S = 5.0  # /diagnostics warns when an active node has had no cloud for this long
 LOCAL_RANGE = 100.0  # metres: clouds farther from their frame's origin are moved near it before encoding
 
@@ -133,12 +132,6 @@ class Perception:
         self._timer = None
         self.input_topic = ""
         self.reliability = ReliabilityPolicy.RELIABLE
-
-    @property
-    def executor_threads(self) -> int:
-        """Executor threads the node needs: 1, or several when a cloud callback may wait for a transform that the
-        node's own TF subscriptions deliver (``target_frame`` with ``use_tf``; both read-only)."""
-        return TF_EXECUTOR_THREADS if uses_tf(self._get) else 1
 
     def _get(self, name):
         return self.node.get_parameter(name).value

@@ -6,11 +6,10 @@ publish" noise on stops. Here a signal only sets an event; the main thread stops
 flight finish while the context is still valid, destroys the node (which logs its summary), and only then shuts
 rclpy down.
 
-The executor is single-threaded unless the node says its callbacks may wait for data that only another executor
-thread can deliver (``node.executor_threads`` > 1: TF lookups). On the project's 2-core machine, idle, rclpy's
-multi-threaded executor took a cloud erratically: a 50k-point cloud's stamp -> callback p50 10.6-11.9 ms, p99
-92-101 ms in bench/bench_perception.py, with stalls up to the 0.1 s spin timeout, against 6.7-9.1 ms, p99 12-14 ms
-single-threaded, while the service's p50 stayed at 29-30 ms (30-33 ms multi-threaded).
+The executor is single-threaded in every mode: on the project's 2-core machine, idle, rclpy's multi-threaded
+executor took a cloud erratically (stalls up to its spin timeout in bench/bench_perception.py). A cloud callback
+that waits for a transform does not need a second thread of this executor: TF arrives on a node of its own
+(:class:`kp_perception.frames.TfLookup`).
 """
 
 from __future__ import annotations
@@ -19,27 +18,12 @@ import signal
 import threading
 
 import rclpy
-from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
 from .transport import use_node_profile
 
 START_FAILED = 2
-
-
-class _Executor(MultiThreadedExecutor):
-    """MultiThreadedExecutor whose shutdown lets the callbacks in flight finish first.
-
-    rclpy's shutdown destroys the executor's guard condition before joining its worker threads; a callback
-    that was just handed to a worker then fails on that guard ("exception was never retrieved: cannot use
-    Destroyable"). Joining the workers first closes that window.
-    """
-
-    def shutdown(self, timeout_sec=None, **kwargs) -> bool:
-        pool = getattr(self, "_executor", None)  # the worker pool (rclpy Foxy to Rolling)
-        if pool is not None:
-            pool.shutdown(wait=True)
-        return super().shutdown(timeout_sec, **kwargs)
 
 
 def run(make_node, name: str, args=None) -> int:
@@ -54,11 +38,9 @@ def run(make_node, name: str, args=None) -> int:
             except Exception as err:  # a bad model path, device or parameter: say so plainly and exit
                 rclpy.logging.get_logger(name).fatal(f"cannot start: {type(err).__name__}: {err}")
                 return START_FAILED
-            threads = int(getattr(node, "executor_threads", 1))
-            rclpy.logging.get_logger(name).info(
-                f"{middleware}; {'single-threaded executor' if threads == 1 else f'{threads}-thread executor'}")
+            rclpy.logging.get_logger(name).info(f"{middleware}; single-threaded executor")
             try:
-                executor = SingleThreadedExecutor() if threads == 1 else _Executor(num_threads=threads)
+                executor = SingleThreadedExecutor()
                 executor.add_node(node)
                 escaped = set()
                 while not stop.is_set() and rclpy.ok():

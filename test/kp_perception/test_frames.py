@@ -70,12 +70,15 @@ def test_frame_mapper_rules():
         mapper(Hdr(""), pts)
 
 
-def test_tf_lookup_reads_tf2_answers_and_explains_failures(monkeypatch):
-    """TfLookup against a stand-in tf2_ros (the real one runs in test_tf_transform_at_the_cloud_stamp where
-    it is installed): the transform it returns is applied, a TF failure names both frames and the stamp."""
+def test_tf_lookup_waits_for_transforms_that_arrive_on_its_own_node(monkeypatch, tmp_path):
+    """TfLookup against a stand-in tf2_ros (the real one runs in test_tf_transform_at_the_cloud_stamp where it is
+    installed). The stand-in listener fills its buffer from a topic on the node it is given, and the lookup waits
+    for that, as tf2's does. Nobody spins the perception node here (its executor would be busy in the cloud
+    callback that waits): the transform must still arrive. A TF failure names both frames and the stamp."""
+    import threading
     import types
 
-    pytest.importorskip("rclpy")
+    rclpy = pytest.importorskip("rclpy")
     from geometry_msgs.msg import TransformStamped
 
     from kp_perception.frames import TfLookup
@@ -83,25 +86,28 @@ def test_tf_lookup_reads_tf2_answers_and_explains_failures(monkeypatch):
     class TransformException(Exception):
         pass
 
-    calls = []
-
     class Buffer:
+        def __init__(self):
+            self.arrived = threading.Event()
+            self.calls = []
+
         def lookup_transform(self, target, source, time, timeout):
-            calls.append((target, source, time.nanoseconds, timeout.nanoseconds))
-            if source == "nowhere":
+            self.calls.append((target, source, time.nanoseconds, timeout.nanoseconds))
+            if source == "nowhere" or not self.arrived.wait(timeout.nanoseconds / 1e9):
                 raise TransformException(f'"{source}" passed to lookupTransform argument source_frame does not exist')
-            t = TransformStamped()
-            t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = CAMERA_IN_TABLE
-            q = TABLE_FROM_CAMERA.as_quat()
-            t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z, t.transform.rotation.w = q
-            return t
+            return self.transform
 
     class TransformListener:
         def __init__(self, buffer, node, **kwargs):
             self.buffer, self.node = buffer, node
+            self.sub = node.create_subscription(TransformStamped, "tf_stand_in", self.callback, 10)
+
+        def callback(self, msg):
+            self.buffer.transform = msg
+            self.buffer.arrived.set()
 
         def unregister(self):
-            pass
+            self.node.destroy_subscription(self.sub)
 
     fake = types.ModuleType("tf2_ros")
     fake.Buffer, fake.TransformListener, fake.TransformException = Buffer, TransformListener, TransformException
@@ -113,16 +119,47 @@ def test_tf_lookup_reads_tf2_answers_and_explains_failures(monkeypatch):
         h.stamp.sec = 5
         return h
 
-    lookup = TfLookup(node=object(), timeout_source=lambda: 0.25)
-    mapper = FrameMapper("table", lookup)
-    pts = np.random.default_rng(1).normal(size=(10, 3))
-    frame, out = mapper(stamped("camera_optical"), pts)
-    assert frame == "table"
-    np.testing.assert_allclose(out, TABLE_FROM_CAMERA.apply(pts) + CAMERA_IN_TABLE, atol=1e-12)
-    assert calls[-1] == ("table", "camera_optical", 5_000_000_000, 250_000_000)  # at the cloud's stamp
-    with pytest.raises(TransformUnavailable, match="no transform from 'nowhere' to 'table' at 5.000000000 within 0.25 s"):
-        mapper(stamped("nowhere"), pts)
-    lookup.close()
+    from kp_perception.demo.processes import pick_domain_id, ros_env
+
+    domain = pick_domain_id()
+    for key, value in ros_env(domain, tmp_path).items():
+        if key.startswith("ROS_"):  # this process on a private local domain
+            monkeypatch.setenv(key, value)
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain)
+    perception = rclpy.create_node("perception_stand_in", context=context)
+    publisher_node = rclpy.create_node("tf_publisher_stand_in", context=context)
+    lookup = TfLookup(node=perception, timeout_source=lambda: 5.0)
+    try:
+        assert lookup._listener.node is not perception  # its own node, spun by its own thread
+        t = TransformStamped()
+        t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = CAMERA_IN_TABLE
+        q = TABLE_FROM_CAMERA.as_quat()
+        t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z, t.transform.rotation.w = q
+        publisher = publisher_node.create_publisher(TransformStamped, "tf_stand_in", 10)
+
+        def publish_until_received():
+            while not lookup._buffer.arrived.is_set():
+                publisher.publish(t)
+                lookup._buffer.arrived.wait(0.05)
+
+        sender = threading.Thread(target=publish_until_received, daemon=True)
+        sender.start()
+        mapper = FrameMapper("table", lookup)
+        pts = np.random.default_rng(1).normal(size=(10, 3))
+        frame, out = mapper(stamped("camera_optical"), pts)  # waits in this thread, as a cloud callback would
+        sender.join()
+        assert frame == "table"
+        np.testing.assert_allclose(out, TABLE_FROM_CAMERA.apply(pts) + CAMERA_IN_TABLE, atol=1e-12)
+        assert lookup._buffer.calls[-1] == ("table", "camera_optical", 5_000_000_000, 5_000_000_000)  # the stamp
+        with pytest.raises(TransformUnavailable, match="no transform from 'nowhere' to 'table' at 5.000000000 within 5 s"):
+            mapper(stamped("nowhere"), pts)
+    finally:
+        lookup.close()
+        publisher_node.destroy_node()
+        perception.destroy_node()
+        context.try_shutdown()
+    assert not lookup._thread.is_alive()
 
 
 def test_use_tf_without_tf2_ros_says_what_to_do(monkeypatch):
