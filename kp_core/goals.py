@@ -66,6 +66,14 @@ def goal_offset(axis: torch.Tensor, angle) -> torch.Tensor:
     return pivot - rotate_z_points(pivot[..., None, :], angle)[..., 0, :]
 
 
+def goal_keypoints(keypoints: torch.Tensor, axis: torch.Tensor, angle) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rotate-goal's rule, in one place: (..., K, 3) grid-frame keypoints, (..., 3) a point on the object's
+    axis, angle -> ((..., K, 3) the keypoints to decode: turned about the grid's own vertical axis, (..., 3) the
+    goal grid's offset from the cloud's, in grid units: :func:`goal_offset`). Decode the first, in a grid moved by
+    the second."""
+    return rotate_z_points(keypoints, angle), goal_offset(axis, angle)
+
+
 def rotate_about_vertical(points: np.ndarray, angle: float, center: np.ndarray) -> np.ndarray:
     """:func:`rotate_about_axis` for (N, 3) NumPy points in float64 (metric ground truth in demos and tests)."""
     return rotate_about_axis(torch.as_tensor(np.asarray(points, dtype=np.float64)), torch.tensor(float(angle), dtype=torch.float64),

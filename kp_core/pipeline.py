@@ -36,12 +36,11 @@ from .geometry import (
     NORMALIZE_MARGIN,
     MetricGridMap,
     bounds,
-    rotate_z_points,
     voxel_centers,
     yaw_alignment,
     yaw_to_template,
 )
-from .goals import decoded_axis, goal_offset
+from .goals import decoded_axis, goal_keypoints
 from .placement import CENTERINGS, grid_zoom, object_center, trained_inputs
 
 DEFAULT_MARGIN = NORMALIZE_MARGIN
@@ -442,13 +441,12 @@ class Pipeline:
         angle = math.remainder(angle, 2 * math.pi)  # in float64, before any float32 rounding
         kp = encoding.keypoints_grid.to(self.device, torch.float32)
         axis = self.axis(encoding)
-        turn = torch.tensor(angle, dtype=torch.float32, device=kp.device)
-        turned = rotate_z_points(kp[None], turn)[0]
+        turned, offset = goal_keypoints(kp, axis.to(kp.device), torch.tensor(angle, dtype=torch.float32, device=kp.device))
         prob = self.decode_probabilities(turned)
         occupied = torch.nonzero(prob > self.threshold).cpu().numpy()
         grid_points = self._centers[occupied] if len(occupied) else np.zeros((0, 3))
         gm = encoding.grid_map
-        offset = goal_offset(axis.cpu().double(), torch.tensor(angle, dtype=torch.float64)).numpy()
+        offset = offset.cpu().double().numpy()
         goal_grid = MetricGridMap(center=gm.center + offset * gm.half_extent, half_extent=gm.half_extent)
         return Goal(
             angle=angle,

@@ -13,8 +13,8 @@ import math
 import numpy as np
 import torch
 
-from kp_core.geometry import rotate_z_points, transform_points, yaw_to_template
-from kp_core.goals import axis_of_occupancy, goal_offset, rotate_about_axis
+from kp_core.geometry import transform_points, yaw_to_template
+from kp_core.goals import axis_of_occupancy, goal_keypoints, rotate_about_axis
 from kp_core.placement import grid_zoom, vertical_axis_of
 from kp_core.voxelize import voxelize
 
@@ -83,8 +83,9 @@ def sensor_goal_iou(model, sampler, angle: torch.Tensor, scale: torch.Tensor, ps
         for p in psi:
             # As the node answers (kp_core.goals): decoded from the keypoints turned about the grid's axis, in
             # the goal's grid, whose origin the turn about the object's axis carries along.
-            pred = torch.sigmoid(model.decode(rotate_z_points(keypoints, p)).float())
-            goal_center = views.center + goal_offset(axis, p) * views.half_extent[:, None]
+            turned, offset = goal_keypoints(keypoints, axis, p)
+            pred = torch.sigmoid(model.decode(turned).float())
+            goal_center = views.center + offset * views.half_extent[:, None]
             for pivot, out in ((axis_posed, rows), (true_axis, rows_true)):
                 out.append(voxel_iou(pred, turned_solid(posed, p, pivot, goal_center, views.half_extent)))
         ious.append(torch.stack(rows, dim=1))

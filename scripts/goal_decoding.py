@@ -16,8 +16,8 @@ import math
 import torch
 
 from kp_core.checkpoint import load_model
-from kp_core.geometry import rotate_z_points, transform_points
-from kp_core.goals import axis_of_occupancy, goal_offset, rotate_about_axis
+from kp_core.geometry import transform_points
+from kp_core.goals import axis_of_occupancy, goal_keypoints, rotate_about_axis
 from kp_perception import default_model_path
 from kp_training.goal_quality import sensor_sampler, turned_solid
 from kp_training.metrics import voxel_iou
@@ -48,7 +48,7 @@ def main() -> None:
             psi = deg * math.pi / 180
             for name, (turned, offset) in {
                 "about the object's axis": (rotate_about_axis(keypoints, psi, axis), torch.zeros_like(axis)),
-                "about the grid's axis, then moved": (rotate_z_points(keypoints, psi), goal_offset(axis, psi)),
+                "about the grid's axis, then moved": goal_keypoints(keypoints, axis, psi),
             }.items():
                 prediction = torch.sigmoid(model.decode(turned))
                 goal_center = views.center + offset * views.half_extent[:, None]

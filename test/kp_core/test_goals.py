@@ -5,7 +5,7 @@ import math
 import numpy as np
 import torch
 
-from kp_core.goals import goal_offset, largest_part, rotate_about_axis, rotate_about_vertical
+from kp_core.goals import goal_keypoints, goal_offset, largest_part, rotate_about_axis, rotate_about_vertical
 
 
 def test_goal_offset_by_hand():
@@ -24,9 +24,8 @@ def test_a_turn_about_an_axis_is_a_turn_about_the_grid_axis_then_the_offset():
     dx, dy = points[..., 0] - axis[:, None, 0], points[..., 1] - axis[:, None, 1]
     expected = torch.stack([c * dx - s * dy + axis[:, None, 0], s * dx + c * dy + axis[:, None, 1], points[..., 2]], -1)
     torch.testing.assert_close(about_axis, expected, atol=1e-6, rtol=0)
-    from kp_core.geometry import rotate_z_points
-
-    torch.testing.assert_close(rotate_z_points(points, angle) + goal_offset(axis, angle)[:, None], expected, atol=1e-6, rtol=0)
+    turned, offset = goal_keypoints(points, axis, angle)  # what is decoded, and where its grid moves
+    torch.testing.assert_close(turned + offset[:, None], expected, atol=1e-6, rtol=0)
     np.testing.assert_allclose(rotate_about_vertical(points[0].double().numpy(), 0.7, axis[0].double().numpy()),
                                expected[0].double().numpy(), atol=1e-6)
 
