@@ -172,6 +172,21 @@ def served_centering(metadata: dict, path: Path) -> str:
     return centering
 
 
+def in_crop_box(points: np.ndarray, cfg: PipelineConfig) -> np.ndarray:
+    """(N,) bool: which of (N, 3) points lie inside ``cfg``'s crop box (whether or not cropping is enabled)."""
+    keep = np.ones(len(points), dtype=bool)
+    for axis in range(3):  # column by column: numpy's .all(axis=1) over (N, 3) is several times slower
+        keep &= (points[:, axis] >= cfg.crop_min[axis]) & (points[:, axis] <= cfg.crop_max[axis])
+    return keep
+
+
+def require_points(count: int, cfg: PipelineConfig) -> None:
+    """Raises PipelineError when fewer than ``cfg.min_points`` finite points (inside the crop box) remain."""
+    if count < cfg.min_points:
+        where = " inside the crop box" if cfg.crop_enabled else ""
+        raise PipelineError(f"only {count} finite points{where}; at least min_points = {cfg.min_points} are needed")
+
+
 class Pipeline:
     """Model + settings; thread-safe (a lock serializes every use of the model).
 
@@ -298,12 +313,10 @@ class Pipeline:
         # Column by column: numpy's .all(axis=1) over (N, 3) is several times slower.
         keep = np.isfinite(points[:, 0]) & np.isfinite(points[:, 1]) & np.isfinite(points[:, 2])
         if cfg.crop_enabled:
-            keep &= np.all((points >= cfg.crop_min) & (points <= cfg.crop_max), axis=1)
+            keep &= in_crop_box(points, cfg)
         if not keep.all():
             points = points[keep]
-        if len(points) < cfg.min_points:
-            where = " inside the crop box" if cfg.crop_enabled else ""
-            raise PipelineError(f"only {len(points)} finite points{where}; at least min_points = {cfg.min_points} are needed")
+        require_points(len(points), cfg)
         return points
 
     def check(self, config: PipelineConfig) -> PipelineConfig:

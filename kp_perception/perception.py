@@ -31,7 +31,7 @@ from visualization_msgs.msg import MarkerArray
 from kp_interfaces.srv import RotateGoal
 
 from kp_core.conditioning import kept_pixels, robust_center
-from kp_core.pipeline import Pipeline, PipelineError
+from kp_core.pipeline import Pipeline, PipelineError, in_crop_box, require_points
 
 from . import default_model_path
 from .callback_guard import CallbackFailures, Throttle, guarded
@@ -402,13 +402,8 @@ class Perception:
         config without it, see :meth:`_pipeline_config`). ``cfg``: the cloud's snapshot of the pipeline settings.
         """
         if cfg.crop_enabled and len(points):
-            keep = np.ones(len(points), dtype=bool)
-            for axis in range(3):  # one pass per axis: much cheaper than .all(axis=1) on (N, 3)
-                keep &= (points[:, axis] >= cfg.crop_min[axis]) & (points[:, axis] <= cfg.crop_max[axis])
-            points = points[keep]
-            if len(points) < cfg.min_points:
-                raise PipelineError(f"only {len(points)} finite points inside the crop box; at least "
-                                    f"min_points = {cfg.min_points} are needed")
+            points = points[in_crop_box(points, cfg)]
+            require_points(len(points), cfg)
         offset = np.zeros(3)
         if len(points):
             middle = robust_center(points)  # not one point: a stray return must not set the offset

@@ -111,7 +111,7 @@ class Probe:
 
     def set_param(self, name, value, kind):
         field = {ParameterType.PARAMETER_DOUBLE: "double_value", ParameterType.PARAMETER_DOUBLE_ARRAY: "double_array_value",
-                 ParameterType.PARAMETER_STRING: "string_value"}[kind]
+                 ParameterType.PARAMETER_STRING: "string_value", ParameterType.PARAMETER_BOOL: "bool_value"}[kind]
         value_msg = ParameterValue(type=kind, **{field: value})
         result = self.params.call(SetParameters.Request(parameters=[ParameterMsg(name=name, value=value_msg)]), timeout_sec=10)
         return result.results[0]

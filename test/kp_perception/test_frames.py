@@ -239,6 +239,34 @@ def test_clouds_already_in_the_target_frame_are_not_moved(fixed, tiny_model_path
     np.testing.assert_allclose([[p.x, p.y, p.z] for p in response.keypoints], expected.keypoints, atol=1e-5)
 
 
+def test_the_crop_box_is_in_the_target_frame(fixed, tiny_model_path, mug_cloud):
+    """A box around the mug in the table frame keeps it (in the camera's optical frame the mug lies 0.6 m and more
+    down the z axis, outside that box), and a box beside it leaves nothing, with the reason."""
+    from rcl_interfaces.msg import ParameterType
+
+    node, probe = fixed
+    mug_on_table = mug_cloud + [0.1, -0.05, 0.0]
+    cloud = make_xyz_cloud(camera_cloud(mug_on_table), header=header("camera_optical", 34))
+    seen = TABLE_FROM_CAMERA.apply(read_xyz(cloud, dtype=np.float64)) + CAMERA_IN_TABLE
+    assert (camera_cloud(mug_on_table)[:, 2] > 0.3).all()
+    array = ParameterType.PARAMETER_DOUBLE_ARRAY
+    try:
+        for name, value, kind in (("crop.min", [-0.2, -0.3, -0.1], array), ("crop.max", [0.4, 0.2, 0.3], array),
+                                  ("crop.enabled", True, ParameterType.PARAMETER_BOOL)):
+            assert probe.set_param(name, value, kind).successful
+        response = probe.call(0.0, cloud=cloud)
+        assert response.success, response.message
+        expected = Pipeline(tiny_model_path).encode(seen)
+        np.testing.assert_allclose([[p.x, p.y, p.z] for p in response.keypoints],
+                                   Pipeline(tiny_model_path).goal(expected, 0.0).keypoints, atol=1e-5)
+        assert probe.set_param("crop.max", [0.9, 0.9, 0.3], array).successful  # max first: min < max at each step
+        assert probe.set_param("crop.min", [0.5, 0.5, -0.1], array).successful
+        response = probe.call(0.0, cloud=cloud)
+        assert not response.success and "inside the crop box" in response.message, response.message
+    finally:
+        probe.set_param("crop.enabled", False, ParameterType.PARAMETER_BOOL)
+
+
 def test_a_cloud_without_a_frame_is_refused_with_the_reason(fixed, mug_cloud):
     node, probe = fixed
     response = probe.call(0.0, cloud=make_xyz_cloud(mug_cloud, header=header("", 33)))
