@@ -50,6 +50,23 @@ DEFAULT_MARGIN = NORMALIZE_MARGIN
 class PipelineError(ValueError):
     """Input the pipeline cannot use (the message says why, for a user)."""
 
+    category = "unusable geometry"
+    """The refusal's kind, as /diagnostics counts it (each subclass its own)."""
+
+
+class TooFewPoints(PipelineError):
+    category = "too few points"
+
+
+class TooManyPoints(PipelineError):
+    category = "too many points"
+
+
+class NoObject(PipelineError):
+    """The input conditioning found no object of the model's size in the cloud."""
+
+    category = "no object found"
+
 
 def pipeline_device(name: str) -> torch.device:
     """:func:`kp_core.devices.resolve_device`, its errors as :class:`PipelineError`."""
@@ -184,7 +201,7 @@ def require_points(count: int, cfg: PipelineConfig) -> None:
     """Raises PipelineError when fewer than ``cfg.min_points`` finite points (inside the crop box) remain."""
     if count < cfg.min_points:
         where = " inside the crop box" if cfg.crop_enabled else ""
-        raise PipelineError(f"only {count} finite points{where}; at least min_points = {cfg.min_points} are needed")
+        raise TooFewPoints(f"only {count} finite points{where}; at least min_points = {cfg.min_points} are needed")
 
 
 class Pipeline:
@@ -308,7 +325,7 @@ class Pipeline:
             raise PipelineError(f"expected (N, 3) points, got shape {points.shape}")
         cfg = config or self.config
         if len(points) > cfg.max_points:
-            raise PipelineError(f"the cloud has {len(points)} points, more than max_points = {cfg.max_points}")
+            raise TooManyPoints(f"the cloud has {len(points)} points, more than max_points = {cfg.max_points}")
         points = points.astype(np.float64, copy=False)
         # Column by column: numpy's .all(axis=1) over (N, 3) is several times slower.
         keep = np.isfinite(points[:, 0]) & np.isfinite(points[:, 1]) & np.isfinite(points[:, 2])
@@ -356,7 +373,7 @@ class Pipeline:
         try:
             conditioned = condition(points, self.object_size(cfg), cfg.conditioning, hint)
         except ConditioningError as err:
-            raise PipelineError(str(err)) from err
+            raise NoObject(str(err)) from err
         if len(conditioned.points) < cfg.min_points:
             raise PipelineError(f"only {len(conditioned.points)} points are left of the object ({conditioned.summary}); "
                                 f"at least min_points = {cfg.min_points} are needed")

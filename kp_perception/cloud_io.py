@@ -33,6 +33,12 @@ XYZ = ("x", "y", "z")
 class CloudError(ValueError):
     """A PointCloud2 message that cannot be read as x/y/z points (the message says why)."""
 
+    category = "unreadable cloud"  # /diagnostics' refusal counts
+
+
+class CloudTooLarge(CloudError):
+    category = "too many points"
+
 
 def cloud_size(msg) -> int:
     """Number of points the message declares (``width * height``)."""
@@ -117,7 +123,7 @@ def read_xyz(msg, dtype=None, max_points: int | None = None, keep_nonfinite: boo
     height, width = int(msg.height), int(msg.width)
     count = height * width
     if max_points is not None and count > max_points:
-        raise CloudError(f"the cloud has {count} points, more than the limit of {max_points}")
+        raise CloudTooLarge(f"the cloud has {count} points, more than the limit of {max_points}")
     point_step, row_step = int(msg.point_step), int(msg.row_step)
     out_dtype = np.dtype(dtype) if dtype is not None else coordinate_dtype(msg)
     if count == 0:

@@ -17,6 +17,8 @@ import numpy as np
 class TransformUnavailable(RuntimeError):
     """No transform for a cloud (the message says which, and why)."""
 
+    category = "no transform"  # /diagnostics' refusal counts
+
 
 @dataclass(frozen=True)
 class RigidTransform:

@@ -250,6 +250,8 @@ def keypoint_poses(header, keypoints: np.ndarray) -> PoseArray:
 class NotFinite(ValueError):
     """A result with NaN or infinite numbers (coordinates beyond what the message's types hold)."""
 
+    category = "not finite"  # /diagnostics' refusal counts
+
 
 FLOAT32_KEEPS = 2.0 ** 23 / 100
 """float32 keeps a coordinate to 1/100 of a voxel up to this many voxels from the frame's origin."""

@@ -57,22 +57,13 @@ def uses_tf(get) -> bool:
     return bool(str(get("target_frame"))) and bool(get("use_tf"))
 
 
+REFUSALS = (CloudError, TransformUnavailable, NotFinite, PipelineError)
+"""What a cloud or a call may be refused for; each class names its kind (``category``); anything else is ours."""
+
+
 def refusal_category(err: Exception) -> str:
-    """A short, bounded key for /diagnostics' refusal counts."""
-    if isinstance(err, CloudError):
-        return "unreadable cloud" if "more than the limit" not in str(err) else "too many points"
-    if isinstance(err, TransformUnavailable):
-        return "no transform"
-    if isinstance(err, NotFinite):
-        return "not finite"
-    if isinstance(err, PipelineError):
-        text = str(err)
-        if "finite points" in text:
-            return "too few points"
-        if "more than max_points" in text:
-            return "too many points"
-        return "unusable geometry"
-    return "internal error"
+    """A short, bounded key for /diagnostics' refusal counts: the refusal's type says it."""
+    return err.category if isinstance(err, REFUSALS) else "internal error"
 
 
 @dataclass
@@ -496,7 +487,7 @@ class Perception:
             fill_pose_response(response, pose, located.offset)
             self.stats.yaw_spread(pose.yaw_spread)
         except Exception as err:  # keep serving whatever happens
-            known = isinstance(err, (CloudError, PipelineError, TransformUnavailable, NotFinite))
+            known = isinstance(err, REFUSALS)
             response = RotateGoal.Response(success=False)
             response.message = str(err) if known else f"internal error: {type(err).__name__}: {err}"
             self.stats.goal_refused(response.message)
