@@ -197,6 +197,15 @@ def in_crop_box(points: np.ndarray, cfg: PipelineConfig) -> np.ndarray:
     return keep
 
 
+def goal_angle(angle) -> float:
+    """A requested turn in radians, reduced to [-pi, pi] in float64 before anything rounds it to float32 (1e39 and
+    0.5 + 2 pi 1e6 are fine angles); raises PipelineError when it is not a finite number."""
+    angle = float(angle)
+    if not math.isfinite(angle):
+        raise PipelineError(f"the angle must be a finite number of radians, got {angle}")
+    return math.remainder(angle, 2 * math.pi)
+
+
 def require_points(count: int, cfg: PipelineConfig) -> None:
     """Raises PipelineError when fewer than ``cfg.min_points`` finite points (inside the crop box) remain."""
     if count < cfg.min_points:
@@ -465,10 +474,7 @@ class Pipeline:
         """The object turned by ``angle`` (radians) about its own vertical axis: the keypoints turned about
         the grid's axis are decoded and the result is moved by the offset of the turn about the object's axis
         (:mod:`kp_core.goals`), into the goal's own grid."""
-        angle = float(angle)
-        if not np.isfinite(angle):
-            raise PipelineError(f"the angle must be a finite number of radians, got {angle}")
-        angle = math.remainder(angle, 2 * math.pi)  # in float64, before any float32 rounding
+        angle = goal_angle(angle)
         kp = encoding.keypoints_grid.to(self.device, torch.float32)
         axis = self.axis(encoding)
         turned, offset = goal_keypoints(kp, axis.to(kp.device), torch.tensor(angle, dtype=torch.float32, device=kp.device))

@@ -13,7 +13,6 @@ success=false with the reason, and no answer is ever a success with non-finite n
 from __future__ import annotations
 
 import dataclasses
-import math
 import threading
 import time
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from visualization_msgs.msg import MarkerArray
 from kp_interfaces.srv import RotateGoal
 
 from kp_core.conditioning import kept_pixels, robust_center
-from kp_core.pipeline import Pipeline, PipelineError, in_crop_box, require_points
+from kp_core.pipeline import Pipeline, PipelineError, goal_angle, in_crop_box, require_points
 
 from . import default_model_path
 from .callback_guard import CallbackFailures, Throttle, guarded
@@ -47,7 +46,6 @@ from .parameters import (
     SettingsError, check_read_only, read_settings,
 )
 
-TWO_PI = 2.0 * math.pi
 NO_CLOUD_WARNING_S = 5.0  # /diagnostics warns when an active node has had no cloud for this long
 LOCAL_RANGE = 100.0  # metres: clouds farther from their frame's origin are moved near it before encoding
 
@@ -463,11 +461,8 @@ class Perception:
         try:
             if not self.active:
                 raise PipelineError("the node is not active")
-            angle = float(request.angle)
-            if not math.isfinite(angle):
-                raise PipelineError(f"angle must be a finite number of radians, got {angle}")
-            # In float64 before anything rounds to float32: 1e39 or 0.5 + 2 pi 1e6 are fine angles.
-            reduced = math.remainder(angle, TWO_PI)
+            requested = float(request.angle)
+            angle = goal_angle(requested)  # before the request's cloud is encoded for nothing
             if cloud_size(request.cloud) > 0:
                 located = self._encode(request.cloud)
                 source = "the request's cloud"
@@ -481,7 +476,7 @@ class Perception:
                 stamp = located.header.stamp
                 source = f"the latest cloud from {self.input_topic} (stamp {stamp.sec}.{stamp.nanosec:09d})"
             header = located.header
-            goal = located.goal(self.pipeline, reduced, bool(request.include_occupancy))
+            goal = located.goal(self.pipeline, angle, bool(request.include_occupancy))
             fill_goal_response(response, header, goal, wide=located.wide)
             pose = self.pipeline.pose(located.encoding)  # the goal found the axis: no second decode
             fill_pose_response(response, pose, located.offset)
@@ -498,9 +493,9 @@ class Perception:
                 else:
                     self.logger.error(line)
             return response
-        reduced_note = f" (reduced to {reduced:.6f})" if reduced != angle else ""
+        reduced_note = f" (reduced to {angle:.6f})" if angle != requested else ""
         response.message = (
-            f"{len(goal.points)} occupied voxels ({goal.voxel_size * 1000:.2f} mm) for a rotation of {angle:.6g} rad"
+            f"{len(goal.points)} occupied voxels ({goal.voxel_size * 1000:.2f} mm) for a rotation of {requested:.6g} rad"
             f"{reduced_note} of {source}, in {(time.perf_counter() - start) * 1000:.1f} ms")
         self.stats.goal_answered((time.perf_counter() - start) * 1000)
         # The viewers' copies go out after the answer, from their own callback: a planner waits for the answer,
