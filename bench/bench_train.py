@@ -18,7 +18,7 @@ import time
 import torch
 
 from kp_core.models import PRESETS
-from kp_training.train import PRECISIONS, TrainConfig, Trainer
+from kp_training.train import TRAINING_PRECISIONS, TrainConfig, Trainer
 
 
 def bench(preset: str, args) -> dict:
@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 3 on CPU, 20 on GPU)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", choices=PRECISIONS + ("auto",), default="auto")
+    parser.add_argument("--precision", choices=TRAINING_PRECISIONS + ("auto",), default="auto")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--compile", action="store_true")
     args = parser.parse_args()

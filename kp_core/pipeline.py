@@ -76,6 +76,10 @@ def pipeline_device(name: str) -> torch.device:
         raise PipelineError(str(err)) from err
 
 
+MIN_OBJECT_SIZE = 0.001
+"""Smallest ``object_size`` (metres) other than 0: below it every cloud would fill a single voxel."""
+
+
 @dataclass
 class PipelineConfig:
     """Settings of :class:`Pipeline` (the node's parameters of the same names)."""
@@ -93,8 +97,9 @@ class PipelineConfig:
     """How the object is isolated from a scene (:mod:`kp_core.conditioning`); far points always go."""
 
     def validate(self) -> "PipelineConfig":
-        if not (np.isfinite(self.object_size) and (self.object_size == 0 or self.object_size >= 1e-3)):
-            raise PipelineError(f"object_size must be 0 (the trained size) or at least 1 mm, got {self.object_size}")
+        if not (np.isfinite(self.object_size) and (self.object_size == 0 or self.object_size >= MIN_OBJECT_SIZE)):
+            raise PipelineError(f"object_size must be 0 (the model's size) or at least {MIN_OBJECT_SIZE} m (1 mm), got "
+                                f"{self.object_size:g} m: below that every cloud would fill a single voxel")
         lo, hi = np.asarray(self.crop_min, float), np.asarray(self.crop_max, float)
         if lo.shape != (3,) or hi.shape != (3,) or not np.all(lo < hi):
             raise PipelineError(f"crop box needs 3 values each with min < max, got {self.crop_min} / {self.crop_max}")
@@ -159,7 +164,15 @@ def calibrated_spread(calibration: dict | None, misalignment: float) -> float:
     return float(spreads[min(index, len(spreads) - 1)])
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
+SERVING_PRECISIONS = ("auto", "fp32", "bf16")
+"""Number formats the pipeline's convolutions run in (training has its own: kp_training.train)."""
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if the pipeline can serve in it, else PipelineError."""
+    if precision not in SERVING_PRECISIONS:
+        raise PipelineError(f"precision must be one of {', '.join(SERVING_PRECISIONS)}, got {precision!r}")
+    return precision
 BF16_KEYPOINT_TOLERANCE_VOXELS = 0.25
 """How far bf16 keypoints may sit from float32 ones on the start-up probe (``bench/bench_pipeline.py`` prints the
 error on a mug cloud)."""
@@ -223,8 +236,7 @@ class Pipeline:
     def __init__(self, model_path: str | Path, device: str = "cpu",
                  config: PipelineConfig | None = None, threshold: float = 0.5, optimize: bool = False,
                  precision: str = "fp32"):
-        if precision not in PRECISIONS:
-            raise PipelineError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        check_precision(precision)
         self.model_path = Path(model_path)
         self.device = pipeline_device(device)
         self.model, self.metadata = load_model(self.model_path, device=self.device)

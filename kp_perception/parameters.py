@@ -16,7 +16,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from kp_core.conditioning import ConditioningConfig
 
 from .messages import MarkerStyle
-from kp_core.pipeline import PRECISIONS, PipelineConfig, PipelineError
+from kp_core.pipeline import MIN_OBJECT_SIZE, PipelineConfig, PipelineError, check_precision
 
 NODE_NAME = "kp_perception_node"
 SERVICE_NAME = "~/rotate_goal"
@@ -28,8 +28,6 @@ OBJECT_CLOUD_TOPIC = "~/object_cloud"
 OBJECT_POSE_TOPIC = "~/object_pose"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 
-MIN_OBJECT_SIZE = 0.001
-"""Smallest ``object_size`` (metres) other than 0: below it every cloud would fill a single voxel."""
 RELIABILITIES = ("auto", "reliable", "best_effort")
 IDENTITY_TRANSFORM = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
 
@@ -149,14 +147,10 @@ class Settings:
 
 def read_settings(get) -> Settings:
     """Settings from ``get(name) -> value``; raises :class:`SettingsError` naming the parameter at fault."""
-    object_size = float(get("object_size"))
-    if not math.isfinite(object_size) or object_size < 0 or 0 < object_size < MIN_OBJECT_SIZE:
-        raise SettingsError(f"object_size must be 0 (the model's size) or at least {MIN_OBJECT_SIZE} m (1 mm), got "
-                            f"{object_size:g} m: below that every cloud would fill a single voxel")
     crop_min, crop_max = (numbers(name, get(name), 3) for name in ("crop.min", "crop.max"))
     try:
         pipeline = PipelineConfig(
-            object_size=object_size,
+            object_size=float(get("object_size")),
             crop_enabled=bool(get("crop.enabled")),
             crop_min=crop_min,
             crop_max=crop_max,
@@ -223,6 +217,7 @@ def check_read_only(get) -> None:
     reliability = str(get("qos.reliability")).lower()
     if reliability not in RELIABILITIES:
         raise SettingsError(f"qos.reliability must be one of {', '.join(RELIABILITIES)}, got {reliability!r}")
-    precision = str(get("precision")).lower()
-    if precision not in PRECISIONS:
-        raise SettingsError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    try:
+        check_precision(str(get("precision")).lower())
+    except PipelineError as err:
+        raise SettingsError(str(err)) from err

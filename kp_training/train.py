@@ -49,7 +49,7 @@ INPUTS = ("solid", "sensor")
 GOAL_CHECK_PSI_DEG = 45.0
 """The per-epoch goal check turns the keypoints by every multiple of this angle."""
 
-PRECISIONS = ("bf16", "tf32", "fp32")
+TRAINING_PRECISIONS = ("bf16", "tf32", "fp32")
 LOG_FIELDS = [
     "epoch", "global_step", "pairs_seen", "wall_s", "train_loss", "train_recon", "train_consistency",
     "train_separation", "train_spread", "val_loss", "val_recon", "val_consistency", "val_separation", "val_spread", "val_iou",
@@ -109,7 +109,7 @@ class TrainConfig:
     val_batch_pairs: int = setting(16, "pairs per validation batch")
     device: str = setting("auto", "auto, cpu, cuda, cuda:1, ...")
     precision: str = setting("auto", "auto (bf16 autocast on GPU, fp32 on CPU), bf16, tf32 or fp32",
-                             choices=PRECISIONS + ("auto",))
+                             choices=TRAINING_PRECISIONS + ("auto",))
     channels_last: bool | None = setting(None, "channels-last 3-D convolutions (default: on for CUDA)")
     compile: bool = setting(False, "torch.compile the model")
     max_minutes: float | None = setting(None, "stop (and checkpoint) after this much training time")
@@ -136,7 +136,7 @@ class TrainConfig:
             (self.heatmap_temperature > 0, "heatmap_temperature must be > 0"),
             (0 < self.scale_min <= self.scale_max <= 1, "need 0 < scale_min <= scale_max <= 1"),
             (self.val_pairs >= 1 and self.val_batch_pairs >= 1, "val_pairs and val_batch_pairs must be >= 1"),
-            (self.precision in PRECISIONS + ("auto",), f"precision must be auto or one of {PRECISIONS}"),
+            (self.precision in TRAINING_PRECISIONS + ("auto",), f"precision must be auto or one of {TRAINING_PRECISIONS}"),
             (self.max_minutes is None or self.max_minutes > 0, "max_minutes must be > 0"),
             (self.shape == "mug" or Path(self.shape).is_file(), f"shape must be 'mug' or a mesh file: {self.shape!r} not found"),
             (self.inputs in INPUTS, f"inputs must be one of {INPUTS}"),
