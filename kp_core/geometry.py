@@ -191,21 +191,6 @@ def point_to_index(points: torch.Tensor, grid_size: int = GRID_SIZE) -> torch.Te
     return index.clamp_(0, grid_size - 1)
 
 
-def occupied_points(grids: torch.Tensor, threshold: float = 0.5) -> list[torch.Tensor]:
-    """Centres of the voxels whose value is above ``threshold``.
-
-    Args:
-        grids: (B, 1, G, G, G) occupancy (probabilities or 0/1) or a boolean grid.
-
-    Returns:
-        B tensors of shape (N_b, 3) in the grid frame.
-    """
-    grid_size = grids.shape[-1]
-    occupied = grids[:, 0] if grids.dtype == torch.bool else grids[:, 0] > threshold
-    centers = voxel_centers(grid_size, device=grids.device)
-    return [centers[torch.nonzero(occ)] for occ in occupied]
-
-
 @dataclass(frozen=True, eq=False)
 class MetricGridMap:
     """Affine map between a metric frame (e.g. a sensor frame, metres) and the grid frame.
@@ -252,22 +237,6 @@ class MetricGridMap:
             center = torch.as_tensor(self.center, dtype=points.dtype, device=points.device)
             return points * self.half_extent + center
         return np.asarray(points) * self.half_extent + self.center
-
-    @classmethod
-    def from_points(cls, points: np.ndarray, half_extent: float | None = None, margin: float = 0.0):
-        """Map centred on the bounding box of ``points`` ((N, 3), finite).
-
-        With ``half_extent=None`` the extent is chosen so the points' circumradius about the vertical axis and
-        their half-height fit inside ``1 - margin`` grid units, i.e. any rotation about z stays inside the grid.
-        """
-        points = np.asarray(points, dtype=np.float64)
-        if points.ndim != 2 or points.shape[1] != 3 or len(points) == 0:
-            raise ValueError(f"expected a non-empty (N, 3) point array, got shape {points.shape}")
-        lo, hi = bounds(points)
-        center = (lo + hi) / 2.0
-        if half_extent is None:
-            half_extent = fitting_half_extent(points - center, margin)
-        return cls(center=center, half_extent=half_extent)
 
 
 def bounds(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

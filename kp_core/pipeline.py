@@ -121,7 +121,6 @@ class Encoding:
     keypoints_grid: torch.Tensor  # (K, 3) grid frame, on the model's device
     grid_map: MetricGridMap
     num_points: int  # points used after cleaning
-    occupied_voxels: int  # input cells the cloud filled
     conditioned: Conditioned | None = field(default=None, repr=False)  # the object's points and how they were found
     axis_grid: torch.Tensor | None = field(default=None, repr=False)  # (3,) the goal's axis, found on first use
 
@@ -441,7 +440,7 @@ class Pipeline:
         with self._lock:  # each encoder sets its precision up itself (autocast around the traced bf16 one: +0.7 ms)
             heatmaps = self._heatmaps(voxels)
         keypoints = self.model.keypoints_from_heatmaps(heatmaps)[0][0]
-        return Encoding(keypoints, grid_map, len(points), int(voxels.sum().item()), conditioned)
+        return Encoding(keypoints, grid_map, len(points), conditioned)
 
     @torch.inference_mode()
     def decode_probabilities(self, keypoints_grid: torch.Tensor) -> torch.Tensor:

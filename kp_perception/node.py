@@ -21,7 +21,7 @@ from rclpy.node import Node
 
 from .parameters import (  # noqa: F401  (the node's interface, re-exported for users and tests)
     DIAGNOSTICS_TOPIC, GOAL_CLOUD_TOPIC, GOAL_MARKERS_TOPIC, KEYPOINT_MARKERS_TOPIC, KEYPOINTS_TOPIC, NODE_NAME,
-    OBJECT_CLOUD_TOPIC, OBJECT_POSE_TOPIC, PARAMETER_NAMES, PARAMETERS, SERVICE_NAME, declare_parameters,
+    OBJECT_CLOUD_TOPIC, OBJECT_POSE_TOPIC, PARAMETERS, SERVICE_NAME, declare_parameters,
 )
 from .perception import Perception
 from .runner import run

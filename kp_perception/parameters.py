@@ -126,7 +126,6 @@ PARAMETERS = [
     Param("diagnostics_period", 1.0, "seconds between diagnostic_msgs/DiagnosticArray messages on /diagnostics",
           P.PARAMETER_DOUBLE, read_only=True, float_range=(0.1, 60.0)),
 ]
-PARAMETER_NAMES = [p.name for p in PARAMETERS]
 
 
 def declare_parameters(node) -> None:

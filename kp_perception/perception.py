@@ -81,8 +81,7 @@ class Located:
     def goal(self, pipeline: Pipeline, angle: float, include_probabilities: bool):
         goal = pipeline.goal(self.encoding, angle, include_probabilities=include_probabilities)
         moved = {name: np.asarray(getattr(goal, name), dtype=np.float64) + self.offset
-                 for name in ("points", "keypoints", "grid_origin", "axis_point")
-                 if getattr(goal, name, None) is not None}
+                 for name in ("points", "keypoints", "grid_origin", "axis_point")}
         return dataclasses.replace(goal, **moved)
 
 

@@ -252,7 +252,8 @@ class Trainer:
         fit_template = self.model.arch.get("canonical_yaw") and not source.arch.get("canonical_yaw")
         missing, _ = self.model.load_state_dict(source.state_dict(), strict=not fit_template)
         if fit_template:
-            assert missing == ["yaw_template"], missing
+            if missing != ["yaw_template"]:
+                raise ValueError(f"init_from {path}: weights missing beyond the yaw template: {missing}")
             self._fit_yaw_template()
 
     @torch.no_grad()

@@ -7,9 +7,9 @@ import torch
 from kp_core.geometry import (
     MetricGridMap,
     bounds,
+    fitting_half_extent,
     grid_points,
     inverse_transform_points,
-    occupied_points,
     point_to_index,
     rotate_grid_z,
     rotate_z_points,
@@ -108,13 +108,6 @@ def test_voxel_centers_follow_the_convention():
     assert point_to_index(torch.tensor([[-5.0, 1.0, 0.99999]])).tolist() == [[0, 63, 63]]
 
 
-def test_occupied_points_returns_centres_in_xyz_order():
-    grid = torch.zeros(1, 1, 4, 4, 4)
-    grid[0, 0, 3, 0, 1] = 1.0
-    (pts,) = occupied_points(grid)
-    torch.testing.assert_close(pts, torch.tensor([[0.75, -0.75, -0.25]]))
-
-
 def test_keypoint_expectation_conventions():
     size = 32
     logits = torch.full((1, 3, size, size, size), -1e4)
@@ -151,9 +144,9 @@ def test_keypoint_expectation_gradcheck():
 
 def test_metric_grid_map_round_trip_and_fit():
     pts = np.random.default_rng(0).normal(size=(100, 3)) * [0.1, 0.05, 0.2] + [1.0, -2.0, 0.5]
-    m = MetricGridMap.from_points(pts, margin=0.1)
+    m = MetricGridMap(center=[1.0, -2.0, 0.5], half_extent=0.7)
     grid = m.to_grid(pts)
-    assert np.hypot(grid[:, 0], grid[:, 1]).max() <= 0.9 + 1e-9 and np.abs(grid[:, 2]).max() <= 0.9 + 1e-9
+    np.testing.assert_allclose(grid, (pts - [1.0, -2.0, 0.5]) / 0.7)
     np.testing.assert_allclose(m.to_metric(grid), pts)
     torch.testing.assert_close(m.to_metric(m.to_grid(torch.tensor(pts))), torch.tensor(pts))
     assert m.voxel_size == pytest.approx(2 * m.half_extent / 64)
@@ -161,8 +154,19 @@ def test_metric_grid_map_round_trip_and_fit():
         MetricGridMap(center=[0, 0, np.nan], half_extent=1.0)
     with pytest.raises(ValueError):
         MetricGridMap(center=[0, 0, 0], half_extent=0.0)
+
+
+def test_fitting_half_extent_keeps_every_z_rotation_inside():
+    pts = np.random.default_rng(0).normal(size=(100, 3)) * [0.1, 0.05, 0.2]
+    half = fitting_half_extent(pts, margin=0.1)
+    for angle in np.linspace(0, 2 * np.pi, 13):
+        c, s = np.cos(angle), np.sin(angle)
+        turned = pts @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]).T / half
+        assert np.abs(turned).max() <= 0.9 + 1e-9
+    # the tightest such extent: the farthest point from the z axis, or the highest, touches 1 - margin
+    assert max(np.hypot(pts[:, 0], pts[:, 1]).max(), np.abs(pts[:, 2]).max()) / half == pytest.approx(0.9)
     with pytest.raises(ValueError):
-        MetricGridMap.from_points(np.zeros((0, 3)))
+        fitting_half_extent(np.zeros((4, 3)), margin=0.1)
 
 
 def test_bounds_matches_numpy_reductions():

@@ -27,7 +27,7 @@ def test_default_model_path_is_inside_the_package():
 def test_encode_gives_metric_keypoints_in_the_input_frame(pipe, mug_cloud):
     enc = pipe.encode(mug_cloud)
     assert enc.keypoints_grid.shape == (8, 3)
-    assert enc.num_points == len(mug_cloud) and enc.occupied_voxels > 100
+    assert enc.num_points == len(mug_cloud)
     lo, hi = mug_cloud.min(0), mug_cloud.max(0)
     assert np.all((enc.grid_map.center >= lo) & (enc.grid_map.center <= hi))
     assert enc.grid_map.center[2] == pytest.approx((lo[2] + hi[2]) / 2)

@@ -9,7 +9,7 @@ from torch import nn
 from kp_training import evaluate as ev
 from kp_training import protocols
 from kp_core.checkpoint import save_checkpoint
-from kp_core.geometry import occupied_points, rotate_z_points
+from kp_core.geometry import rotate_z_points, voxel_centers
 from kp_core.models import build_model, model_config
 from kp_training.train import main as train_main
 from kp_core.voxelize import voxelize
@@ -220,7 +220,8 @@ class CentroidOracle(nn.Module):
 
     @staticmethod
     def _centroid(voxels):
-        return torch.stack([p.mean(0) for p in occupied_points(voxels)])
+        centres = voxel_centers(voxels.shape[-1])
+        return torch.stack([centres[torch.nonzero(grid > 0.5)].mean(0) for grid in voxels[:, 0]])
 
     def encode(self, voxels):
         return self._centroid(voxels)[:, None, :]
