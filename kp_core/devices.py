@@ -21,24 +21,3 @@ def resolve_device(name: str | None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available")
     return device
-
-
-def keep_freed_memory() -> bool:
-    """Make glibc keep freed memory in the process instead of unmapping it at every training step.
-
-    A CPU training step allocates and frees tensors of tens of MB; glibc serves those with mmap and
-    returns them to the system at once, so each step pays page faults and zeroing in the kernel (about
-    40 % of the CPU time measured on this project's 2-core machines). Serving them from the heap and never
-    trimming it keeps the pages (PyTorch's CPU tuning guide suggests jemalloc or tcmalloc for the same
-    reason). Returns False where glibc's ``mallopt`` is not available (other C libraries, other systems).
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_max = -1, -4
-    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))

@@ -8,7 +8,7 @@ turned about that axis) and then moved rigidly by :func:`goal_offset` ``(I - R) 
 clouds the goal IoU then falls with the angle (``scripts/goal_decoding.py``).
 
 The axis is the vertical line through the centroid of the decoded object (its largest connected part, so
-that stray voxels cannot move it; :func:`kp_core.placement.vertical_axis_of`). It is attached to the object,
+that stray voxels cannot move it; :func:`vertical_axis_of`). It is attached to the object,
 wherever the grid sits on a single camera view; for whole clouds it lies near the grid's own axis (about
 which the cylindrical encoder is equivariant by construction). The node returns it with the goal.
 """
@@ -19,7 +19,19 @@ import numpy as np
 import torch
 
 from .geometry import rotate_z_points, voxel_centers
-from .placement import vertical_axis_of
+
+
+def vertical_axis_of(solid: np.ndarray) -> np.ndarray:
+    """(2,) x, y of an object's own vertical axis: the vertical line through the centroid of its solid,
+    given as (N, 3) points spread evenly through the volume (solid samples, or occupied voxel centres).
+
+    The centroid, not the enclosing circle that places the grid: a thin part (a mug's handle) that a
+    reconstruction misses moves the centroid by a few millimetres, the enclosing circle by centimetres.
+    """
+    solid = np.asarray(solid, dtype=np.float64)
+    if len(solid) == 0:
+        raise ValueError("no points: an empty object has no axis")
+    return solid[:, :2].mean(axis=0)
 
 
 def largest_part(occupied: np.ndarray) -> np.ndarray:

@@ -156,16 +156,3 @@ def discard_interior(xy: np.ndarray) -> np.ndarray:
             continue
         inside &= edge[0] * (xy[:, 1] - a[1]) - edge[1] * (xy[:, 0] - a[0]) > 0
     return xy[~inside]
-
-
-def vertical_axis_of(solid: np.ndarray) -> np.ndarray:
-    """(2,) x, y of an object's own vertical axis: the vertical line through the centroid of its solid,
-    given as (N, 3) points spread evenly through the volume (solid samples, or occupied voxel centres).
-
-    The centroid, not the enclosing circle that places the grid: a thin part (a mug's handle) that a
-    reconstruction misses moves the centroid by a few millimetres, the enclosing circle by centimetres.
-    """
-    solid = np.asarray(solid, dtype=np.float64)
-    if len(solid) == 0:
-        raise ValueError("no points: an empty object has no axis")
-    return solid[:, :2].mean(axis=0)

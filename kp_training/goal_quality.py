@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from kp_core.geometry import transform_points, yaw_to_template
-from kp_core.goals import axis_of_occupancy, goal_keypoints, rotate_about_axis
-from kp_core.placement import grid_zoom, vertical_axis_of
+from kp_core.goals import axis_of_occupancy, goal_keypoints, rotate_about_axis, vertical_axis_of
+from kp_core.placement import grid_zoom
 from kp_core.voxelize import voxelize
 
 from .data import ViewSampler

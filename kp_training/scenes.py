@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from kp_core.goals import rotate_about_vertical
-from kp_core.placement import vertical_axis_of
+from kp_core.goals import vertical_axis_of
 
 from .sensor import SensorConfig, SensorSimulator, surface_samples
 from .shapes import load_shape

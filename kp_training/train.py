@@ -32,7 +32,7 @@ from kp_core.checkpoint import (
     save_tensors,
 )
 from kp_core.conditioning import ObjectSize
-from kp_core.devices import keep_freed_memory, resolve_device
+from kp_core.devices import resolve_device
 from kp_core.placement import serving_metadata
 from kp_core.models import PRESETS, KeypointNetPreset, build_model, fit_yaw_template, model_config
 
@@ -41,6 +41,7 @@ from .cli import add_config_flags, given, setting
 from .data import ValidationSet, ViewSampler, sample_transforms
 from .goal_quality import psi_grid, sensor_goal_iou, yaw_errors_deg
 from .losses import LossWeights, pair_losses
+from .memory import keep_freed_memory
 from .metrics import voxel_iou
 from .sensor import SensorConfig
 from .shapes import MESH_UNITS, UP_AXES, load_shape, metres_per_unit

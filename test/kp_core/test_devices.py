@@ -1,9 +1,9 @@
-"""Device names a user may type, and the allocator setting of training."""
+"""Device names a user may type."""
 
 import pytest
 import torch
 
-from kp_core.devices import keep_freed_memory, resolve_device
+from kp_core.devices import resolve_device
 
 
 def test_auto_and_cpu():
@@ -22,11 +22,3 @@ def test_unknown_names_are_refused_with_the_name(name):
 def test_cuda_without_cuda_is_refused():
     with pytest.raises(ValueError, match="CUDA is not available"):
         resolve_device("cuda:1")
-
-
-def test_keep_freed_memory_on_glibc():
-    import platform
-
-    if platform.libc_ver()[0] != "glibc":
-        pytest.skip("mallopt is glibc's")
-    assert keep_freed_memory() is True

@@ -16,7 +16,7 @@ from kp_core.checkpoint import load_model
 from kp_core.geometry import MetricGridMap
 from kp_core.goals import rotate_about_vertical
 from kp_core.models import build_model
-from kp_core.placement import vertical_axis_of
+from kp_core.goals import vertical_axis_of
 from kp_core.pipeline import Pipeline
 from kp_perception import default_model_path
 from kp_training.goal_quality import sensor_goal_iou, sensor_sampler
