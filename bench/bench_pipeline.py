@@ -56,12 +56,12 @@ def stages(model, points: np.ndarray, threads: int, repeats: int, precision: str
     voxels = pipe.voxelize(clean, grid_map)
     encoding = pipe.encode(points)
     with torch.inference_mode():
-        heatmaps = pipe._heatmaps(voxels)
+        heatmaps = pipe._encode_heatmaps(voxels)
         figures = {
             "clean": median_ms(lambda: pipe.clean(points), repeats),
             "placement": median_ms(lambda: pipe.grid_map_for(clean), repeats),
             "voxelize": median_ms(lambda: pipe.voxelize(clean, grid_map), repeats),
-            "encoder": median_ms(lambda: pipe._heatmaps(voxels), repeats),
+            "encoder": median_ms(lambda: pipe._encode_heatmaps(voxels), repeats),
             "expectation": median_ms(lambda: pipe.model.keypoints_from_heatmaps(heatmaps), repeats),
         }
     figures["encode"] = median_ms(lambda: pipe.encode(points), repeats)

@@ -1,7 +1,8 @@
 """KP-Net (keypoint bottleneck), the CNN-Net baseline, and a registry of keypoint encoders.
 
-Every model has ``encode(voxels) -> latent`` and ``decode(latent) -> logits`` and an attribute ``kind``:
-``"keypoint"`` (latent = (B, K, 3) keypoints in the grid frame) or ``"latent"`` (an unstructured vector).
+Every model has ``encode(voxels) -> latent`` and ``decode(latent) -> logits`` and an attribute ``kind``, the
+architecture's ``"model"`` entry: ``"keypoint"`` (latent = (B, K, 3) keypoints in the grid frame) or ``"cnn"``
+(an unstructured vector).
 Models are built from a JSON-able architecture dict (:func:`model_config`, :func:`build_model`) that
 checkpoints store beside the weights.
 """
@@ -333,7 +334,7 @@ class KeypointNet(nn.Module):
 class CNNNet(nn.Module):
     """The CNN-Net baseline: four [Conv3d k2, ReLU, MaxPool 2] blocks -> Linear latent -> same decoder."""
 
-    kind = "latent"
+    kind = "cnn"
 
     def __init__(self, latent_dim: int = 128, decoder_channels: int = 512, encoder_channels=(64, 128, 256, 512)):
         super().__init__()
@@ -420,7 +421,7 @@ def model_config(preset: str, **overrides) -> dict:
 def build_model(arch: dict) -> nn.Module:
     """Instantiate a model from its architecture dict (as stored in checkpoints)."""
     arch = dict(arch)
-    kind = arch.pop("model", None)
+    kind = arch.pop("model", None)  # each class's ``kind``
     grid_size = arch.pop("grid_size", GRID_SIZE)
     if grid_size != GRID_SIZE:
         raise ValueError(f"models are built for a {GRID_SIZE}^3 grid, the architecture asks for {grid_size}")

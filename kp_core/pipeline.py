@@ -259,7 +259,7 @@ class Pipeline:
         self.optimized = False
         self.encoder_path = "eager encoder" + ("" if optimize else " (optimize off)")
         """Which encoder runs, and why, for the node's log and diagnostics."""
-        self._heatmaps = self._eager_heatmaps
+        self._encode_heatmaps = self._eager_heatmaps
         """The encoder that runs: voxels -> heatmap logits, in :attr:`precision` (it sets that up itself)."""
         if optimize:
             self._optimize_encoder()
@@ -313,7 +313,7 @@ class Pipeline:
             self.encoder_path = f"eager encoder (TorchScript failed: {type(err).__name__}: {err})"
             return
         if same:
-            self._heatmaps, self.optimized = traced, True
+            self._encode_heatmaps, self.optimized = traced, True
             self.encoder_path = f"TorchScript encoder ({self.precision}; traced, frozen for inference; matches the eager one)"
         else:
             self.encoder_path = "eager encoder (the TorchScript one differed from it on a test grid)"
@@ -330,7 +330,7 @@ class Pipeline:
         probe = self._probe_input()
         with self._lock:
             for _ in range(runs):
-                keypoints = self.model.keypoints_from_heatmaps(self._heatmaps(probe))[0]
+                keypoints = self.model.keypoints_from_heatmaps(self._encode_heatmaps(probe))[0]
             with self._autocast():
                 self.model.decode(keypoints)
 
@@ -438,7 +438,7 @@ class Pipeline:
         grid_map = self.grid_map_for(points, config, conditioned.floor_z)
         voxels = self.voxelize(points, grid_map)
         with self._lock:  # each encoder sets its precision up itself (autocast around the traced bf16 one: +0.7 ms)
-            heatmaps = self._heatmaps(voxels)
+            heatmaps = self._encode_heatmaps(voxels)
         keypoints = self.model.keypoints_from_heatmaps(heatmaps)[0][0]
         return Encoding(keypoints, grid_map, len(points), conditioned)
 

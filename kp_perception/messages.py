@@ -271,10 +271,10 @@ def fill_pose_response(response, pose, offset) -> None:
     response.yaw_spread = float(pose.yaw_spread)
 
 
-def fill_goal_response(response, header, goal, wide: bool = False) -> None:
+def fill_goal_response(response, header, goal, float64: bool = False) -> None:
     """Write a :class:`kp_core.pipeline.Goal` into a RotateGoal response (success=True).
 
-    ``goal_cloud`` has float32 x, y, z, or float64 when ``wide`` (the input was float64) or when float32 would
+    ``goal_cloud`` has float32 x, y, z, or float64 when ``float64`` (the input was float64) or when float32 would
     not keep the goal to 1/100 of a voxel (far from the frame's origin). ``rotation_axis`` (when the service
     type has it) is the goal's ``axis_point``, else the grid origin (older pipelines turn about it).
 
@@ -283,9 +283,9 @@ def fill_goal_response(response, header, goal, wide: bool = False) -> None:
     """
     points = np.asarray(goal.points, dtype=np.float64).reshape(-1, 3)
     voxel_size = float(goal.voxel_size)
-    if not wide and len(points) and np.abs(points).max() > voxel_size * FLOAT32_KEEPS:
-        wide = True
-    dtype = np.float64 if wide else np.float32
+    if not float64 and len(points) and np.abs(points).max() > voxel_size * FLOAT32_KEEPS:
+        float64 = True
+    dtype = np.float64 if float64 else np.float32
     origin = np.asarray(goal.grid_origin, dtype=np.float64).reshape(3)
     axis = np.asarray(getattr(goal, "axis_point", None) if getattr(goal, "axis_point", None) is not None
                       else origin, dtype=np.float64).reshape(3)

@@ -63,68 +63,67 @@ class Param:
         return d
 
 
-P = ParameterType
 PARAMETERS = [
     Param("model_path", "", "KP-Net checkpoint (.safetensors, its .json, or a run directory); empty: the model "
-          "shipped in the kp_perception package (models/mug.safetensors)", P.PARAMETER_STRING, read_only=True),
-    Param("device", "cpu", "torch device: cpu, cuda, cuda:N or auto", P.PARAMETER_STRING, read_only=True),
+          "shipped in the kp_perception package (models/mug.safetensors)", ParameterType.PARAMETER_STRING, read_only=True),
+    Param("device", "cpu", "torch device: cpu, cuda, cuda:N or auto", ParameterType.PARAMETER_STRING, read_only=True),
     Param("num_threads", 1, "torch CPU threads per operation; 1 keeps latency steady on a CPU shared with other "
           "work (a robot's always is: several threads per operation then wait on each other) and lets a cloud and "
           "a service call run side by side; 0: torch's default, one per core (bench/bench_perception.py)",
-          P.PARAMETER_INTEGER, read_only=True, int_range=(0, 256)),
+          ParameterType.PARAMETER_INTEGER, read_only=True, int_range=(0, 256)),
     Param("optimize", True, "trace the encoder with TorchScript and fold it for inference (faster on CPU: "
           "bench/bench_pipeline.py; checked against the eager model at start, which is kept if they differ)",
-          P.PARAMETER_BOOL, read_only=True),
+          ParameterType.PARAMETER_BOOL, read_only=True),
     Param("precision", "auto", "number format of the model's convolutions: auto (bf16 on a CPU with native bf16 "
           "instructions, else fp32), fp32 or bf16 (a faster encoder, bench/bench_pipeline.py; keypoints within 0.25 "
-          "voxel of fp32's, checked at start)", P.PARAMETER_STRING, read_only=True),
-    Param("input_topic", "points", "PointCloud2 topic of the object", P.PARAMETER_STRING, read_only=True),
+          "voxel of fp32's, checked at start)", ParameterType.PARAMETER_STRING, read_only=True),
+    Param("input_topic", "points", "PointCloud2 topic of the object", ParameterType.PARAMETER_STRING, read_only=True),
     Param("qos.reliability", "auto", "input subscription reliability: auto (reliable, which large clouds need, "
           "switching to best effort if a best-effort publisher appears on the topic), reliable, or best_effort "
-          "(matches every publisher, but clouds over ~0.5 MB are mostly lost)", P.PARAMETER_STRING, read_only=True),
+          "(matches every publisher, but clouds over ~0.5 MB are mostly lost)", ParameterType.PARAMETER_STRING, read_only=True),
     Param("qos.depth", 1, "input subscription queue depth (keep last): 1 = always the newest cloud",
-          P.PARAMETER_INTEGER, read_only=True, int_range=(1, 100)),
+          ParameterType.PARAMETER_INTEGER, read_only=True, int_range=(1, 100)),
     Param("target_frame", "", "frame the node works and answers in (z up for the object); empty: each cloud's "
-          "own frame, untransformed", P.PARAMETER_STRING, read_only=True),
+          "own frame, untransformed", ParameterType.PARAMETER_STRING, read_only=True),
     Param("use_tf", True, "with target_frame set: transform each cloud with TF (tf2_ros) at its stamp; false: "
-          "with input_transform", P.PARAMETER_BOOL, read_only=True),
-    Param("tf_timeout", 0.1, "seconds to wait for a cloud's transform before refusing it", P.PARAMETER_DOUBLE,
+          "with input_transform", ParameterType.PARAMETER_BOOL, read_only=True),
+    Param("tf_timeout", 0.1, "seconds to wait for a cloud's transform before refusing it", ParameterType.PARAMETER_DOUBLE,
           float_range=(0.0, 10.0)),
     Param("input_transform", list(IDENTITY_TRANSFORM), "fixed transform from the clouds' frame to target_frame "
-          "when use_tf is false: translation x, y, z (m) and quaternion x, y, z, w", P.PARAMETER_DOUBLE_ARRAY),
+          "when use_tf is false: translation x, y, z (m) and quaternion x, y, z, w", ParameterType.PARAMETER_DOUBLE_ARRAY),
     Param("object_size", 0.0, f"object size in metres, max(diameter about its vertical axis, height), at least "
           f"{MIN_OBJECT_SIZE} m; 0: the model's trained size (a model without a metric size needs it set)",
-          P.PARAMETER_DOUBLE, float_range=(0.0, 100.0)),
+          ParameterType.PARAMETER_DOUBLE, float_range=(0.0, 100.0)),
     Param("object_frame", "", "publish the object's pose (~/object_pose) as this TF frame, child of the answer "
           "frame, for every cloud (needs tf2_ros); empty: no TF. ~/object_pose itself goes out while someone "
-          "subscribes", P.PARAMETER_STRING, read_only=True),
+          "subscribes", ParameterType.PARAMETER_STRING, read_only=True),
     Param("conditioning.enabled", True, "isolate the object in a scene before encoding (kp_core.conditioning): "
           "drop the supporting plane (a table) and what lies below it, keep the cluster of points whose size "
           "matches the model's object, drop isolated points; false: only points far from the cloud's median are "
-          "dropped. An already segmented object cloud passes unchanged", P.PARAMETER_BOOL),
+          "dropped. An already segmented object cloud passes unchanged", ParameterType.PARAMETER_BOOL),
     Param("conditioning.veil_angle_deg", 10.0, "organized clouds (height > 1, in the camera's own frame): drop the "
           "farther end of a step between image neighbours that runs within this angle of the camera's ray and is "
-          "longer than 1 cm (flying pixels at depth edges); 0: off", P.PARAMETER_DOUBLE, float_range=(0.0, 89.0)),
-    Param("crop.enabled", False, "keep only points inside the crop box (target frame)", P.PARAMETER_BOOL),
-    Param("crop.min", [-1.0, -1.0, -1.0], "crop box minimum corner x, y, z (metres)", P.PARAMETER_DOUBLE_ARRAY),
-    Param("crop.max", [1.0, 1.0, 1.0], "crop box maximum corner x, y, z (metres)", P.PARAMETER_DOUBLE_ARRAY),
-    Param("min_points", 30, "fewest finite points (after cropping) a cloud needs", P.PARAMETER_INTEGER,
+          "longer than 1 cm (flying pixels at depth edges); 0: off", ParameterType.PARAMETER_DOUBLE, float_range=(0.0, 89.0)),
+    Param("crop.enabled", False, "keep only points inside the crop box (target frame)", ParameterType.PARAMETER_BOOL),
+    Param("crop.min", [-1.0, -1.0, -1.0], "crop box minimum corner x, y, z (metres)", ParameterType.PARAMETER_DOUBLE_ARRAY),
+    Param("crop.max", [1.0, 1.0, 1.0], "crop box maximum corner x, y, z (metres)", ParameterType.PARAMETER_DOUBLE_ARRAY),
+    Param("min_points", 30, "fewest finite points (after cropping) a cloud needs", ParameterType.PARAMETER_INTEGER,
           int_range=(1, 1_000_000)),
-    Param("max_points", 4_000_000, "clouds with more points are refused", P.PARAMETER_INTEGER,
+    Param("max_points", 4_000_000, "clouds with more points are refused", ParameterType.PARAMETER_INTEGER,
           int_range=(1, 100_000_000)),
-    Param("marker.scale", 0.0, "keypoint sphere diameter in metres (0: three voxels)", P.PARAMETER_DOUBLE,
+    Param("marker.scale", 0.0, "keypoint sphere diameter in metres (0: three voxels)", ParameterType.PARAMETER_DOUBLE,
           float_range=(0.0, 10.0)),
-    Param("marker.text_scale", 0.0, "label height in metres (0: the sphere diameter)", P.PARAMETER_DOUBLE,
+    Param("marker.text_scale", 0.0, "label height in metres (0: the sphere diameter)", ParameterType.PARAMETER_DOUBLE,
           float_range=(0.0, 10.0)),
-    Param("marker.show_labels", True, "publish a text label per keypoint", P.PARAMETER_BOOL),
-    Param("marker.alpha", 1.0, "keypoint marker opacity", P.PARAMETER_DOUBLE, float_range=(0.0, 1.0)),
+    Param("marker.show_labels", True, "publish a text label per keypoint", ParameterType.PARAMETER_BOOL),
+    Param("marker.alpha", 1.0, "keypoint marker opacity", ParameterType.PARAMETER_DOUBLE, float_range=(0.0, 1.0)),
     Param("marker.keypoint_colors", [0.0], "flat RGB triples in [0, 1] for the keypoints, cycled; fewer than 3 "
-          "values: evenly spaced hues", P.PARAMETER_DOUBLE_ARRAY),
-    Param("marker.goal_color", [0.2, 0.6, 1.0, 0.6], "RGBA of the goal voxels", P.PARAMETER_DOUBLE_ARRAY),
+          "values: evenly spaced hues", ParameterType.PARAMETER_DOUBLE_ARRAY),
+    Param("marker.goal_color", [0.2, 0.6, 1.0, 0.6], "RGBA of the goal voxels", ParameterType.PARAMETER_DOUBLE_ARRAY),
     Param("warn_throttle_sec", 5.0, "at most one warning about unusable clouds per this many seconds",
-          P.PARAMETER_DOUBLE, float_range=(0.0, 3600.0)),
+          ParameterType.PARAMETER_DOUBLE, float_range=(0.0, 3600.0)),
     Param("diagnostics_period", 1.0, "seconds between diagnostic_msgs/DiagnosticArray messages on /diagnostics",
-          P.PARAMETER_DOUBLE, read_only=True, float_range=(0.1, 60.0)),
+          ParameterType.PARAMETER_DOUBLE, read_only=True, float_range=(0.1, 60.0)),
 ]
 
 

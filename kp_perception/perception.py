@@ -72,7 +72,7 @@ class Located:
     header: Header
     encoding: object  # kp_core.pipeline.Encoding
     offset: np.ndarray
-    wide: bool  # the points were float64: answer in float64
+    float64: bool  # the points were float64: answer in float64
 
     @property
     def keypoints(self) -> np.ndarray:
@@ -374,9 +374,9 @@ class Perception:
         else:
             points = read_xyz(cloud, max_points=cfg.max_points)
         frame, points = self.frames(cloud.header, points)
-        wide = points.dtype == np.float64
+        float64 = points.dtype == np.float64
         points, offset = self._localize(points, cfg)
-        located = Located(Header(stamp=cloud.header.stamp, frame_id=frame), self.pipeline.encode(points), offset, wide)
+        located = Located(Header(stamp=cloud.header.stamp, frame_id=frame), self.pipeline.encode(points), offset, float64)
         if not np.isfinite(located.keypoints).all():
             raise NotFinite("the keypoints are not finite (the cloud's coordinates are out of range)")
         return located
@@ -443,7 +443,7 @@ class Perception:
                 self.stats.cloud_conditioned(conditioned.summary)
                 if self.object_cloud_pub.get_subscription_count() > 0:  # only when watched (e.g. by RViz)
                     self.object_cloud_pub.publish(make_xyz_cloud(
-                        conditioned.points + located.offset, header, dtype=np.float64 if located.wide else np.float32))
+                        conditioned.points + located.offset, header, dtype=np.float64 if located.float64 else np.float32))
             self.stats.cloud_used((time.perf_counter() - start) * 1000)
 
     # ---- service --------------------------------------------------------------------------------
@@ -476,7 +476,7 @@ class Perception:
                 source = f"the latest cloud from {self.input_topic} (stamp {stamp.sec}.{stamp.nanosec:09d})"
             header = located.header
             goal = located.goal(self.pipeline, angle, bool(request.include_occupancy))
-            fill_goal_response(response, header, goal, wide=located.wide)
+            fill_goal_response(response, header, goal, float64=located.float64)
             pose = self.pipeline.pose(located.encoding)  # the goal found the axis: no second decode
             fill_pose_response(response, pose, located.offset)
             self.stats.yaw_spread(pose.yaw_spread)

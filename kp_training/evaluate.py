@@ -84,9 +84,9 @@ def paper_protocols_skipped(meta: dict) -> str | None:
 
 
 def load_checkpoints(cfg: EvalConfig, device: torch.device) -> dict[str, tuple]:
-    """name -> (model, metadata); checks that --kp is a keypoint net and --cnn a latent net."""
+    """name -> (model, metadata); checks that --kp is a keypoint net and --cnn a CNN-Net."""
     loaded = {}
-    for name, path, kind, flag in ((KP, cfg.kp, "keypoint", "--kp"), (CNN, cfg.cnn, "latent", "--cnn"),
+    for name, path, kind, flag in ((KP, cfg.kp, "keypoint", "--kp"), (CNN, cfg.cnn, "cnn", "--cnn"),
                                    (KP_COMPARE, cfg.kp_compare, "keypoint", "--kp-compare")):
         if path is None:
             continue

@@ -185,7 +185,7 @@ def test_checkpoint_of_the_wrong_kind_is_refused(cnn_ckpt, kp_run, capsys, tmp_p
     assert exit_info.value.code == 2 and "expected a 'keypoint' model" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         ev.main(["--cnn", str(kp_run), "--out", str(tmp_path)])
-    assert "expected a 'latent' model" in capsys.readouterr().err
+    assert "expected a 'cnn' model" in capsys.readouterr().err
 
 
 def test_corrupt_checkpoint_is_refused(cnn_ckpt, tmp_path, capsys):
