@@ -67,10 +67,24 @@ def marker_points(marker):
     return np.array([[p.x, p.y, p.z] for p in marker.points])
 
 
-def test_call_before_any_cloud_is_refused(ros):
-    response = ros.probe.call(0.5)
-    assert not response.success
-    assert "no usable cloud received" in response.message and TOPIC in response.message
+def test_call_before_any_cloud_is_refused(tiny_model_path, tmp_path, monkeypatch):
+    """A node of its own: the module's node has clouds from whichever tests ran before."""
+    from ros_probe import start_node
+
+    params = {"model_path": str(tiny_model_path), "input_topic": TOPIC, "num_threads": 1}
+    node, domain = start_node(node_command(params=params), tmp_path)
+    for key, value in ros_env(domain, tmp_path).items():  # this process on the node's local domain
+        if key.startswith("ROS_"):
+            monkeypatch.setenv(key, value)
+    probe = Probe(domain, TOPIC, name="kp_first_call_probe")
+    try:
+        assert probe.client.wait_for_service(timeout_sec=30)
+        response = probe.call(0.5)
+        assert not response.success
+        assert "no usable cloud received" in response.message and TOPIC in response.message
+    finally:
+        probe.close()
+        assert node.stop() == 0
 
 
 def test_cloud_gives_keypoint_markers_and_poses(ros, local, mug_cloud):
@@ -176,6 +190,8 @@ def test_non_finite_angle_fails_cleanly(ros, angle):
 
 
 def test_bad_topic_clouds_warn_and_the_node_keeps_serving(ros, mug_cloud):
+    usable = make_xyz_cloud(mug_cloud, header=header("camera_before", 403))
+    ros.probe.publish_until(usable, "markers", lambda m: m.markers[0].header.frame_id == "camera_before")
     for name, (make, message) in sorted(BAD_CLOUDS.items()):
         # Keep publishing: with the sensor-data QoS (depth 1) the node may drop a cloud behind another.
         cloud, deadline = make(), time.monotonic() + 20
@@ -187,6 +203,7 @@ def test_bad_topic_clouds_warn_and_the_node_keeps_serving(ros, mug_cloud):
     # Still serving, on the last usable cloud (bad clouds do not replace it).
     response = ros.probe.call(1.0)
     assert response.success, response.message
+    assert response.header.frame_id == "camera_before"
     cloud = make_xyz_cloud(mug_cloud, header=header("camera_after", 404))
     ros.probe.publish_until(cloud, "markers", lambda m: m.markers[0].header.frame_id == "camera_after")
 
@@ -424,7 +441,9 @@ def test_diagnostics_report_rate_refusals_latency_and_model(ros, mug_cloud, tiny
     assert int(values["rotate_goal refused"]) >= 3 and "min_points" in values["last rotate_goal refusal"]
     assert values["model file"] == str(tiny_model_path)
     assert "K=8" in values["model"]
-    assert status.level in (b"\x00", b"\x01")
+    # OK with a rate, or WARN saying why (most clouds refused: the bad-cloud tests may have run before).
+    assert (status.level == b"\x00") == status.message.endswith("clouds/s"), (status.level, status.message)
+    assert status.level == b"\x00" or status.message.startswith("most clouds refused"), status.message
 
 
 def test_a_late_viewer_gets_the_last_goal(ros, mug_cloud):
