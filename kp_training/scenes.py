@@ -21,7 +21,7 @@ class Scene:
     """The mug (solid samples, metres, world frame) at its pose on a table, and its sensor clouds."""
 
     solid: np.ndarray  # (N, 3) every solid sample of the posed mug (ground truth)
-    axis: np.ndarray  # (3,) a point on the mug's own vertical axis (centre of its enclosing circle from above)
+    axis: np.ndarray  # (3,) a point on the mug's own vertical axis (through its solid's centroid: vertical_axis_of)
     clouds: dict  # name -> (M, 3) sensor cloud in the world frame ("whole": 4 fused cameras, "partial": one)
     cameras: dict  # name -> (C, 3) camera positions in the world frame
 

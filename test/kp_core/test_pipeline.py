@@ -205,55 +205,6 @@ def test_metric_points_iou(pipe, mug_cloud):
     assert 0.0 < metric_points_iou(mug_cloud, turned, enc.grid_map) < 0.9
 
 
-def test_min_enclosing_circle():
-    from kp_core.placement import min_enclosing_circle
-
-    rng = np.random.default_rng(0)
-    pts = rng.normal(size=(3000, 2))
-    c, r = min_enclosing_circle(pts)
-    d = np.hypot(*(pts - c).T)
-    assert d.max() <= r + 1e-9 and np.sum(d > r - 1e-9) >= 2  # encloses, and touches at least two points
-    # Minimal: moving the centre in any direction makes the enclosing radius larger.
-    for step in 1e-3 * np.array([[1, 0], [0, 1], [-1, 0], [0, -1], [0.7, 0.7]]):
-        assert np.hypot(*(pts - c - step).T).max() > r
-    np.testing.assert_allclose(min_enclosing_circle(np.array([[0.0, 0], [2, 0], [1, 0]]))[0], [1, 0])  # collinear
-    np.testing.assert_allclose(min_enclosing_circle(np.array([[1.0, 1], [1, 1]]))[0], [1, 1])
-
-
-def test_circle_centering_is_invariant_to_yaw(pipe, mug_cloud, mug):
-    from kp_core.placement import object_center
-
-    centre = np.asarray(mug.normalization["center"])
-    for yaw in (0.3, 1.9, -2.4):
-        turned = rotate_about_vertical(mug_cloud, yaw, centre)
-        np.testing.assert_allclose(object_center(turned), centre, atol=3e-4)
-        assert np.abs(object_center(turned, "box") - centre).max() > 1e-3  # what the box centre would do
-
-
-def test_discard_interior_keeps_the_hull():
-    from scipy.spatial import ConvexHull
-
-    from kp_core.placement import discard_interior
-
-    rng = np.random.default_rng(1)
-    for pts in (rng.normal(size=(5000, 2)), rng.uniform(-1, 1, size=(5000, 2)), rng.normal(size=(5000, 2)) * [5, 0.1]):
-        kept = discard_interior(pts)
-        assert len(kept) < 0.5 * len(pts)
-        hull = {tuple(p) for p in pts[ConvexHull(pts).vertices]}
-        assert hull <= {tuple(p) for p in kept}
-
-
-def test_min_enclosing_circle_of_large_clouds_is_close_and_conservative():
-    from kp_core.placement import min_enclosing_circle
-
-    pts = np.random.default_rng(2).normal(size=(30000, 2)) * [0.03, 0.05] + [1.0, -2.0]
-    c, r = min_enclosing_circle(pts)  # binned
-    ce, re = min_enclosing_circle(pts, exact_below=10**9)
-    bin_diag = (pts.max(0) - pts.min(0)).max() / 512 * np.sqrt(2)
-    assert np.hypot(*(pts - c).T).max() <= r + 1e-12  # still encloses every point
-    assert re <= r <= re + bin_diag and np.hypot(*(c - ce)) <= bin_diag
-
-
 def test_optimized_encoder_gives_the_same_keypoints(tiny_model_path, mug_cloud):
     eager = Pipeline(tiny_model_path)
     fast = Pipeline(tiny_model_path, optimize=True)
