@@ -488,7 +488,9 @@ class Pipeline:
         angle = goal_angle(angle)
         kp = encoding.keypoints_grid.to(self.device, torch.float32)
         axis = self.axis(encoding)
-        turned, offset = goal_keypoints(kp, axis.to(kp.device), torch.tensor(angle, dtype=torch.float32, device=kp.device))
+        # In float64: the goal grid's offset keeps the input's precision (the decoder takes the keypoints in float32).
+        turned, offset = goal_keypoints(kp.double(), axis.to(kp.device).double(),
+                                        torch.tensor(angle, dtype=torch.float64, device=kp.device))
         prob = self.decode_probabilities(turned)
         occupied = torch.nonzero(prob > self.threshold).cpu().numpy()
         grid_points = self._centers[occupied] if len(occupied) else np.zeros((0, 3))

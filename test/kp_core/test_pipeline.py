@@ -102,11 +102,13 @@ def test_object_size_sets_the_extent(tiny_model_path, mug_cloud):
 def test_goal_turns_keypoints_about_the_decoded_objects_vertical_axis(pipe, mug_cloud):
     enc = pipe.encode(mug_cloud)
     goal = pipe.goal(enc, math.pi / 2, include_probabilities=True)
-    # The axis: the centroid (x, y) of the decoded object at 0 deg, in the input frame, at the grid origin's height.
-    from kp_core.goals import largest_part
+    # The axis: the centroid (x, y) of the decoded object at 0 deg (its largest 26-connected part: stray voxels do not
+    # move it), in the input frame, at the grid origin's height.
+    from scipy import ndimage
 
     at_zero = pipe.goal(enc, 0.0, include_probabilities=True)
-    part = np.argwhere(largest_part(at_zero.probabilities > 0.5))  # stray voxels do not move the axis
+    labels, _ = ndimage.label(at_zero.probabilities > 0.5, structure=np.ones((3, 3, 3)))
+    part = np.argwhere(labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1)
     centroid = enc.grid_map.to_metric(voxel_centers(GRID_SIZE).double().numpy()[part]).mean(0)
     np.testing.assert_allclose(goal.axis_point[:2], centroid[:2], atol=1e-6)
     assert goal.axis_point[2] == pytest.approx(enc.grid_map.center[2])
@@ -231,11 +233,15 @@ def test_bf16_keeps_the_shipped_models_keypoints_and_goals(mug_cloud, optimize):
     assert (goal & truth).sum() / (goal | truth).sum() > 0.98  # bf16 changes a goal by a few boundary voxels
 
 
-def test_precision_auto_and_unknown():
+def test_precision_auto_and_unknown(monkeypatch):
     from kp_core.pipeline import resolve_precision
 
-    native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if native else "fp32")
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+    for native, expected in ((True, "bf16"), (False, "fp32")):  # as oneDNN reports the CPU
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda native=native: native)
+        assert resolve_precision("auto", torch.device("cpu")) == expected
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
     assert resolve_precision("auto", torch.device("cuda")) == "fp32"
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
     with pytest.raises(PipelineError, match="precision must be one of"):
