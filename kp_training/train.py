@@ -234,8 +234,8 @@ class Trainer:
     @torch.no_grad()
     def _start_at_prior(self) -> None:
         """Set the decoder's output bias to the logit of the mean target occupancy, so that the first
-        steps refine a plausible grid instead of unlearning a 50 % one (today's models predicted nothing
-        for hundreds of steps)."""
+        steps refine a plausible grid instead of unlearning a 50 % one (from a zero bias, a decoder predicts
+        nothing for hundreds of steps)."""
         batch = self.sampler.views(*sample_transforms(8, torch.Generator().manual_seed(0), self.device, self.scale_range),
                                    torch.Generator().manual_seed(0))
         prior = float(batch.targets.mean().clamp(1e-4, 0.5))
