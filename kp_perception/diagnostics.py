@@ -12,6 +12,8 @@ from collections import Counter, deque
 import numpy as np
 
 OK, WARN, ERROR, STALE = (bytes([i]) for i in range(4))  # diagnostic_msgs/DiagnosticStatus levels (byte)
+NO_CLOUD_WARNING_S = 5.0
+"""An active node warns when it has had no cloud for this long."""
 
 
 def _percentiles(values) -> str:
@@ -28,6 +30,7 @@ class PerceptionStats:
         self.window = window
         self._lock = threading.Lock()
         self._arrivals: deque = deque()
+        self._last_arrival: float | None = None  # kept when the window has emptied
         self.received = 0
         self.used = 0
         self.lost = 0
@@ -47,6 +50,7 @@ class PerceptionStats:
         with self._lock:
             self.received += 1
             self._arrivals.append(now)
+            self._last_arrival = now
             self._trim(now)
 
     def cloud_used(self, milliseconds: float) -> None:
@@ -104,7 +108,24 @@ class PerceptionStats:
     def seconds_since_last_cloud(self, now: float | None = None) -> float | None:
         now = time.monotonic() if now is None else now
         with self._lock:
-            return None if not self._arrivals else now - self._arrivals[-1]
+            return None if self._last_arrival is None else now - self._last_arrival
+
+    def level(self, active: bool, topic: str, failures: int, now: float | None = None) -> tuple[bytes, str]:
+        """The status's level and message: OK while inactive or with clouds mostly used; WARN with no cloud for
+        :data:`NO_CLOUD_WARNING_S`, most clouds refused, or callback failures (``failures``)."""
+        now = time.monotonic() if now is None else now
+        if not active:
+            return OK, "inactive (configured, not subscribed)"
+        idle = self.seconds_since_last_cloud(now)
+        if idle is None or idle > NO_CLOUD_WARNING_S:
+            return WARN, f"no cloud on {topic} for {'ever' if idle is None else f'{idle:.0f} s'}"
+        with self._lock:
+            refused, received, last = sum(self.refused.values()), self.received, self.last_refusal
+        if refused and refused >= received / 2:
+            return WARN, f"most clouds refused; last: {last}"
+        if failures:
+            return WARN, f"{failures} callback failures (see 'callback failures: ...')"
+        return OK, f"{self.input_rate(now):.1f} clouds/s"
 
     def summary(self) -> str:
         with self._lock:

@@ -35,7 +35,7 @@ from kp_core.pipeline import Pipeline, PipelineError, goal_angle, in_crop_box, r
 from . import default_model_path
 from .callback_guard import CallbackFailures, Throttle, guarded
 from .cloud_io import CloudError, cloud_size, make_xyz_cloud, read_xyz
-from .diagnostics import OK, WARN, PerceptionStats, diagnostic_array, model_key_values
+from .diagnostics import PerceptionStats, diagnostic_array, model_key_values
 from .frames import FrameMapper, TransformUnavailable, fixed_lookup
 from .messages import (
     KeypointMarkers, NotFinite, fill_goal_response, fill_pose_response, goal_markers, keypoint_poses, pose_message,
@@ -46,7 +46,6 @@ from .parameters import (
     SettingsError, check_read_only, read_settings,
 )
 
-NO_CLOUD_WARNING_S = 5.0  # /diagnostics warns when an active node has had no cloud for this long
 LOCAL_RANGE = 100.0  # metres: clouds farther from their frame's origin are moved near it before encoding
 
 
@@ -532,20 +531,8 @@ class Perception:
             return
         now = time.monotonic()
         rate = self.stats.input_rate(now)
-        idle = self.stats.seconds_since_last_cloud(now)
         topic = self.node.resolve_topic_name(self.input_topic)
-        if not self.active:
-            level, message = OK, "inactive (configured, not subscribed)"
-        elif idle is None or idle > NO_CLOUD_WARNING_S:
-            level, message = WARN, f"no cloud on {topic} for {'ever' if idle is None else f'{idle:.0f} s'}"
-        else:
-            refused, received = self.stats.refused_total(), self.stats.received
-            if refused and refused >= received / 2:
-                level, message = WARN, f"most clouds refused; last: {self.stats.last_refusal}"
-            elif self.failures.total():
-                level, message = WARN, f"{self.failures.total()} callback failures (see 'callback failures: ...')"
-            else:
-                level, message = OK, f"{rate:.1f} clouds/s"
+        level, message = self.stats.level(self.active, topic, self.failures.total(), now)
         pairs = [
             ("state", "active" if self.active else "inactive"),
             ("input topic", topic),
