@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import numpy as np
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from geometry_msgs.msg import PoseArray, PoseStamped
 from sensor_msgs.msg import PointCloud2
@@ -45,6 +44,7 @@ from .parameters import (
     OBJECT_POSE_TOPIC, SERVICE_NAME,
     SettingsError, check_read_only, read_settings,
 )
+from .qos import CloudSubscription
 
 LOCAL_RANGE = 100.0  # metres: clouds farther from their frame's origin are moved near it before encoding
 
@@ -112,13 +112,12 @@ class Perception:
         self._cloud_group = MutuallyExclusiveCallbackGroup()
         self._service_group = MutuallyExclusiveCallbackGroup()
         self._views_group = MutuallyExclusiveCallbackGroup()
-        self._subscription = None
+        self.cloud_input: CloudSubscription | None = None  # created by configure, subscribed while active
         self._service = None
         self._publishers: list = []
         self._diagnostics_pub = None
         self._timer = None
         self.input_topic = ""
-        self.reliability = ReliabilityPolicy.RELIABLE
 
     def _get(self, name):
         return self.node.get_parameter(name).value
@@ -146,6 +145,8 @@ class Perception:
             self.pipeline.warmup()
             self.frames = self._frame_mapper(get)
             self.input_topic = str(get("input_topic"))
+            self.cloud_input = CloudSubscription(self.node, self.input_topic, self._on_cloud, self._cloud_group, get,
+                                                self.stats, self.failures)
             create = self.node.create_lifecycle_publisher if self.managed else self.node.create_publisher
             self.keypoint_marker_pub = create(MarkerArray, KEYPOINT_MARKERS_TOPIC, 10)
             self.keypoints_pub = create(PoseArray, KEYPOINTS_TOPIC, 10)
@@ -224,23 +225,22 @@ class Perception:
 
     def activate(self) -> None:
         """Subscribe to the input topic and serve ~/rotate_goal."""
-        self._subscribe(self._initial_reliability())
+        self.cloud_input.open()
         self._service = self.node.create_service(RotateGoal, SERVICE_NAME, self._on_rotate_goal,
                                                  callback_group=self._service_group)
         self.active = True
         frames = f", answering in {self.frames.target_frame!r}" if self.frames.target_frame else ""
         self.logger.info(
             f"ready: {self.model_description}; listening on {self.node.resolve_topic_name(self.input_topic)} "
-            f"({self._reliability_name()}){frames}, service {self.node.resolve_service_name(SERVICE_NAME)}"
+            f"({self.cloud_input.describe()}){frames}, service {self.node.resolve_service_name(SERVICE_NAME)}"
         )
 
     def deactivate(self) -> None:
         """Stop taking clouds and calls (waits for the one in progress, if any)."""
         self.active = False
         with self._cloud_lock:
-            if self._subscription is not None:
-                self.node.destroy_subscription(self._subscription)
-                self._subscription = None
+            if self.cloud_input is not None:
+                self.cloud_input.close()
         with self._service_lock:
             if self._service is not None:
                 self.node.destroy_service(self._service)
@@ -272,62 +272,8 @@ class Perception:
         self._object_tf = None
         with self._latest_lock:
             self._latest = None
+        self.cloud_input = None
         self.pipeline = None  # the model's memory goes with it
-
-    # ---- input QoS ------------------------------------------------------------------------------
-    def _initial_reliability(self):
-        choice = str(self._get("qos.reliability")).lower()
-        return ReliabilityPolicy.BEST_EFFORT if choice == "best_effort" else ReliabilityPolicy.RELIABLE
-
-    def _reliability_name(self) -> str:
-        name = "reliable" if self.reliability == ReliabilityPolicy.RELIABLE else "best effort"
-        return f"{name}, depth {self._get('qos.depth')}"
-
-    def _subscribe(self, reliability) -> None:
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(self._get("qos.depth")), reliability=reliability,
-                         durability=DurabilityPolicy.VOLATILE)
-        events = SubscriptionEventCallbacks(message_lost=self._on_message_lost,
-                                            incompatible_qos=self._on_incompatible_qos)
-        try:
-            self._subscription = self.node.create_subscription(
-                PointCloud2, self.input_topic, self._on_cloud, qos, callback_group=self._cloud_group,
-                event_callbacks=events)
-        except Exception:  # an rmw without the message-lost event: counts stay at 0
-            self._subscription = self.node.create_subscription(
-                PointCloud2, self.input_topic, self._on_cloud, qos, callback_group=self._cloud_group,
-                event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos))
-        self.reliability = reliability
-
-    @guarded()
-    def _on_message_lost(self, info) -> None:
-        self.stats.clouds_lost(info.total_count_change)
-
-    @guarded()
-    def _on_incompatible_qos(self, info) -> None:
-        if str(self._get("qos.reliability")).lower() == "auto":
-            return  # _check_publishers switches to best effort on the next timer tick
-        self.logger.warning(
-            f"a publisher on {self.node.resolve_topic_name(self.input_topic)} offers QoS this node's subscription "
-            f"({self._reliability_name()}) cannot match, so none of its clouds arrive: set qos.reliability to "
-            "best_effort (or auto), or make the publisher reliable", throttle_duration_sec=30.0)
-
-    def _check_publishers(self) -> None:
-        """qos.reliability: auto: a best-effort publisher cannot reach a reliable subscription; switch to best
-        effort (which matches both kinds) when one appears."""
-        if (self._subscription is None or self.reliability != ReliabilityPolicy.RELIABLE
-                or str(self._get("qos.reliability")).lower() != "auto"):
-            return
-        infos = self.node.get_publishers_info_by_topic(self.node.resolve_topic_name(self.input_topic))
-        best_effort = [i for i in infos if i.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT]
-        if not best_effort:
-            return
-        self.node.destroy_subscription(self._subscription)
-        self._subscription = None
-        self._subscribe(ReliabilityPolicy.BEST_EFFORT)
-        names = ", ".join(sorted({f"{i.node_namespace.rstrip('/')}/{i.node_name}" for i in best_effort}))
-        self.logger.warning(
-            f"qos.reliability auto: {names} publishes {self.node.resolve_topic_name(self.input_topic)} best effort; "
-            "subscribed best effort now (clouds over ~0.5 MB may be lost; a reliable publisher avoids that)")
 
     # ---- parameters -----------------------------------------------------------------------------
     def _failed_validation(self, err: Exception, *args) -> SetParametersResult:
@@ -523,7 +469,7 @@ class Perception:
     def _on_timer(self) -> None:
         with self._cloud_lock:  # not while deactivate takes the subscription down
             if self.active:
-                self._check_publishers()
+                self.cloud_input.check_publishers()
         self._publish_diagnostics()
 
     def _publish_diagnostics(self) -> None:
@@ -536,7 +482,7 @@ class Perception:
         pairs = [
             ("state", "active" if self.active else "inactive"),
             ("input topic", topic),
-            ("input QoS", self._reliability_name()),
+            ("input QoS", self.cloud_input.describe()),
             ("target frame", self.frames.target_frame or "each cloud's own"),
             ("input rate", f"{rate:.2f} Hz"),
             *self.stats.key_values(),
