@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from kp_core.geometry import rotate_z_points
-from kp_core.models import ENCODERS, PRESETS, build_model, fit_yaw_template, model_config, register_encoder
+from kp_core.encoders import ENCODERS, register_encoder
+from kp_core.models import PRESETS, build_model, fit_yaw_template, model_config
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
