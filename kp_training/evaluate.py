@@ -25,7 +25,7 @@ import math
 import platform
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -36,13 +36,13 @@ from kp_core.pipeline import Pipeline
 from kp_core.placement import trained_inputs
 
 from . import __version__
-from .cli import add_config_flags, given
+from .cli import add_config_flags, given, setting
+from .data import SCALE_RANGE
 from .protocols import (
     CNN,
     KP,
     KP_COMPARE,
     SENSOR_KINDS,
-    EvalConfig,
     equivariance,
     ground_truth_views,
     interpolation_suite,
@@ -52,7 +52,67 @@ from .protocols import (
 from .camera import CONDITIONS
 from .camera_protocol import camera_protocol
 from .report import format_stats, json_safe, make_figures, results_markdown, write_tables_and_csv
-from .shapes import load_shape
+from .shapes import MESH_UNITS, UP_AXES, load_shape
+
+
+@dataclass
+class EvalConfig:
+    """All settings of one evaluation (stored in ``results.json``)."""
+
+    kp: str | None = setting(None, "KP-Net checkpoint (.safetensors, .json, or a run folder -> best)", metavar="RUN_OR_CKPT")
+    cnn: str | None = setting(None, "CNN-Net checkpoint (.safetensors, .json, or a run folder -> best)", metavar="RUN_OR_CKPT")
+    kp_compare: str | None = setting(None, "a second KP-Net (e.g. the previous shipped model) scored beside --kp on "
+                                     "sensor-like clouds", metavar="RUN_OR_CKPT")
+    out: str = setting("outputs/eval", "output folder for tables, JSON, CSV and PNG files")
+    results_md: str | None = setting(None, "also write a Markdown report (e.g. docs/RESULTS.md)", metavar="FILE")
+    samples: int = setting(500, "augmentations for Table I (paper: 500)")
+    angles: int = setting(200, "interpolation angles over [0, 90) deg (paper: 200)")
+    poses: int = setting(32, "random base poses for the averaged curves (0: skip)")
+    pose_angles: int = setting(46, "angles per random pose")
+    circle_angles: int = setting(72, "angles over [0, 360) deg for the KP-Net circle")
+    equivariance_samples: int = setting(200, "random transforms per equivariance mode")
+    sensor_poses: int = setting(24, "poses per kind (whole, single view) for the sensor-like rotate-goal protocol (0: skip)")
+    sensor_psi_step: float = setting(15.0, "goal angle step in degrees over [0, 360)")
+    camera_views: int = setting(0, "views per condition of the camera protocol (kp_training.camera_protocol: the "
+                                "node's pipeline on simulated depth-camera scenes; the shape must be in metres; 0: skip)")
+    figure_examples: int = setting(3, "rows of the Fig. 5 figure")
+    strip_angles: int = setting(5, "columns of the Fig. 7 strip")
+    chamfer_points: int = setting(1000, "points per cloud for the paper's Chamfer")
+    seed: int = setting(0, "seed of every random draw of the evaluation")
+    batch: int = setting(16, "grids per forward pass")
+    device: str = setting("auto", "auto (cuda if available), cpu, cuda, cuda:1, ...")
+    shape: str | None = setting(None, "'mug' or a mesh file (default: the checkpoints' training shape)")
+    up_axis: str | None = setting(None, "up axis of --shape", choices=UP_AXES)
+    mesh_units: str | None = setting(None, "the unit --shape is written in (default: the checkpoints' training "
+                                     "config's)", choices=sorted(MESH_UNITS))
+    scale_min: float = setting(SCALE_RANGE[0], "smallest per-axis scale of the augmentations")
+    scale_max: float = setting(SCALE_RANGE[1], "largest per-axis scale of the augmentations")
+    figures: bool = setting(True, "write PNG figures")
+    note: str | None = setting(None, "a note printed at the top of the Markdown report")
+    num_threads: int | None = setting(None, "CPU threads for torch")
+    command: list[str] = setting(help="the command line, for the report", cli=False, default_factory=list)
+
+    def validate(self) -> None:
+        if self.kp is None and self.cnn is None:
+            raise ValueError("give at least one checkpoint: --kp (KP-Net) and/or --cnn (CNN-Net)")
+        positive = {"samples": self.samples, "angles": self.angles, "batch": self.batch,
+                    "circle_angles": self.circle_angles, "equivariance_samples": self.equivariance_samples,
+                    "chamfer_points": self.chamfer_points, "strip_angles": self.strip_angles}
+        for name, value in positive.items():
+            if value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        if not 0 < self.sensor_psi_step <= 360:
+            raise ValueError(f"--sensor-psi-step must be in (0, 360] degrees, got {self.sensor_psi_step}")
+        for name, value in {"poses": self.poses, "figure_examples": self.figure_examples, "sensor_poses": self.sensor_poses,
+                            "camera_views": self.camera_views}.items():
+            if value < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+        if self.poses and self.pose_angles < 1:
+            raise ValueError(f"--pose-angles must be >= 1, got {self.pose_angles}")
+        if not 0 < self.scale_min <= self.scale_max <= 1:
+            raise ValueError(f"need 0 < --scale-min <= --scale-max <= 1, got {self.scale_min}, {self.scale_max}")
+        if self.up_axis is not None and self.up_axis not in UP_AXES:
+            raise ValueError(f"--up-axis must be one of {UP_AXES}")
 
 
 def _checkpoint_info(path: str, meta: dict) -> dict:

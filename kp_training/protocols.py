@@ -1,5 +1,5 @@
-"""The evaluation protocols of ``kp-eval`` (:mod:`kp_training.evaluate`): settings, and the numbers of each
-protocol as plain dicts (rendering: :mod:`kp_training.report`).
+"""The evaluation protocols of ``kp-eval`` (:mod:`kp_training.evaluate`, which holds their settings,
+``EvalConfig``): the numbers of each protocol as plain dicts (rendering: :mod:`kp_training.report`).
 
 1. Representation power (Table I): reconstruction of ``--samples`` seeded random augmentations (the training
    sampler, :func:`kp_training.data.sample_transforms` + :func:`~kp_training.data.make_views`), scored by BCE,
@@ -22,14 +22,13 @@ protocol as plain dicts (rendering: :mod:`kp_training.report`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from kp_core.geometry import GRID_SIZE, rotate_z_points, transform_points
 
-from .cli import setting
-from .data import SCALE_RANGE, make_views, sample_transforms
+from .data import make_views, sample_transforms
 from .goal_quality import psi_grid, sensor_goal_iou, sensor_sampler
 from .metrics import (
     binary_cross_entropy,
@@ -40,7 +39,10 @@ from .metrics import (
     summarize,
     voxel_iou,
 )
-from .shapes import MESH_UNITS, UP_AXES, metres_per_unit
+from .shapes import metres_per_unit
+
+if TYPE_CHECKING:  # the settings live with the job that reads them
+    from .evaluate import EvalConfig
 
 
 KP, KP_INTERP, CNN = "KP-Net", "KP-Net (Interp.)", "CNN-Net"
@@ -59,66 +61,6 @@ EQUIVARIANCE_MODES = ("rotation", "scale", "rotation+scale")
 _STREAMS = {"transforms": 0, "floor": 1, KP: 2, KP_INTERP: 3, CNN: 4, "poses": 5, "equivariance": 6, "sensor": 7}
 KP_COMPARE = "KP-Net (compared)"
 SENSOR_KINDS = {"whole": 1.0, "single": 0.0}  # share of fused multi-camera clouds
-
-
-@dataclass
-class EvalConfig:
-    """All settings of one evaluation (stored in ``results.json``)."""
-
-    kp: str | None = setting(None, "KP-Net checkpoint (.safetensors, .json, or a run folder -> best)", metavar="RUN_OR_CKPT")
-    cnn: str | None = setting(None, "CNN-Net checkpoint (.safetensors, .json, or a run folder -> best)", metavar="RUN_OR_CKPT")
-    kp_compare: str | None = setting(None, "a second KP-Net (e.g. the previous shipped model) scored beside --kp on "
-                                     "sensor-like clouds", metavar="RUN_OR_CKPT")
-    out: str = setting("outputs/eval", "output folder for tables, JSON, CSV and PNG files")
-    results_md: str | None = setting(None, "also write a Markdown report (e.g. docs/RESULTS.md)", metavar="FILE")
-    samples: int = setting(500, "augmentations for Table I (paper: 500)")
-    angles: int = setting(200, "interpolation angles over [0, 90) deg (paper: 200)")
-    poses: int = setting(32, "random base poses for the averaged curves (0: skip)")
-    pose_angles: int = setting(46, "angles per random pose")
-    circle_angles: int = setting(72, "angles over [0, 360) deg for the KP-Net circle")
-    equivariance_samples: int = setting(200, "random transforms per equivariance mode")
-    sensor_poses: int = setting(24, "poses per kind (whole, single view) for the sensor-like rotate-goal protocol (0: skip)")
-    sensor_psi_step: float = setting(15.0, "goal angle step in degrees over [0, 360)")
-    camera_views: int = setting(0, "views per condition of the camera protocol (kp_training.camera_protocol: the "
-                                "node's pipeline on simulated depth-camera scenes; the shape must be in metres; 0: skip)")
-    figure_examples: int = setting(3, "rows of the Fig. 5 figure")
-    strip_angles: int = setting(5, "columns of the Fig. 7 strip")
-    chamfer_points: int = setting(1000, "points per cloud for the paper's Chamfer")
-    seed: int = setting(0, "seed of every random draw of the evaluation")
-    batch: int = setting(16, "grids per forward pass")
-    device: str = setting("auto", "auto (cuda if available), cpu, cuda, cuda:1, ...")
-    shape: str | None = setting(None, "'mug' or a mesh file (default: the checkpoints' training shape)")
-    up_axis: str | None = setting(None, "up axis of --shape", choices=UP_AXES)
-    mesh_units: str | None = setting(None, "the unit --shape is written in (default: the checkpoints' training "
-                                     "config's)", choices=sorted(MESH_UNITS))
-    scale_min: float = setting(SCALE_RANGE[0], "smallest per-axis scale of the augmentations")
-    scale_max: float = setting(SCALE_RANGE[1], "largest per-axis scale of the augmentations")
-    figures: bool = setting(True, "write PNG figures")
-    note: str | None = setting(None, "a note printed at the top of the Markdown report")
-    num_threads: int | None = setting(None, "CPU threads for torch")
-    command: list[str] = setting(help="the command line, for the report", cli=False, default_factory=list)
-
-    def validate(self) -> None:
-        if self.kp is None and self.cnn is None:
-            raise ValueError("give at least one checkpoint: --kp (KP-Net) and/or --cnn (CNN-Net)")
-        positive = {"samples": self.samples, "angles": self.angles, "batch": self.batch,
-                    "circle_angles": self.circle_angles, "equivariance_samples": self.equivariance_samples,
-                    "chamfer_points": self.chamfer_points, "strip_angles": self.strip_angles}
-        for name, value in positive.items():
-            if value < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-        if not 0 < self.sensor_psi_step <= 360:
-            raise ValueError(f"--sensor-psi-step must be in (0, 360] degrees, got {self.sensor_psi_step}")
-        for name, value in {"poses": self.poses, "figure_examples": self.figure_examples, "sensor_poses": self.sensor_poses,
-                            "camera_views": self.camera_views}.items():
-            if value < 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
-        if self.poses and self.pose_angles < 1:
-            raise ValueError(f"--pose-angles must be >= 1, got {self.pose_angles}")
-        if not 0 < self.scale_min <= self.scale_max <= 1:
-            raise ValueError(f"need 0 < --scale-min <= --scale-max <= 1, got {self.scale_min}, {self.scale_max}")
-        if self.up_axis is not None and self.up_axis not in UP_AXES:
-            raise ValueError(f"--up-axis must be one of {UP_AXES}")
 
 
 def _generator(seed: int, stream: str) -> torch.Generator:
@@ -281,7 +223,6 @@ def _curves_to_lists(curves: dict) -> dict:
 @torch.no_grad()
 def interpolation_suite(kp_model, cnn_model, points: torch.Tensor, cfg: EvalConfig) -> dict:
     """Fig. 6 on the base pose, the pose-averaged curves and the KP-Net circle."""
-    device = points.device
     one = torch.ones(3)
     psi = torch.arange(cfg.angles, dtype=torch.float64) * (math.pi / 2) / cfg.angles
     psi = psi.float()

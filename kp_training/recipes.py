@@ -214,7 +214,7 @@ def write_report(out: Path, given: dict) -> None:
     few minutes."""
     from .cli import given as flags_given
     from .evaluate import build_parser, evaluate
-    from .protocols import EvalConfig
+    from .evaluate import EvalConfig
 
     command = ["--kp", str(out / MODEL_STEM), "--samples", "32", "--angles", "9", "--poses", "0", "--circle-angles", "8",
                "--equivariance-samples", "4", "--sensor-poses", "12", "--camera-views", "4", "--device",

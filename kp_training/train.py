@@ -13,7 +13,6 @@ import csv
 import dataclasses
 import json
 import math
-import os
 import signal
 import sys
 import time

@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 
 from kp_training.cli import add_config_flags, given, setting
-from kp_training.protocols import EvalConfig
+from kp_training.evaluate import EvalConfig
 from kp_training.evaluate import build_parser as eval_parser
 from kp_training.train import TrainConfig
 from kp_training.train import build_parser as train_parser

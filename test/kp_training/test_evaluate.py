@@ -275,7 +275,7 @@ def test_interpolation_conventions_with_an_equivariant_oracle(mug):
 
 
 def test_equivariance_of_an_equivariant_oracle_is_small(mug):
-    cfg = protocols.EvalConfig(kp="unused", equivariance_samples=4, batch=4)
+    cfg = ev.EvalConfig(kp="unused", equivariance_samples=4, batch=4)
     result = protocols.equivariance(CentroidOracle(mug.points), mug.points, cfg)
     assert result["rotation"]["overall"]["max"] < 1.0  # voxels: only re-voxelization noise
     assert result["scale"]["overall"]["max"] < 1.0
@@ -285,7 +285,7 @@ def test_equivariance_of_an_equivariant_oracle_is_small(mug):
 def test_the_shape_is_loaded_as_the_checkpoint_was_trained_on_it_in_metres():
     from pathlib import Path
 
-    from kp_training.protocols import EvalConfig
+    from kp_training.evaluate import EvalConfig
 
     jug = str(Path(__file__).resolve().parents[1] / "assets" / "jug.stl")
     meta = {"train_config": {"shape": jug, "up_axis": "y", "mesh_units": "mm"}}
