@@ -195,6 +195,7 @@ def fixed(tiny_model_path, tmp_path_factory):
     node, domain = start_node(node_command(params=params), home)
     join_domain(domain, home)
     probe = Probe(domain, TOPIC, name="kp_frames_probe")
+    assert probe.client.wait_for_service(timeout_sec=30) and probe.params.wait_for_service(timeout_sec=30)
     try:
         yield node, probe
     finally:

@@ -100,8 +100,9 @@ def test_every_callback_survives_an_exception_inside_and_the_node_still_answers(
         (perception.stats, "cloud_received", lambda: perception._on_cloud(cloud)),
         (perception.stats, "goal_refused", lambda: goal(node, cloud=two_points())),
         (perception.stats, "input_rate", perception._on_timer),
-        (perception.stats, "clouds_lost", lambda: perception._on_message_lost(type("Info", (), {"total_count_change": 1}))),
-        (perception.node, "resolve_topic_name", lambda: perception._on_incompatible_qos(None)),
+        (perception.stats, "clouds_lost",
+         lambda: perception.cloud_input._on_message_lost(type("Info", (), {"total_count_change": 1}))),
+        (perception.node, "resolve_topic_name", lambda: perception.cloud_input._on_incompatible_qos(None)),
         (perception.goal_cloud_pub, "publish", perception._publish_goal_views),
         (perception, "_pipeline_config", lambda: perception.on_parameters_set([])),
     ]
