@@ -35,6 +35,7 @@ def test_goal_markers_make_no_python_object_per_voxel(monkeypatch):
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(messages, "Point", CountingPoint)
+    monkeypatch.setattr(messages, "_splice_checked", {})
     header, points, keypoints, voxel = goal_inputs(20000)
     out = messages.goal_markers(header, points, keypoints, voxel, MarkerStyle())
     assert made[0] < 100, f"{made[0]} geometry_msgs/Point objects for a goal of 20000 voxels"
@@ -70,6 +71,7 @@ def test_goal_markers_with_an_unusual_frame_and_strings():
 
 def test_an_unknown_serialization_layout_falls_back_to_ordinary_messages(monkeypatch):
     monkeypatch.setattr(messages, "_point_sequence_layout", lambda one, two: None)
+    monkeypatch.setattr(messages, "_splice_checked", {})  # the verdict it leaves must not reach other tests
     header, points, keypoints, voxel = goal_inputs(50)
     cubes = as_array(messages.goal_markers(header, points, keypoints, voxel, MarkerStyle())).markers[0]
     np.testing.assert_array_equal(np.array([[p.x, p.y, p.z] for p in cubes.points]), points)
