@@ -285,8 +285,8 @@ class Pipeline:
             return self.model.encoder(voxels)
 
     def _optimize_encoder(self) -> None:
-        """Trace the encoder and let TorchScript fold it for inference (oneDNN on CPU: ~3x faster; in bf16
-        about 2x faster again, ``bench/bench_pipeline.py``).
+        """Trace the encoder and let TorchScript fold it for inference (oneDNN's fused kernels on CPU, faster
+        again in bf16: ``bench/bench_pipeline.py`` measures both).
 
         Kept only when it reproduces the eager float32 encoder on a test grid (float32: the heatmaps to 1e-4;
         bf16: the keypoints to :data:`BF16_KEYPOINT_TOLERANCE_VOXELS`); otherwise the eager one stays.
@@ -437,7 +437,7 @@ class Pipeline:
         points = conditioned.points
         grid_map = self.grid_map_for(points, config, conditioned.floor_z)
         voxels = self.voxelize(points, grid_map)
-        with self._lock:  # each encoder sets its precision up itself (autocast around the traced bf16 one: +0.7 ms)
+        with self._lock:  # each encoder sets its precision up itself (autocast only around the traced bf16 one)
             heatmaps = self._encode_heatmaps(voxels)
         keypoints = self.model.keypoints_from_heatmaps(heatmaps)[0][0]
         return Encoding(keypoints, grid_map, len(points), conditioned)

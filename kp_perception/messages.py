@@ -114,8 +114,8 @@ def _place_labels(labels: list[Marker], keypoints: np.ndarray, voxel_size: float
 
 class KeypointMarkers:
     """:func:`keypoint_markers` for a stream of clouds: the markers are built once per keypoint count and style,
-    then only their stamp, frame, positions and sizes change (building 33 markers anew took ~0.9 ms of the
-    node's cloud callback). Not thread-safe: one instance per publishing callback."""
+    then only their stamp, frame, positions and sizes change (building dozens of markers anew per cloud is a
+    visible share of the node's cloud callback). Not thread-safe: one instance per publishing callback."""
 
     def __init__(self):
         self._key = None
@@ -141,8 +141,8 @@ def goal_markers(header, goal_points: np.ndarray, goal_keypoints: np.ndarray, vo
     """The goal as a CUBE_LIST of voxels (one cube per occupied voxel) plus its rotated keypoints, as a
     serialized visualization_msgs/MarkerArray (publish it as is).
 
-    A goal has tens of thousands of voxels: one Python ``Point`` each took ~0.1 s of interpreter time per goal
-    and starved the service. The voxel centres go into the serialized message straight from numpy instead
+    A goal has tens of thousands of voxels: one Python ``Point`` each costs interpreter time per voxel and
+    starved the service (``bench/bench_perception.py`` times the goal). The voxel centres go into the serialized message straight from numpy instead
     (:func:`serialize_with_points`).
     """
     cubes = _marker(header, GOAL_NS, 0, Marker.CUBE_LIST)

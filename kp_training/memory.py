@@ -7,8 +7,8 @@ def keep_freed_memory() -> bool:
     """Make glibc keep freed memory in the process instead of unmapping it at every training step.
 
     A CPU training step allocates and frees tensors of tens of MB; glibc serves those with mmap and
-    returns them to the system at once, so each step pays page faults and zeroing in the kernel (about
-    40 % of the CPU time measured on this project's 2-core machines). Serving them from the heap and never
+    returns them to the system at once, so each step pays page faults and zeroing in the kernel (a large
+    share of a CPU step, as a profile of ``kp-train`` shows). Serving them from the heap and never
     trimming it keeps the pages (PyTorch's CPU tuning guide suggests jemalloc or tcmalloc for the same
     reason). Returns False where glibc's ``mallopt`` is not available (other C libraries, other systems).
     """

@@ -1,5 +1,5 @@
-"""Building the node's messages: the goal markers are built without a Python object per voxel (they used to
-starve the service: one geometry_msgs/Point per voxel, tens of thousands per goal) and carry the same content."""
+"""Building the node's messages: the goal markers are built without a Python object per voxel (one
+geometry_msgs/Point per voxel, tens of thousands per goal, starves the service) and carry the same content."""
 
 import numpy as np
 import pytest
