@@ -141,7 +141,7 @@ def run(out: Path, given_now: dict | None = None) -> Path:
                 values = {**json.loads((folder / "config.json").read_text()), **{k: values[k] for k in given}}
             print(f"kp-train --recipe {recipe.name}: {label}{'resuming' if resume else 'starting'} in {folder}", flush=True)
             trainer = Trainer(TrainConfig(**values), resume=resume)
-            trainer.fit(label=label)
+            trainer.fit(label=label, resume_dir=out)
             if not stage_done(folder, values["epochs"]):  # stopped by --max-minutes: --resume goes on from here
                 return folder / "last.safetensors"
         stages_wall.append({"stage": stage.name, "epochs": values["epochs"],

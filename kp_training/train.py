@@ -409,9 +409,10 @@ class Trainer:
     def out_of_time(self) -> bool:
         return self.config.max_minutes is not None and self.train_seconds >= 60 * self.config.max_minutes
 
-    def fit(self, label: str = "") -> Path:
+    def fit(self, label: str = "", resume_dir: Path | None = None) -> Path:
         """Train until ``epochs`` or ``max_minutes``; returns the run folder. ``label`` names the run on the
-        progress bar (a recipe's stage)."""
+        progress bar (a recipe's stage); ``resume_dir`` is what ``--resume`` continues after an interrupt (a
+        recipe's folder; the run folder by default)."""
         from tqdm import tqdm
 
         cfg = self.config
@@ -455,7 +456,8 @@ class Trainer:
                 )
         except KeyboardInterrupt:
             self.save_last()
-            print(f"\ninterrupted: wrote {self.out / 'last.safetensors'}; continue with --resume {self.out}", file=sys.stderr)
+            print(f"\ninterrupted: wrote {self.out / 'last.safetensors'}; continue with --resume {resume_dir or self.out}",
+                  file=sys.stderr)
             raise
         finally:
             if self.tb is not None:

@@ -61,6 +61,20 @@ def test_a_recipe_stopped_in_its_first_stage_resumes_and_ends_with_a_model_the_n
     assert json.loads((out / "recipe.json").read_text())["recipe"] == "tiny"
 
 
+def test_an_interrupted_recipe_says_to_resume_the_recipe_not_its_stage(tmp_path, tiny, capsys, monkeypatch):
+    from kp_training.train import Trainer
+
+    def interrupt(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "train_step", interrupt)
+    out = tmp_path / "run"
+    assert main(["--recipe", "tiny", "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert f"continue with --resume {out}\n" in err and "stage1-first\n" not in err.split("continue with")[-1]
+    assert (out / "stage1-first" / "last.json").is_file()
+
+
 def _mug_cloud():
     from kp_training.shapes import load_shape
 
