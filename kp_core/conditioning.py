@@ -112,25 +112,33 @@ def veil_pixels(organized: np.ndarray, origin: np.ndarray, max_angle_deg: float,
         organized: (H, W, 3) points (NaN where the camera had no return), in any frame.
         origin: (3,) the camera's optical centre in that frame.
     """
-    # float32 components and squared lengths: no square root, no division, a few passes over the image.
+    # float32 components and squared lengths, no square root or division. Only the steps longer than the jump
+    # (a few percent of a camera's image: its depth edges) get the ray test, on those pixels alone.
     points = np.asarray(organized, dtype=np.float32)
+    height, width = points.shape[:2]
     x, y, z = (np.ascontiguousarray(points[..., i]) for i in range(3))
+    flat = x.ravel(), y.ravel(), z.ravel()
     ox, oy, oz = (np.float32(v) for v in np.asarray(origin, dtype=np.float64))
-    rx, ry, rz = x - ox, y - oy, z - oz
-    r2 = rx * rx + ry * ry + rz * rz
     cos2 = np.float32(np.cos(np.radians(max_angle_deg)) ** 2)
     jump2 = np.float32(min_jump_m**2)
-    veil = np.zeros(points.shape[:2], dtype=bool)
-    for near, far in (((slice(None), slice(None, -1)), (slice(None), slice(1, None))),
-                      ((slice(None, -1), slice(None)), (slice(1, None), slice(None)))):
+    veil = np.zeros(height * width, dtype=bool)
+    for near, far, step in (((slice(None), slice(None, -1)), (slice(None), slice(1, None)), 1),
+                            ((slice(None, -1), slice(None)), (slice(1, None), slice(None)), width)):
         dx, dy, dz = x[far] - x[near], y[far] - y[near], z[far] - z[near]
         s2 = dx * dx + dy * dy + dz * dz
-        along = dx * rx[near] + dy * ry[near] + dz * rz[near]
-        edge = (s2 > jump2) & (along * along > cos2 * s2 * r2[near])  # False where either end is NaN
-        farther = r2[far] > r2[near]
-        veil[far] |= edge & farther
-        veil[near] |= edge & ~farther
-    return veil
+        rows, cols = np.nonzero(s2 > jump2)  # False where either end is NaN
+        dx, dy, dz, s2 = dx[rows, cols], dy[rows, cols], dz[rows, cols], s2[rows, cols]
+        first = rows * width + cols
+        second = first + step
+        rx, ry, rz = flat[0][first] - ox, flat[1][first] - oy, flat[2][first] - oz
+        r2 = rx * rx + ry * ry + rz * rz
+        along = dx * rx + dy * ry + dz * rz
+        edge = along * along > cos2 * s2 * r2
+        fx, fy, fz = flat[0][second] - ox, flat[1][second] - oy, flat[2][second] - oz
+        farther = fx * fx + fy * fy + fz * fz > r2
+        veil[second[edge & farther]] = True
+        veil[first[edge & ~farther]] = True
+    return veil.reshape(height, width)
 
 
 def kept_pixels(organized: np.ndarray, cfg: ConditioningConfig, origin: np.ndarray | None = None) -> np.ndarray:
@@ -138,7 +146,7 @@ def kept_pixels(organized: np.ndarray, cfg: ConditioningConfig, origin: np.ndarr
     ``veil_angle_deg`` 0 or with conditioning off). ``origin``: the camera's centre, default the frame's origin (a
     depth camera publishes in its own optical frame)."""
     organized = np.asarray(organized)
-    keep = np.isfinite(organized).all(axis=-1)
+    keep = np.isfinite(organized[..., 0]) & np.isfinite(organized[..., 1]) & np.isfinite(organized[..., 2])
     if cfg.enabled and cfg.veil_angle_deg > 0 and min(organized.shape[:2]) > 1:
         keep &= ~veil_pixels(organized, np.zeros(3) if origin is None else origin, cfg.veil_angle_deg, cfg.veil_jump_m)
     return keep
@@ -207,6 +215,19 @@ class Thickness:
     table: np.ndarray  # (shape[0] * shape[1],) metres
     tile: float
     tolerance: float  # outside the squares
+
+    def split(self, points: np.ndarray, heights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N,) bool masks of (N, 3) points at ``heights`` above the plane: above the thickness under them, and
+        within it (the plane's own points). Only the points whose height lies between the thinnest and the
+        thickest square need their square looked up (:meth:`at`): few, on a whole scene's table."""
+        thinnest, thickest = min(self.table.min(), self.tolerance), max(self.table.max(), self.tolerance)
+        magnitude = np.abs(heights)
+        above, within = heights > thickest, magnitude <= thinnest
+        unsure = np.flatnonzero((magnitude > thinnest) & (magnitude <= thickest))
+        thickness = self.at(points[unsure])
+        above[unsure] = heights[unsure] > thickness
+        within[unsure] = magnitude[unsure] <= thickness
+        return above, within
 
     def at(self, points: np.ndarray) -> np.ndarray:
         """(N,) the thickness under each of (N, 3) points."""
@@ -327,10 +348,10 @@ def covers_an_area(points: np.ndarray, cell: float, share: float = 0.3) -> bool:
     """Whether points seen from above fill an area rather than trace a line: at least ``share`` of the squares of
     side ``cell`` they occupy have three or four of their four side neighbours occupied too. A table, or a ring
     of it two squares wide, does; a band of an object's walls cut by a horizontal plane (one square wide) does
-    not. ``points`` must be dense (a whole cloud, not a random subset), or the squares have holes."""
+    not. ``points`` must be dense (a whole cloud, or an evenly strided part of it; not a random subset), or the
+    squares have holes."""
     if len(points) < 10:
         return False
-    points = points[:: max(1, len(points) // 40000)]  # a dense cloud keeps several points per square
     ij = np.floor((points[:, :2] - points[:, :2].min(axis=0)) / cell).astype(np.int64) + 1
     shape = ij.max(axis=0) + 2
     if int(shape[0]) * int(shape[1]) > DENSE_CELLS:  # larger than any table this node looks at
@@ -371,7 +392,10 @@ def supports(plane: Plane, thickness: Thickness, points: np.ndarray, cell: float
     hanging = int((~outside_hull(below[:, :2], standing[:, :2], -cell)).sum()) if len(below) else 0
     if hanging > 0.02 * len(standing):
         return False
-    return covers_an_area(cloud[np.abs(plane.height(cloud)) <= plane.tolerance], 2 * cell)  # the dearest test last
+    # The dearest test last. An evenly strided part of the plane's points (a dense cloud keeps several per square),
+    # gathered by index: copying all of a scene's table first would cost more than the test.
+    on = np.flatnonzero(np.abs(plane.height(cloud)) <= plane.tolerance)
+    return covers_an_area(cloud[on[:: max(1, len(on) // 40000)]], 2 * cell)
 
 
 DENSE_CELLS = 1 << 21
@@ -628,10 +652,8 @@ def condition(points: np.ndarray, obj: ObjectSize | None, cfg: ConditioningConfi
             break
     band = None  # the plane's own points (not those below it): the object's base may be among them
     if floor is not None:
-        height = floor.height(points)
-        thickness = floor_thickness.at(points)
-        above = height > thickness
-        band = points[~above & (height >= -thickness)]
+        above, within_plane = floor_thickness.split(points, floor.height(points))
+        band = Band(points, within_plane)
         removed["plane and below"] = int((~above).sum())
         points = points[above]
     if len(points) < 3:
@@ -680,12 +702,28 @@ BASE_REACH = 0.0015
 """Metres: a point of the plane's band within this of the object's foot, seen from above, is the object's."""
 
 
-def restore_base(object_points: np.ndarray, band: np.ndarray, floor: Plane, cell: float) -> np.ndarray:
+@dataclass
+class Band:
+    """A support plane's own points, kept as a mask of the cloud: a scene's table is most of it, and only the
+    part under the object is ever read (:meth:`in_box`)."""
+
+    cloud: np.ndarray  # (N, 3)
+    mask: np.ndarray  # (N,) bool
+
+    def in_box(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """(M, 3) the band's points with x and y within [lo, hi] (each (2,)), in the cloud's order."""
+        x = self.cloud[:, 0]
+        index = np.flatnonzero(self.mask & (x >= lo[0]) & (x <= hi[0]))
+        y = self.cloud[index, 1]
+        return self.cloud[index[(y >= lo[1]) & (y <= hi[1])]]
+
+
+def restore_base(object_points: np.ndarray, band: Band | None, floor: Plane, cell: float) -> np.ndarray:
     """The points of the plane's band that are the object's own base: those right under its lowest slice (its
     points within ``cell`` above the band), seen from above. The band took the object's lowest millimetres with
     the plane; a model trained on whole objects misses them. The lowest slice is the body's foot (a mug's handle
     starts higher), so the table around the object stays out."""
-    if band is None or not len(band):
+    if band is None or not band.mask.any():
         return np.zeros((0, 3))
     height = floor.height(object_points)
     foot = object_points[height <= height.min() + cell][:, :2]
@@ -695,7 +733,7 @@ def restore_base(object_points: np.ndarray, band: np.ndarray, floor: Plane, cell
     radius = np.linalg.norm(foot - np.median(foot, axis=0), axis=1)
     foot = foot[radius <= np.percentile(radius, 90)]
     lo, hi = foot.min(axis=0) - BASE_REACH, foot.max(axis=0) + BASE_REACH
-    near = band[(band[:, 0] >= lo[0]) & (band[:, 0] <= hi[0]) & (band[:, 1] >= lo[1]) & (band[:, 1] <= hi[1])]
+    near = band.in_box(lo, hi)
     near = near[~outside_hull(near[:, :2], foot, BASE_REACH)]
     if not len(near):
         return near
