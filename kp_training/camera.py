@@ -189,8 +189,8 @@ class SceneRenderer:
         if cond.flying > 0:
             self._flying_pixels(cond, rng_, labels, sample)
         valid = np.isfinite(rng_)
-        sigma = cond.noise_m * (rng_ / 0.6) ** 2
-        noisy = rng_ + self.rng.standard_normal(rng_.shape) * np.where(valid, sigma, 0.0)
+        sigma = cond.noise_m * (np.where(valid, rng_, 0.0) / 0.6) ** 2  # no return: infinite range, no noise
+        noisy = rng_ + self.rng.standard_normal(rng_.shape) * sigma
         if cond.keep < 1:
             valid &= self.rng.random(valid.shape) < cond.keep
         points = position + directions.reshape(h, w, 3) * np.where(valid, noisy, np.nan)[..., None]
