@@ -2,7 +2,8 @@
 defaults, choices and help of a CLI's settings are written.
 
 A field becomes ``--field-name`` (underscores as dashes) of the field's type (``int``, ``float``, ``str``, or
-``bool`` as ``--x/--no-x``; ``T | None`` as ``T``), with the help and choices of :func:`setting`. Every flag
+``bool`` as ``--x/--no-x``; ``T | None`` as ``T``; ``list[T]`` as a flag given once per item), with the help and
+choices of :func:`setting`. Every flag
 defaults to None, meaning "not given", so a config file's values survive unless a flag overrides them:
 :func:`given` returns only what the user typed.
 """
@@ -29,15 +30,21 @@ def setting(default: Any = dataclasses.MISSING, help: str = "", *, choices: Sequ
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def _flag_type(annotation) -> type:
-    """``int``, ``float``, ``str`` or ``bool`` from an annotation, unwrapping ``T | None``."""
+def _flag_type(annotation) -> tuple[type, bool]:
+    """(``int``, ``float``, ``str`` or ``bool``, whether the flag repeats) from an annotation, unwrapping
+    ``T | None`` and ``list[T]``."""
+    if typing.get_origin(annotation) is list:
+        (item,) = typing.get_args(annotation)
+        if item not in _SCALARS:
+            raise TypeError(f"no flag for the annotation {annotation}")
+        return item, True
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         if len(args) != 1:
             raise TypeError(f"no flag for the annotation {annotation}")
         annotation = args[0]
     if annotation is bool or annotation in _SCALARS:
-        return annotation
+        return annotation, False
     raise TypeError(f"no flag for the annotation {annotation}")
 
 
@@ -48,7 +55,7 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls) -> None:
         meta = f.metadata
         if not meta.get("cli", True):
             continue
-        kind = _flag_type(hints[f.name])
+        kind, repeated = _flag_type(hints[f.name])
         flags = ["--" + f.name.replace("_", "-"), *meta.get("aliases", ())]
         help_text = meta.get("help", "")
         if f.default is not dataclasses.MISSING and f.default is not None and kind is not bool:
@@ -58,6 +65,8 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls) -> None:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["type"] = kind
+            if repeated:
+                kwargs["action"] = "append"
             if meta.get("choices"):
                 kwargs["choices"] = meta["choices"]
             if meta.get("metavar"):

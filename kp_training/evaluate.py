@@ -35,7 +35,7 @@ from kp_core.devices import resolve_device
 from kp_core.pipeline import Pipeline
 from kp_core.placement import trained_inputs
 
-from . import __version__
+from . import __version__, recipes
 from .cli import add_config_flags, given, setting
 from .data import SCALE_RANGE
 from .protocols import (
@@ -89,6 +89,9 @@ class EvalConfig:
     scale_max: float = setting(SCALE_RANGE[1], "largest per-axis scale of the augmentations")
     figures: bool = setting(True, "write PNG figures")
     note: str | None = setting(None, "a note printed at the top of the Markdown report")
+    recipe_run: list[str] = setting(help="a kp-train --recipe run folder (or its published copy, "
+                                    "scripts/publish_recipe.py) whose stages and time-to-quality curve the report "
+                                    "shows; give it once per run", metavar="DIR", default_factory=list)
     num_threads: int | None = setting(None, "CPU threads for torch")
     command: list[str] = setting(help="the command line, for the report", cli=False, default_factory=list)
 
@@ -113,6 +116,8 @@ class EvalConfig:
             raise ValueError(f"need 0 < --scale-min <= --scale-max <= 1, got {self.scale_min}, {self.scale_max}")
         if self.up_axis is not None and self.up_axis not in UP_AXES:
             raise ValueError(f"--up-axis must be one of {UP_AXES}")
+        for run in self.recipe_run:
+            recipes.read(Path(run))  # a recipe's folder with its recipe.json (OSError or ValueError)
 
 
 def _checkpoint_info(path: str, meta: dict) -> dict:
@@ -261,6 +266,10 @@ def evaluate(cfg: EvalConfig, loaded: dict | None = None) -> dict:
                        for name in (KP, KP_COMPARE) if paths[name] is not None},
         }
 
+    if cfg.recipe_run:
+        results["recipe_runs"] = [
+            recipes.time_to_quality(Path(run), figure=out / f"time_to_quality_{i + 1}.png" if cfg.figures else None)
+            for i, run in enumerate(cfg.recipe_run)]
     write_tables_and_csv(out, results)
     if cfg.figures:
         print("kp-eval: figures", flush=True)

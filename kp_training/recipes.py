@@ -157,10 +157,15 @@ def run(out: Path, given_now: dict | None = None) -> Path:
 
 
 def stage_logs(out: Path, recipe: Recipe) -> list[tuple[str, list[dict]]]:
-    """Each stage's ``log.csv`` rows, their ``wall_s`` counted from the recipe's start."""
+    """Each stage's ``log.csv`` rows, their ``wall_s`` (seconds of step time) counted from the recipe's start; a
+    stage that has not ended an epoch yet has none."""
     logs, offset = [], 0.0
     for i, stage in enumerate(recipe.stages):
-        with open(stage_dir(out, i, stage) / "log.csv", newline="") as f:
+        path = stage_dir(out, i, stage) / "log.csv"
+        if not path.is_file():
+            logs.append((stage.name, []))
+            continue
+        with open(path, newline="") as f:
             rows = [dict(r, wall_s=float(r["wall_s"]) + offset) for r in csv.DictReader(f)]
         logs.append((stage.name, rows))
         if rows:
@@ -168,15 +173,16 @@ def stage_logs(out: Path, recipe: Recipe) -> list[tuple[str, list[dict]]]:
     return logs
 
 
-def write_curve(out: Path, recipe: Recipe, logs: list[tuple[str, list[dict]]]) -> Path:
-    """``DIR/time_to_quality.png``: every stage's validation curves (:func:`stage_logs`) on one time axis."""
+def write_curve(out: Path, recipe: Recipe, logs: list[tuple[str, list[dict]]], path: Path | None = None) -> Path:
+    """``DIR/time_to_quality.png`` (or ``path``): every stage's validation curves (:func:`stage_logs`) on one time
+    axis."""
     from .figures import plot_training_curve
 
     starts, start = [], 0.0
     for name, rows in logs:
         starts.append((start / 60, name))
         start = rows[-1]["wall_s"] if rows else start
-    path = out / "time_to_quality.png"
+    path = path or out / "time_to_quality.png"
     plot_training_curve(path, [r for _, rows in logs for r in rows], f"kp-train --recipe {recipe.name}: time to quality",
                         starts)
     return path
@@ -196,6 +202,39 @@ def curve_table(logs: list[tuple[str, list[dict]]]) -> str:
                      for k, _ in columns]
             lines.append(f"| {name} | {r['epoch']} | {r['global_step']} | {r['wall_s'] / 60:.1f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def time_to_quality(out: Path, figure: Path | None = None) -> dict:
+    """What a report shows of a recipe's run folder (or of a copy made by :func:`publish`): the recipe, the flags
+    given, each stage's steps and step time (once the model is exported), the validation table and, with
+    ``figure``, the curve drawn there (:func:`write_curve`; its file name under ``"figure"``)."""
+    recipe, given = read(out)
+    logs = stage_logs(out, recipe)
+    meta = out / f"{MODEL_STEM}.json"
+    stages = read_metadata(meta)["recipe"]["stages"] if meta.is_file() else []
+    entry = {"run": str(out), "recipe": recipe.name, "given": given, "stages": stages, "table": curve_table(logs)}
+    if figure is not None:
+        entry["figure"] = write_curve(out, recipe, logs, figure).name
+    return entry
+
+
+PUBLISHED = (RECIPE_FILE, f"{MODEL_STEM}.json", "report.md", "time_to_quality.png", "eval/*.png", "eval/*.md",
+             "stage*/log.csv", "stage*/config.json")
+"""What :func:`publish` copies: everything a report of the run reads, no weights."""
+
+
+def publish(out: Path, dest: Path) -> list[Path]:
+    """Copy a recipe run's report, curves, logs and metadata (:data:`PUBLISHED`; no weights) into ``dest`` (e.g.
+    ``docs/recipes/NAME``), keeping the run folder's layout so that ``kp-eval --recipe-run dest`` reads it."""
+    read(out)  # a recipe's folder, or ValueError
+    copied = []
+    for pattern in PUBLISHED:
+        for source in sorted(out.glob(pattern)):
+            target = dest / source.relative_to(out)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            copied.append(target)
+    return copied
 
 
 def export(out: Path, recipe: Recipe, stages_wall: list[dict]) -> Path:

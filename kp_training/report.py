@@ -237,6 +237,31 @@ def json_safe(obj):
     return obj
 
 
+def recipe_runs_markdown(runs: list[dict], rel: Path) -> list[str]:
+    """The section on ``kp-train --recipe`` runs (``kp-eval --recipe-run``): each run's stages, curve and table."""
+    lines = ["## Your own object in one command: time to quality", "",
+             "Each `kp-train --recipe` run below: its stages (steps, and minutes of step time: the training steps "
+             "alone, without validation), then the validation figures at the end of every epoch against minutes of "
+             "step time from the start (reconstruction IoU and the per-epoch goal check on simulated camera clouds; "
+             "its report's sensor and camera protocols are in the run's `report.md`).", ""]
+    for run in runs:
+        flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in sorted(run["given"].items()))
+        shape = run["given"].get("shape", "mug")
+        lines += [f"### {Path(shape).name}: `kp-train --recipe {run['recipe']}{' ' + flags if flags else ''}`", "",
+                  f"Run folder: `{run['run']}`.", ""]
+        if run["stages"]:
+            lines += ["| stage | epochs | steps (cumulative) | minutes of step time |", "|---|---|---|---|"]
+            lines += [f"| {st['stage']} | {st['epochs']} | {st['global_step']} | {st['train_seconds'] / 60:.1f} |"
+                      for st in run["stages"]]
+            lines.append("")
+        else:
+            lines += ["(not finished: no model exported yet)", ""]
+        if run.get("figure"):
+            lines += [f"![Time to quality, {Path(shape).name}]({(rel / run['figure']).as_posix()})", ""]
+        lines += [run["table"], ""]
+    return lines
+
+
 def results_markdown(results: dict, out: Path, md_path: Path) -> str:
     """The report (docs/RESULTS.md): tables beside the paper's, figures, commands, checkpoint configs."""
     cfg = results["config"]
@@ -351,6 +376,8 @@ def results_markdown(results: dict, out: Path, md_path: Path) -> str:
                   "scale (angle 0), or both; statistics over all transforms x keypoints. Re-voxelization alone "
                   "moves surfaces by up to about half a voxel.", "", equivariance_markdown(eq),
                   image("equivariance", "Equivariance error per keypoint"), ""]
+    if results.get("recipe_runs"):
+        lines += recipe_runs_markdown(results["recipe_runs"], rel)
     lines += ["## Checkpoints", ""]
     for name, info in results["checkpoints"].items():
         lines += [f"### {name}", "", f"`{info['path']}` (SHA-256 of the weights `{info.get('weights_sha256', '?')}`)", ""]

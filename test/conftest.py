@@ -64,3 +64,37 @@ def mug_cloud(mug):
     pts = mug.points.numpy().astype(np.float64) * norm["mesh_units_per_grid_unit"] + np.asarray(norm["center"])
     rng = np.random.default_rng(0)
     return pts[rng.choice(len(pts), size=min(20000, len(pts)), replace=False)]
+
+
+@pytest.fixture
+def recipe_run(tmp_path):
+    """A finished ``kp-train --recipe node`` run folder, written by hand (no training): recipe.json, each stage's
+    log.csv (two epochs, 100 s of step time each) and config.json, model.json with the stages' steps and times,
+    and weights files (which a published copy leaves out)."""
+    import csv
+    import json
+
+    out = tmp_path / "recipe-run"
+    out.mkdir()
+    (out / "recipe.json").write_text(json.dumps({"recipe": "node", "given": {"seed": 3}}))
+    for stage, steps in (("stage1-shape", (100, 200)), ("stage2-operating-point", (300, 400))):
+        (out / stage).mkdir()
+        (out / stage / "config.json").write_text("{}")
+        (out / stage / "best.safetensors").write_bytes(b"weights")
+        with open(out / stage / "log.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["epoch", "global_step", "wall_s", "val_iou", "val_goal_whole_mean",
+                                                   "val_goal_single_mean", "val_yaw_whole_p90_deg",
+                                                   "val_yaw_single_p90_deg"])
+            writer.writeheader()
+            for epoch, step in enumerate(steps, 1):
+                writer.writerow({"epoch": epoch, "global_step": step, "wall_s": 100.0 * epoch, "val_iou": step / 1000,
+                                 "val_goal_whole_mean": step / 800, "val_goal_single_mean": step / 900,
+                                 "val_yaw_whole_p90_deg": 40 - step / 20, "val_yaw_single_p90_deg": 60 - step / 20})
+    from kp_core.checkpoint import FORMAT_VERSION
+
+    (out / "model.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "architecture": {}, "recipe": {
+        "name": "node", "stages": [
+        {"stage": "shape", "epochs": 2, "global_step": 200, "train_seconds": 200.0},
+        {"stage": "operating-point", "epochs": 2, "global_step": 400, "train_seconds": 200.0}]}}))
+    (out / "model.safetensors").write_bytes(b"weights")
+    return out

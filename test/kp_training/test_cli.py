@@ -19,6 +19,7 @@ class Example:
     mode: str = setting("a", "which mode", choices=("a", "b"))
     verbose: bool = setting(False, "talk more")
     hidden: list = setting(help="not a flag", cli=False, default_factory=list)
+    extra: list[str] = setting(help="given once per item", default_factory=list)
 
 
 def parse(argv):
@@ -37,6 +38,11 @@ def test_types_choices_aliases_and_booleans():
             parse(bad)
 
 
+def test_a_list_field_is_a_flag_given_once_per_item():
+    assert given(parse(["--extra", "a", "--count", "1", "--extra", "b c"]), Example) == {"extra": ["a", "b c"], "count": 1}
+    assert Example().extra == [] and "extra" not in given(parse([]), Example)
+
+
 def test_flags_left_out_are_not_given_so_config_files_keep_their_values():
     assert given(parse([]), Example) == {}
 
@@ -46,8 +52,13 @@ def test_unsupported_annotations_are_refused():
     class Bad:
         pairs: tuple = (1, 2)
 
-    with pytest.raises(TypeError, match="no flag"):
-        add_config_flags(argparse.ArgumentParser(), Bad)
+    @dataclasses.dataclass
+    class BadList:
+        nested: list[list] = dataclasses.field(default_factory=list)
+
+    for cls in (Bad, BadList):
+        with pytest.raises(TypeError, match="no flag"):
+            add_config_flags(argparse.ArgumentParser(), cls)
 
 
 @pytest.mark.parametrize("config_cls, parser", [(TrainConfig, train_parser), (EvalConfig, eval_parser)])

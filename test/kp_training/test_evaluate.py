@@ -45,10 +45,11 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
-def test_full_run_writes_every_output(kp_run, cnn_ckpt, tmp_path):
+def test_full_run_writes_every_output(kp_run, cnn_ckpt, tmp_path, recipe_run):
     out, md = tmp_path / "results", tmp_path / "docs" / "RESULTS.md"
     argv = ["--kp", str(kp_run), "--cnn", str(cnn_ckpt), "--out", str(out), "--results-md", str(md),
-            "--note", "tiny test models", "--kp-compare", str(kp_run / "last.safetensors")] + TINY_EVAL
+            "--note", "tiny test models", "--kp-compare", str(kp_run / "last.safetensors"),
+            "--recipe-run", str(recipe_run), "--recipe-run", str(recipe_run)] + TINY_EVAL
     assert ev.main(argv) == 0
     results = json.loads((out / "results.json").read_text())
 
@@ -113,6 +114,12 @@ def test_full_run_writes_every_output(kp_run, cnn_ckpt, tmp_path):
     assert '"preset": "fast"' in text and '"decoder_channels": 32' in text  # the training config
     for name in figures.values():
         assert f"](../results/{name})" in text
+    recipes_section = text.split("## Your own object in one command: time to quality")[1].split("## Checkpoints")[0]
+    assert recipes_section.count("kp-train --recipe node --seed 3") == 2
+    assert "| operating-point | 2 | 400 | 3.3 |" in recipes_section  # the stages' steps and minutes of step time
+    assert "| operating-point | 2 | 400 | 6.7 |" in recipes_section  # the validation table, from the recipe's start
+    for i in (1, 2):
+        assert f"](../results/time_to_quality_{i}.png)" in recipes_section and (out / f"time_to_quality_{i}.png").is_file()
 
 
 def test_only_cnn_without_figures(cnn_ckpt, tmp_path):
@@ -168,6 +175,7 @@ def test_the_papers_protocols_skip_a_model_not_trained_on_its_inputs(kp_run, cnn
         (["--kp", "K", "--device", "cuda:7"] if not torch.cuda.is_available() else ["--kp", "K", "--device", "tpu"],
          "device"),
         (["--kp", "K", "--bogus"], "unrecognized arguments"),
+        (["--kp", "K", "--recipe-run", "/nonexistent/recipe-run"], "/nonexistent/recipe-run/recipe.json"),
         (["--kp", "K", "--out", "/proc/kp-eval-cannot-write-here"], "kp-eval-cannot-write-here"),
     ],
 )

@@ -100,3 +100,31 @@ def test_bad_recipe_arguments_exit_with_a_clear_error(tmp_path, capsys, args, me
         main(args)
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # nothing written: the corrected command starts afresh
+
+
+def test_a_published_run_keeps_its_layout_and_leaves_the_weights_out(recipe_run, tmp_path):
+    dest = tmp_path / "docs" / "recipes" / "mug"
+    copied = {p.relative_to(dest).as_posix() for p in recipes.publish(recipe_run, dest)}
+    assert copied == {"recipe.json", "model.json", "stage1-shape/log.csv", "stage1-shape/config.json",
+                      "stage2-operating-point/log.csv", "stage2-operating-point/config.json"}
+    assert not list(dest.rglob("*.safetensors"))
+    assert recipes.time_to_quality(dest)["table"] == recipes.time_to_quality(recipe_run)["table"]
+
+
+def test_time_to_quality_counts_minutes_from_the_recipes_start_across_stages(recipe_run, tmp_path):
+    entry = recipes.time_to_quality(recipe_run, figure=tmp_path / "curve.png")
+    assert entry["recipe"] == "node" and entry["given"] == {"seed": 3}
+    assert [s["global_step"] for s in entry["stages"]] == [200, 400]
+    rows = [line for line in entry["table"].splitlines() if line.startswith("| shape") or line.startswith("| operating")]
+    # Each stage's log counts its own step time from 0; the second stage's 100 s and 200 s follow the first's 200 s.
+    assert [row.split(" | ")[3] for row in rows] == ["1.7", "3.3", "5.0", "6.7"]
+    assert rows[-1].startswith("| operating-point | 2 | 400 | 6.7 | 0.400 | 0.500 |")
+    assert entry["figure"] == "curve.png" and (tmp_path / "curve.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_an_unfinished_recipe_has_no_stages_yet_and_the_rows_it_has(recipe_run):
+    (recipe_run / "model.json").unlink()
+    for path in (recipe_run / "stage2-operating-point").iterdir():
+        path.unlink()
+    entry = recipes.time_to_quality(recipe_run)
+    assert entry["stages"] == [] and "| operating-point" not in entry["table"] and "| shape | 2 | 200 |" in entry["table"]
