@@ -172,6 +172,8 @@ def check_precision(precision: str) -> str:
     if precision not in SERVING_PRECISIONS:
         raise PipelineError(f"precision must be one of {', '.join(SERVING_PRECISIONS)}, got {precision!r}")
     return precision
+
+
 BF16_KEYPOINT_TOLERANCE_VOXELS = 0.25
 """How far bf16 keypoints may sit from float32 ones on the start-up probe (``bench/bench_pipeline.py`` prints the
 error on a mug cloud)."""
