@@ -250,7 +250,7 @@ def recipe_runs_markdown(runs: list[dict], rel: Path) -> list[str]:
         lines += [f"### {Path(shape).name}: `kp-train --recipe {run['recipe']}{' ' + flags if flags else ''}`", "",
                   f"Run folder: `{run['run']}`.", ""]
         if run["stages"]:
-            lines += ["| stage | epochs | steps (cumulative) | minutes of step time |", "|---|---|---|---|"]
+            lines += ["| stage | epochs | steps | minutes of step time |", "|---|---|---|---|"]
             lines += [f"| {st['stage']} | {st['epochs']} | {st['global_step']} | {st['train_seconds'] / 60:.1f} |"
                       for st in run["stages"]]
             lines.append("")

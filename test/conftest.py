@@ -77,7 +77,7 @@ def recipe_run(tmp_path):
     out = tmp_path / "recipe-run"
     out.mkdir()
     (out / "recipe.json").write_text(json.dumps({"recipe": "node", "given": {"seed": 3}}))
-    for stage, steps in (("stage1-shape", (100, 200)), ("stage2-operating-point", (300, 400))):
+    for stage in ("stage1-shape", "stage2-operating-point"):
         (out / stage).mkdir()
         (out / stage / "config.json").write_text("{}")
         (out / stage / "best.safetensors").write_bytes(b"weights")
@@ -86,7 +86,7 @@ def recipe_run(tmp_path):
                                                    "val_goal_single_mean", "val_yaw_whole_p90_deg",
                                                    "val_yaw_single_p90_deg"])
             writer.writeheader()
-            for epoch, step in enumerate(steps, 1):
+            for epoch, step in ((1, 100), (2, 200)):  # each stage counts its own steps
                 writer.writerow({"epoch": epoch, "global_step": step, "wall_s": 100.0 * epoch, "val_iou": step / 1000,
                                  "val_goal_whole_mean": step / 800, "val_goal_single_mean": step / 900,
                                  "val_yaw_whole_p90_deg": 40 - step / 20, "val_yaw_single_p90_deg": 60 - step / 20})
@@ -95,6 +95,6 @@ def recipe_run(tmp_path):
     (out / "model.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "architecture": {}, "recipe": {
         "name": "node", "stages": [
         {"stage": "shape", "epochs": 2, "global_step": 200, "train_seconds": 200.0},
-        {"stage": "operating-point", "epochs": 2, "global_step": 400, "train_seconds": 200.0}]}}))
+        {"stage": "operating-point", "epochs": 2, "global_step": 200, "train_seconds": 200.0}]}}))
     (out / "model.safetensors").write_bytes(b"weights")
     return out

@@ -116,8 +116,8 @@ def test_full_run_writes_every_output(kp_run, cnn_ckpt, tmp_path, recipe_run):
         assert f"](../results/{name})" in text
     recipes_section = text.split("## Your own object in one command: time to quality")[1].split("## Checkpoints")[0]
     assert recipes_section.count("kp-train --recipe node --seed 3") == 2
-    assert "| operating-point | 2 | 400 | 3.3 |" in recipes_section  # the stages' steps and minutes of step time
-    assert "| operating-point | 2 | 400 | 6.7 |" in recipes_section  # the validation table, from the recipe's start
+    assert "| operating-point | 2 | 200 | 3.3 |" in recipes_section  # the stage's steps and minutes of step time
+    assert "| operating-point | 2 | 200 | 6.7 |" in recipes_section  # the validation table, from the recipe's start
     for i in (1, 2):
         assert f"](../results/time_to_quality_{i}.png)" in recipes_section and (out / f"time_to_quality_{i}.png").is_file()
 

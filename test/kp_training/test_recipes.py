@@ -114,11 +114,11 @@ def test_a_published_run_keeps_its_layout_and_leaves_the_weights_out(recipe_run,
 def test_time_to_quality_counts_minutes_from_the_recipes_start_across_stages(recipe_run, tmp_path):
     entry = recipes.time_to_quality(recipe_run, figure=tmp_path / "curve.png")
     assert entry["recipe"] == "node" and entry["given"] == {"seed": 3}
-    assert [s["global_step"] for s in entry["stages"]] == [200, 400]
+    assert [s["global_step"] for s in entry["stages"]] == [200, 200]
     rows = [line for line in entry["table"].splitlines() if line.startswith("| shape") or line.startswith("| operating")]
     # Each stage's log counts its own step time from 0; the second stage's 100 s and 200 s follow the first's 200 s.
     assert [row.split(" | ")[3] for row in rows] == ["1.7", "3.3", "5.0", "6.7"]
-    assert rows[-1].startswith("| operating-point | 2 | 400 | 6.7 | 0.400 | 0.500 |")
+    assert rows[-1].startswith("| operating-point | 2 | 200 | 6.7 | 0.200 | 0.250 |")
     assert entry["figure"] == "curve.png" and (tmp_path / "curve.png").read_bytes().startswith(b"\x89PNG")
 
 
