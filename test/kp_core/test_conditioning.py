@@ -202,3 +202,21 @@ def test_veils_at_a_depth_edge_go_and_a_noisy_or_tilted_surface_stays():
     assert keep.sum() == 48 * (64 - 3)
     for cfg in (ConditioningConfig(veil_angle_deg=0.0), ConditioningConfig(enabled=False)):
         assert kept_pixels(organized_image(depth), cfg).sum() == 48 * 63
+
+
+def test_a_planes_split_reads_each_points_own_square_where_the_thickness_decides():
+    from kp_core.conditioning import Thickness
+
+    rng = np.random.default_rng(5)
+    table = rng.uniform(0.003, 0.009, size=12)  # 3 x 4 squares of 5 cm, each its own thickness
+    thickness = Thickness(lo=np.array([0.0, 0.0]), shape=np.array([3, 4]), table=table, tile=0.05, tolerance=0.003)
+    points = np.column_stack([rng.uniform(-0.05, 0.2, 5000), rng.uniform(-0.05, 0.25, 5000), np.zeros(5000)])
+    heights = rng.uniform(-0.02, 0.02, 5000)
+    above, within = thickness.split(points, heights)
+    # The oracle: each point's square by its own floor division, outside the squares the plane's tolerance.
+    i, j = np.floor(points[:, 0] / 0.05).astype(int), np.floor(points[:, 1] / 0.05).astype(int)
+    inside = (i >= 0) & (i < 3) & (j >= 0) & (j < 4)
+    own = np.where(inside, table[np.clip(i, 0, 2) * 4 + np.clip(j, 0, 3)], 0.003)
+    np.testing.assert_array_equal(above, heights > own)
+    np.testing.assert_array_equal(within, np.abs(heights) <= own)
+    assert 0 < (np.abs(heights) <= own).sum() and not (above & within).any()
