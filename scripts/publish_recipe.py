@@ -22,11 +22,13 @@ from kp_training.recipes import publish  # noqa: E402
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="the recipe's run folder (kp-train --recipe NAME --out RUN)")
-    parser.add_argument("dest", type=Path, help="where the copy goes (replaced if it exists)")
+    parser.add_argument("dest", type=Path, help="where the copy goes (an earlier copy there is replaced)")
     args = parser.parse_args(argv)
     if not (args.run / "recipe.json").is_file():
         parser.error(f"{args.run} is not a recipe's run folder (no recipe.json)")
     if args.dest.exists():
+        if not (args.dest / "recipe.json").is_file() or list(args.dest.rglob("*.safetensors")):
+            parser.error(f"{args.dest} exists and is not a published copy of a recipe run: choose another folder")
         shutil.rmtree(args.dest)
     for path in publish(args.run, args.dest):
         print(path)

@@ -128,3 +128,21 @@ def test_an_unfinished_recipe_has_no_stages_yet_and_the_rows_it_has(recipe_run):
         path.unlink()
     entry = recipes.time_to_quality(recipe_run)
     assert entry["stages"] == [] and "| operating-point" not in entry["table"] and "| shape | 2 | 200 |" in entry["table"]
+
+
+def test_publishing_never_replaces_a_folder_that_is_not_an_earlier_copy(recipe_run, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "publish_recipe.py"
+    other = tmp_path / "docs"
+    (other / "keep.md").parent.mkdir()
+    (other / "keep.md").write_text("mine")
+    refused = subprocess.run([sys.executable, str(script), str(recipe_run), str(other)], capture_output=True, text=True)
+    assert refused.returncode == 2 and "not a published copy" in refused.stderr and (other / "keep.md").is_file()
+    copy = tmp_path / "copy"
+    for _ in range(2):  # a second publication replaces the first
+        done = subprocess.run([sys.executable, str(script), str(recipe_run), str(copy)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    assert (copy / "recipe.json").is_file() and not list(copy.rglob("*.safetensors"))
