@@ -147,12 +147,11 @@ def run(out: Path, given_now: dict | None = None) -> Path:
         stages_wall.append({"stage": stage.name, "epochs": values["epochs"],
                             **{k: read_metadata(folder / "last.json")["progress"][k] for k in ("global_step", "train_seconds")}})
     weights = export(out, recipe, stages_wall)
-    logs = stage_logs(out, recipe)
-    curve = write_curve(out, recipe, logs)
+    curve = time_to_quality(out, figure=out / "time_to_quality.png")
     if recipe.report and not (out / "report.md").exists():
         write_report(out, given)
         with open(out / "report.md", "a") as report:
-            report.write(f"\n## Time to quality\n\n![Time to quality]({curve.name})\n\n" + curve_table(logs) + "\n")
+            report.write(f"\n## Time to quality\n\n![Time to quality]({curve['figure']})\n\n" + curve['table'] + "\n")
     return weights
 
 
@@ -173,16 +172,14 @@ def stage_logs(out: Path, recipe: Recipe) -> list[tuple[str, list[dict]]]:
     return logs
 
 
-def write_curve(out: Path, recipe: Recipe, logs: list[tuple[str, list[dict]]], path: Path | None = None) -> Path:
-    """``DIR/time_to_quality.png`` (or ``path``): every stage's validation curves (:func:`stage_logs`) on one time
-    axis."""
+def write_curve(recipe: Recipe, logs: list[tuple[str, list[dict]]], path: Path) -> Path:
+    """``path`` (a PNG): every stage's validation curves (:func:`stage_logs`) on one time axis."""
     from .figures import plot_training_curve
 
     starts, start = [], 0.0
     for name, rows in logs:
         starts.append((start / 60, name))
         start = rows[-1]["wall_s"] if rows else start
-    path = path or out / "time_to_quality.png"
     plot_training_curve(path, [r for _, rows in logs for r in rows], f"kp-train --recipe {recipe.name}: time to quality",
                         starts)
     return path
@@ -214,7 +211,7 @@ def time_to_quality(out: Path, figure: Path | None = None) -> dict:
     stages = read_metadata(meta)["recipe"]["stages"] if meta.is_file() else []
     entry = {"run": str(out), "recipe": recipe.name, "given": given, "stages": stages, "table": curve_table(logs)}
     if figure is not None:
-        entry["figure"] = write_curve(out, recipe, logs, figure).name
+        entry["figure"] = write_curve(recipe, logs, figure).name
     return entry
 
 
