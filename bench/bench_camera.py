@@ -1,9 +1,10 @@
 """The node's pipeline on simulated depth-camera scenes, with and without input conditioning.
 
-Runs the camera protocol (kp_training/camera_protocol.py: 640 x 480 organized depth images of the mug on a table
-with noise, flying pixels, table remnants, clutter, various cameras) through kp_core.pipeline.Pipeline, once with
-the node's default conditioning and once with it off (only far points dropped), and prints both conditions
-tables, plus what the conditioning costs per cloud. The same table comes out of kp-eval --camera-views N.
+Runs the camera protocol (kp_training/camera_protocol.py: 640 x 480 organized depth images of the shape the model
+was trained on, at its real size, on a table with noise, flying pixels, table remnants, clutter, various cameras)
+through kp_core.pipeline.Pipeline, once with the node's default conditioning and once with it off (only far points
+dropped), and prints both conditions tables, plus what the conditioning costs per cloud. The same table comes out
+of kp-eval --camera-views N.
 
     .venv/bin/python bench/bench_camera.py --views 6            # shipped model, both settings
     .venv/bin/python bench/bench_camera.py --model runs/x --conditioning on
@@ -21,12 +22,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from kp_core.checkpoint import read_metadata  # noqa: E402
 from kp_core.conditioning import ConditioningConfig, condition, kept_pixels  # noqa: E402
 from kp_core.pipeline import Pipeline, PipelineConfig  # noqa: E402
 from kp_perception import default_model_path  # noqa: E402
 from kp_training.camera import CONDITIONS, SceneRenderer, fused  # noqa: E402
 from kp_training.camera_protocol import camera_protocol, conditions_markdown, shape_in_metres  # noqa: E402
-from kp_training.shapes import load_shape  # noqa: E402
+from kp_training.shapes import load_trained_shape  # noqa: E402
 
 
 def conditioning_cost(pipeline: Pipeline, shape, conditions, repeats: int = 5) -> list[tuple[str, int, float, float]]:
@@ -65,7 +67,7 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default="", help="only the conditions whose name contains this text")
     parser.add_argument("--cost-only", action="store_true", help="only what the conditioning costs per view")
     args = parser.parse_args(argv)
-    shape = load_shape("mug")
+    shape = load_trained_shape(read_metadata(args.model).get("train_config", {}))
     conditions = [c for c in CONDITIONS if args.only in c.name]
     settings = [] if args.cost_only else [("on", True), ("off", False)] if args.conditioning == "both" else [
         (args.conditioning, args.conditioning == "on")]

@@ -9,8 +9,10 @@ organized cloud without its veils, then the conditioning) and the goal is decode
 - yaw error: the turn phi of the true object about that axis that best matches the goal (highest IoU: every
   10 deg on a sixth of the samples, then every degree within 10 deg of the best; any shape), minus psi,
   wrapped to [0, 180] deg;
-- handle IoU (the mug): the same IoU over the voxels farther from the axis than the mug's body;
-- handle seen: at least :data:`HANDLE_SEEN_PIXELS` pixels of the cloud show the handle;
+- asymmetric part IoU: the same IoU over the voxels beyond the shape's body of revolution (:class:`BodyOfRevolution`:
+  the largest solid of revolution about a vertical axis inside the shape; what lies beyond it is the mug's handle,
+  a jug's handle and spout: the part that tells the yaw);
+- asymmetric part seen: at least :data:`ASYMMETRIC_SEEN_PIXELS` pixels of the cloud show it;
 - isolation: the share of the points that reached the grid which are the object's (its returns, or within
   2 mm of them: table, clutter and flying pixels farther away are not), and the same views as perfect object
   clouds (the object's pixels, no noise) for comparison.
@@ -20,8 +22,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
+from scipy.ndimage import maximum_filter1d
 
 from kp_core.conditioning import kept_pixels
 from kp_core.geometry import GRID_SIZE
@@ -29,21 +33,119 @@ from kp_core.goals import rotate_about_vertical
 
 from .camera import CONDITIONS, OBJECT, CameraConditions, SceneRenderer, fused, perfect_object_cloud
 from .sensor import surface_samples
-from .shapes import MugDimensions, Shape
+from .shapes import Shape
 
-HANDLE_SEEN_PIXELS = 30
+ASYMMETRIC_SEEN_PIXELS = 30
 SOLID_SAMPLES = 60000
 """Solid samples of the ground truth: about eight per voxel of the mug's grid, so none of its voxels is missed."""
 
 
+def _rings(points: np.ndarray, axis: np.ndarray, band: float, outer: bool = False) -> tuple:
+    """The solid's samples ``points`` (N, 3) in rings about the vertical line through ``axis`` (2,): each ring one
+    ``band`` high and one ``band`` wide. Returns per ring (R,): its height index, the largest angular gap between its
+    samples as an arc at the ring's mid radius, its sample count, and with ``outer`` the radius below which 95 % of
+    its samples lie."""
+    offset = points[:, :2] - axis
+    radius = np.hypot(offset[:, 0], offset[:, 1])
+    angle = np.arctan2(offset[:, 1], offset[:, 0])
+    height, ring_of_radius = (np.floor(v / band).astype(np.int64) for v in (points[:, 2], radius))
+    ring = height * (ring_of_radius.max() + 1) + ring_of_radius
+    order = np.lexsort((angle, ring))
+    ring, angle, radius, height, ring_of_radius = (v[order] for v in (ring, angle, radius, height, ring_of_radius))
+    starts = np.flatnonzero(np.r_[True, ring[1:] != ring[:-1]])
+    ends = np.r_[starts[1:], len(ring)] - 1
+    steps = np.diff(angle, append=0.0)
+    steps[ends] = angle[starts] + 2 * np.pi - angle[ends]
+    gap = np.maximum.reduceat(steps, starts) * (ring_of_radius[starts] + 0.5) * band
+    counts = ends - starts + 1
+    if not outer:
+        return height[starts], gap, counts
+    by_radius = np.lexsort((radius, ring))  # the same ring order, samples sorted by radius within each
+    return height[starts], gap, counts, radius[by_radius][starts + (0.95 * (counts - 1)).astype(np.int64)]
+
+
+@dataclass(frozen=True)
+class BodyOfRevolution:
+    """The largest solid of revolution about a vertical axis inside a shape: each ring about the axis (one
+    :attr:`band` high and wide) whose every direction holds solid. For a cup that is all of it but the handle.
+
+    Attributes:
+        axis: (2,) x, y of the vertical axis in the shape's frame, metres.
+        band: ring height and width, metres.
+        radius: (B,) the body's outer radius in each band from z = 0 up, metres (0 where it has none).
+    """
+
+    axis: np.ndarray
+    band: float
+    radius: np.ndarray
+
+    def beyond(self, points: np.ndarray, axis_point: np.ndarray, margin: float) -> np.ndarray:
+        """(N,) bool: ``points`` (N, 3) farther than the body's radius (the larger of the bands around their height,
+        and the widest band above or below the shape) plus ``margin`` from the vertical through ``axis_point``."""
+        widest = maximum_filter1d(self.radius, 3)
+        index = np.floor(points[:, 2] / self.band).astype(np.int64)
+        inside = (index >= 0) & (index < len(widest))
+        limit = np.where(inside, widest[np.clip(index, 0, len(widest) - 1)], self.radius.max())
+        return np.hypot(points[:, 0] - axis_point[0], points[:, 1] - axis_point[1]) > limit + margin
+
+
+def fit_body_of_revolution(solid: np.ndarray) -> BodyOfRevolution:
+    """The :class:`BodyOfRevolution` of a densely sampled solid ``solid`` (N, 3, metres, z up from 0): rings four
+    sample spacings wide, full when no gap between their samples is wider than that; the axis is the one whose
+    body holds the most samples (a pattern search from the centre of the lowest tenth of the solid, to an eighth of a
+    spacing)."""
+    from scipy.spatial import cKDTree
+
+    probe = solid[np.random.default_rng(0).choice(len(solid), size=min(2000, len(solid)), replace=False)]
+    spacing = float(np.median(cKDTree(solid).query(probe, k=2)[0][:, 1]))
+    band = 4 * spacing
+
+    def held(axis):
+        _, gap, counts = _rings(solid, axis, band)
+        return int(counts[gap <= band].sum())
+
+    low = solid[solid[:, 2] < solid[:, 2].min() + 0.1 * np.ptp(solid[:, 2])]
+    axis = low[:, :2].mean(axis=0)
+    best, step = held(axis), 4 * spacing
+    while step > spacing / 8:
+        for direction in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+            candidate = axis + step * np.asarray(direction)
+            if (count := held(candidate)) > best:
+                best, axis = count, candidate
+                break
+        else:
+            step /= 2
+    height, gap, _, outer = _rings(solid, axis, band, outer=True)
+    radius = np.zeros(int(height.max()) + 1)
+    full = gap <= band
+    np.maximum.at(radius, height[full], outer[full])
+    return BodyOfRevolution(axis=axis, band=band, radius=radius)
+
+
 @dataclass
 class ShapeInMetres:
-    """A shape's solid and surface samples in metres, standing on z = 0, with what marks its handle."""
+    """A shape's solid and surface samples in metres, standing on z = 0, with its body of revolution and what lies
+    beyond it (the asymmetric part)."""
 
-    solid: np.ndarray  # (N, 3)
+    lattice: np.ndarray  # (L, 3): every solid sample of the shape
+    solid: np.ndarray  # (N, 3): a subset of them, for scoring
     surface: np.ndarray  # (M, 3)
-    handle: np.ndarray | None  # (M,) bool: surface samples of the mug's handle; None for other shapes
-    body_radius: float | None  # the mug's body radius (handle IoU beyond it)
+
+    @cached_property
+    def body(self) -> BodyOfRevolution:
+        return fit_body_of_revolution(self.lattice)
+
+    @cached_property
+    def asymmetric(self) -> np.ndarray:
+        """(M,) bool: the surface samples beyond the body of revolution (by more than half a band)."""
+        return self.body.beyond(self.surface, self.body.axis, self.body.band / 2)
+
+    def asymmetric_azimuth(self) -> float:
+        """Direction (radians about z, from the body's axis) the asymmetric part points to: its surface samples'
+        circular mean."""
+        offset = self.surface[self.asymmetric, :2] - self.body.axis
+        angles = np.arctan2(offset[:, 1], offset[:, 0])
+        return float(np.arctan2(np.sin(angles).sum(), np.cos(angles).sum()))
 
 
 def shape_in_metres(shape: Shape, surface_count: int = 300_000, seed: int = 0) -> ShapeInMetres:
@@ -54,19 +156,13 @@ def shape_in_metres(shape: Shape, surface_count: int = 300_000, seed: int = 0) -
         raise ValueError(f"the camera protocol needs a shape in metres; {shape.name} is in mesh units")
     unit = float(norm["mesh_units_per_grid_unit"])
     rng = np.random.default_rng(seed)
-    solid = shape.points.double().numpy() * unit
-    solid = solid[rng.choice(len(solid), size=min(SOLID_SAMPLES, len(solid)), replace=False)]
+    lattice = shape.points.double().numpy() * unit
     surface = surface_samples(shape.points, count=surface_count, seed=seed).double().numpy() * unit
-    bottom = solid[:, 2].min()
-    solid[:, 2] -= bottom
+    bottom = lattice[:, 2].min()
+    lattice[:, 2] -= bottom
     surface[:, 2] -= bottom
-    handle = radius = None
-    if norm.get("source") == "procedural:mug":
-        dims = MugDimensions()
-        axis = -np.asarray(norm["center"][:2])  # the body's axis, in the normalized shape's frame (metres)
-        radius = dims.outer_radius
-        handle = np.hypot(*(surface[:, :2] - axis).T) > radius + 0.001
-    return ShapeInMetres(solid=solid, surface=surface, handle=handle, body_radius=radius)
+    solid = lattice[rng.choice(len(lattice), size=min(SOLID_SAMPLES, len(lattice)), replace=False)]
+    return ShapeInMetres(lattice=lattice, solid=solid, surface=surface)
 
 
 def _keys(points: np.ndarray, origin: np.ndarray, voxel: float) -> np.ndarray:
@@ -82,9 +178,10 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return len(np.intersect1d(a, b, assume_unique=True)) / union if union else 1.0
 
 
-def goal_scores(goal, truth: np.ndarray, psi: float, body_radius: float | None) -> dict:
-    """Goal IoU, yaw error (deg) and handle IoU of one goal (:class:`kp_core.pipeline.Goal`) against the true
-    solid ``truth`` (N, 3, metres, the object as it is in the cloud) turned by ``psi``."""
+def goal_scores(goal, truth: np.ndarray, psi: float, body: BodyOfRevolution | None) -> dict:
+    """Goal IoU, yaw error (deg) and the asymmetric part's IoU (beyond ``body`` about the goal's axis; None without
+    a body) of one goal (:class:`kp_core.pipeline.Goal`) against the true solid ``truth`` (N, 3, metres, the object
+    as it is in the cloud, standing on z = 0) turned by ``psi``."""
     origin, voxel, axis = goal.grid_origin, goal.voxel_size, goal.axis_point
     predicted = np.unique(_keys(goal.points, origin, voxel))
     predicted = predicted[predicted >= 0]
@@ -102,12 +199,11 @@ def goal_scores(goal, truth: np.ndarray, psi: float, body_radius: float | None) 
     expected = rotate_about_vertical(truth, psi, axis)
     truth_keys = np.unique(_keys(expected, origin, voxel))
     truth_keys = truth_keys[truth_keys >= 0]
-    scores = {"goal_iou": _iou(predicted, truth_keys), "yaw_error_deg": error, "handle_iou": None}
-    if body_radius is not None:
+    scores = {"goal_iou": _iou(predicted, truth_keys), "yaw_error_deg": error, "asymmetric_iou": None}
+    if body is not None:
         centres = np.stack(np.unravel_index(np.arange(GRID_SIZE ** 3), (GRID_SIZE,) * 3), -1)
-        outside = np.hypot(*((centres[:, :2] - GRID_SIZE / 2 + 0.5) * voxel + origin[:2] - axis[:2]).T) > body_radius + voxel
-        region = np.nonzero(outside)[0]
-        scores["handle_iou"] = _iou(np.intersect1d(predicted, region), np.intersect1d(truth_keys, region))
+        region = np.nonzero(body.beyond((centres - GRID_SIZE / 2 + 0.5) * voxel + origin, axis, voxel))[0]
+        scores["asymmetric_iou"] = _iou(np.intersect1d(predicted, region), np.intersect1d(truth_keys, region))
     return scores
 
 
@@ -141,13 +237,11 @@ def run_view(pipeline, obj: ShapeInMetres, cond: CameraConditions, psis: list[fl
     solid = rotate_about_vertical(obj.solid, yaw, pivot) + place
     surface = rotate_about_vertical(obj.surface, yaw, pivot) + place
     views = SceneRenderer(surface, rng).render(cond, rng.uniform(0, 2 * math.pi))
-    seen = None
-    if obj.handle is not None:  # by what the cameras returned, before anything is filtered
-        samples = fused(views)[2]
-        seen = bool(obj.handle[samples[samples >= 0]].sum() >= HANDLE_SEEN_PIXELS)
+    samples = fused(views)[2]  # what the cameras returned, before anything is filtered
+    seen = bool(obj.asymmetric[samples[samples >= 0]].sum() >= ASYMMETRIC_SEEN_PIXELS)
     # Each camera's organized cloud loses its veils as the node's would, then they are fused.
     points, labels, samples = fused(views, [kept_pixels(v.points, pipeline.config.conditioning, v.position) for v in views])
-    row = {"condition": cond.name, "handle_seen": seen, "points": int(len(points))}
+    row = {"condition": cond.name, "asymmetric_seen": seen, "points": int(len(points))}
     for kind, cloud in (("camera", points), ("perfect", perfect_object_cloud(views, surface))):
         try:
             encoding = pipeline.encode(cloud)
@@ -155,7 +249,7 @@ def run_view(pipeline, obj: ShapeInMetres, cond: CameraConditions, psis: list[fl
             row[kind] = {"refused": str(err)}
             continue
         goals = [pipeline.goal(encoding, psi) for psi in psis]
-        answers = [goal_scores(goal, solid, psi, obj.body_radius) for goal, psi in zip(goals, psis)]
+        answers = [goal_scores(goal, solid, psi, obj.body) for goal, psi in zip(goals, psis)]
         result = {key: [a[key] for a in answers] for key in answers[0]}
         if kind == "camera" and snapshot is not None:
             picture(snapshot, cond.name, encoding, goals, answers, solid)
@@ -168,7 +262,7 @@ def run_view(pipeline, obj: ShapeInMetres, cond: CameraConditions, psis: list[fl
 
 def summarize(rows: list[dict]) -> dict:
     """Per condition: goal IoU (camera and perfect clouds), yaw error median / p90 / share within 10 deg (all,
-    handle seen, handle hidden), handle IoU, refusals and isolation."""
+    asymmetric part seen, hidden), the asymmetric part's IoU, refusals and isolation."""
     out = {}
     for name in dict.fromkeys(r["condition"] for r in rows):
         mine = [r for r in rows if r["condition"] == name]
@@ -182,7 +276,7 @@ def summarize(rows: list[dict]) -> dict:
             return float((errors <= 10.0).mean()) if len(errors) else None
 
         errors = flat("yaw_error_deg")
-        seen, hidden = (flat("yaw_error_deg", keep=lambda r, s=s: r["handle_seen"] is s) for s in (True, False))
+        seen, hidden = (flat("yaw_error_deg", keep=lambda r, s=s: r["asymmetric_seen"] is s) for s in (True, False))
         iou, perfect = flat("goal_iou"), flat("goal_iou", "perfect")
         shares = np.array([r["camera"]["object_share"] for r in answered if "object_share" in r["camera"]])
         out[name] = {
@@ -195,9 +289,9 @@ def summarize(rows: list[dict]) -> dict:
             "within_10_deg": within(errors),
             "within_10_deg_seen": within(seen),
             "within_10_deg_hidden": within(hidden),
-            "handle_seen_views": sum(1 for r in mine if r["handle_seen"]),
-            "handle_iou_seen": float(flat("handle_iou", keep=lambda r: r["handle_seen"]).mean())
-            if len(flat("handle_iou", keep=lambda r: r["handle_seen"])) else None,
+            "asymmetric_seen_views": sum(1 for r in mine if r["asymmetric_seen"]),
+            "asymmetric_iou_seen": float(flat("asymmetric_iou", keep=lambda r: r["asymmetric_seen"]).mean())
+            if len(flat("asymmetric_iou", keep=lambda r: r["asymmetric_seen"])) else None,
             "object_share_mean": float(shares.mean()) if len(shares) else None,
             "only_object_views": float((shares >= 0.99).mean()) if len(shares) else None,
         }
@@ -236,13 +330,13 @@ def _cell(value, digits=2, percent=False):
 def conditions_markdown(summary: dict) -> str:
     """The conditions table as Markdown."""
     lines = ["| condition | goal IoU | same views, perfect object cloud | yaw error median / p90 (deg) | "
-             "within 10 deg: all / handle seen / hidden | handle IoU (seen) | object's share of the points used | "
+             "within 10 deg: all / asymmetric part seen / hidden | asymmetric part IoU (seen) | object's share of the points used | "
              "refused |", "|---|---|---|---|---|---|---|---|"]
     for name, s in summary.items():
         lines.append(
             f"| {name} | {_cell(s['goal_iou_mean'], 3)} | {_cell(s['goal_iou_perfect_mean'], 3)} | "
             f"{_cell(s['yaw_median_deg'], 0)} / {_cell(s['yaw_p90_deg'], 0)} | "
             f"{_cell(s['within_10_deg'], percent=True)} / {_cell(s['within_10_deg_seen'], percent=True)} "
-            f"({s['handle_seen_views']} views) / {_cell(s['within_10_deg_hidden'], percent=True)} | "
-            f"{_cell(s['handle_iou_seen'], 3)} | {_cell(s['object_share_mean'], 3)} | {s['refused']} of {s['views']} |")
+            f"({s['asymmetric_seen_views']} views) / {_cell(s['within_10_deg_hidden'], percent=True)} | "
+            f"{_cell(s['asymmetric_iou_seen'], 3)} | {_cell(s['object_share_mean'], 3)} | {s['refused']} of {s['views']} |")
     return "\n".join(lines) + "\n"

@@ -52,7 +52,7 @@ from .protocols import (
 from .camera import CONDITIONS
 from .camera_protocol import camera_protocol
 from .report import format_stats, json_safe, make_figures, results_markdown, write_tables_and_csv
-from .shapes import MESH_UNITS, UP_AXES, load_shape
+from .shapes import MESH_UNITS, UP_AXES, load_shape, trained_shape
 
 
 @dataclass
@@ -169,8 +169,7 @@ def choose_shape(cfg: EvalConfig, loaded: dict):
     """The shape to evaluate on: --shape, else the one the checkpoints were trained on (they must agree)."""
     trained = {}
     for name, (_, meta) in loaded.items():
-        tc = meta.get("train_config", {})
-        trained[name] = (tc.get("shape", "mug"), tc.get("up_axis", "z"), tc.get("mesh_units"))
+        trained[name] = trained_shape(meta.get("train_config", {}))
     if cfg.shape is not None:
         source, up, units = cfg.shape, cfg.up_axis or "z", cfg.mesh_units
     else:

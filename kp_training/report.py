@@ -360,8 +360,9 @@ def results_markdown(results: dict, out: Path, md_path: Path) -> str:
                   "unless the condition says otherwise; depth noise grows with the range squared). Goals at psi = "
                   f"{', '.join(f'{p:.0f}' for p in camera['psi_deg'])} deg, scored about the axis the service returns "
                   "(`kp_training/camera_protocol.py`): goal IoU; the yaw error (the turn of the true object about that "
-                  "axis that best matches the goal, minus psi); the handle's IoU beyond the body's radius; whether the "
-                  "handle was seen (30 or more of its pixels in the cloud); the share of the points the grid used "
+                  "axis that best matches the goal, minus psi); the IoU of the asymmetric part (what lies beyond the "
+                  "largest body of revolution inside the shape: the mug's handle, a jug's handle and spout); whether it "
+                  "was seen (30 or more of its pixels in the cloud); the share of the points the grid used "
                   "that are the object's; and the goal IoU on the same views given as perfect object clouds.", ""]
         lines += [camera_markdown(camera), ""]
         if "camera_goal" in fig:

@@ -305,6 +305,18 @@ def in_metres(shape: Shape, mesh_units: str) -> Shape:
     return Shape(shape.name, shape.points, metric)
 
 
+def trained_shape(train_config: dict) -> tuple[str, str, str | None]:
+    """The shape a checkpoint's ``train_config`` names: (source, up axis, mesh units), the arguments of
+    :func:`load_shape`."""
+    return train_config.get("shape", "mug"), train_config.get("up_axis", "z"), train_config.get("mesh_units")
+
+
+def load_trained_shape(train_config: dict) -> Shape:
+    """The shape a checkpoint's ``train_config`` names, loaded as it was for training."""
+    source, up_axis, mesh_units = trained_shape(train_config)
+    return load_shape(source, up_axis=up_axis, mesh_units=mesh_units)
+
+
 def load_shape(source: str = "mug", up_axis: str = "z", spacing: float = DEFAULT_SPACING, seed: int = 0,
                mesh_units: str | None = None) -> Shape:
     """The built-in ``"mug"`` or a mesh file path, as a normalized solid :class:`Shape`; ``mesh_units``: the

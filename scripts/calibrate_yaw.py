@@ -4,11 +4,12 @@ The node answers each rotate-goal with a yaw spread (kp_interfaces/srv/RotateGoa
 yaw, and so the goal's asymmetric part, may be off. It comes from how well the keypoints' horizontal layout fits
 the model's canonical layout (kp_core.geometry.yaw_alignment; the misalignment is 1 minus it). This script
 measures that relation on simulated single camera views (kp_training/camera.py: the clean, 3 mm noise, flying
-pixels and table ring conditions), half of them looking at the side the handle is turned away from: for each
-view the misalignment and the goal's yaw error (kp_training/camera_protocol.goal_scores). The views are split
-into bins of equal count by misalignment; a bin's spread is the 90th percentile of its yaw errors, made
-non-decreasing. It prints the ROC AUC with which the misalignment tells views that saw the handle from views
-that did not.
+pixels and table ring conditions) of the shape the model was trained on (its mesh units must be known), half of
+them looking at the side its asymmetric part (the mug's handle: what lies beyond the shape's body of revolution,
+kp_training/camera_protocol.BodyOfRevolution) is turned away from: for each view the misalignment and the goal's
+yaw error (kp_training/camera_protocol.goal_scores). The views are split into bins of equal count by
+misalignment; a bin's spread is the 90th percentile of its yaw errors, made non-decreasing. It prints the ROC
+AUC with which the misalignment tells views that saw the asymmetric part from views that did not.
 
     .venv/bin/python scripts/calibrate_yaw.py kp_perception/models/mug --views 24
 """
@@ -29,8 +30,8 @@ from kp_core.checkpoint import atomic_write_json, checkpoint_paths  # noqa: E402
 from kp_core.goals import rotate_about_vertical  # noqa: E402
 from kp_core.pipeline import Pipeline  # noqa: E402
 from kp_training.camera import CONDITIONS, SceneRenderer, fused  # noqa: E402
-from kp_training.camera_protocol import HANDLE_SEEN_PIXELS, goal_scores, shape_in_metres  # noqa: E402
-from kp_training.shapes import load_shape  # noqa: E402
+from kp_training.camera_protocol import ASYMMETRIC_SEEN_PIXELS, ShapeInMetres, goal_scores, shape_in_metres  # noqa: E402
+from kp_training.shapes import load_trained_shape  # noqa: E402
 
 SINGLE_VIEW = CONDITIONS[:5]
 
@@ -44,9 +45,8 @@ def roc_auc(positive, negative) -> float:
     return float(above / (len(positive) * len(negative)))
 
 
-def measure(pipeline: Pipeline, views: int, seed: int) -> list[dict]:
-    obj = shape_in_metres(load_shape("mug"), seed=seed)
-    handle_direction = 0.0  # the procedural mug's handle points along +x of its own frame
+def measure(pipeline: Pipeline, obj: ShapeInMetres, views: int, seed: int) -> list[dict]:
+    turned_to = obj.asymmetric_azimuth()
     rows = []
     for i, cond in enumerate(SINGLE_VIEW):
         rng = np.random.default_rng([seed, 17, i])
@@ -54,13 +54,13 @@ def measure(pipeline: Pipeline, views: int, seed: int) -> list[dict]:
             yaw = rng.uniform(0, 2 * math.pi)
             surface = rotate_about_vertical(obj.surface, yaw, np.zeros(3)) + [0.5, 0.1, 0.0]
             solid = rotate_about_vertical(obj.solid, yaw, np.zeros(3)) + [0.5, 0.1, 0.0]
-            away = v % 2 == 0  # half the views look at the side the handle is turned away from
-            azimuth = (yaw + handle_direction + math.pi + rng.uniform(-0.6, 0.6)) if away else rng.uniform(0, 2 * math.pi)
+            away = v % 2 == 0  # half the views look at the side the asymmetric part is turned away from
+            azimuth = (yaw + turned_to + math.pi + rng.uniform(-0.6, 0.6)) if away else rng.uniform(0, 2 * math.pi)
             points, _, samples = fused(SceneRenderer(surface, rng).render(cond, azimuth))
-            seen = bool(obj.handle[samples[samples >= 0]].sum() >= HANDLE_SEEN_PIXELS)
+            seen = bool(obj.asymmetric[samples[samples >= 0]].sum() >= ASYMMETRIC_SEEN_PIXELS)
             encoding = pipeline.encode(points)
             pose = pipeline.pose(encoding)
-            error = goal_scores(pipeline.goal(encoding, 0.0), solid, 0.0, obj.body_radius)["yaw_error_deg"]
+            error = goal_scores(pipeline.goal(encoding, 0.0), solid, 0.0, obj.body)["yaw_error_deg"]
             rows.append({"condition": cond.name, "seen": seen, "misalignment": pose.misalignment, "yaw_error_deg": error})
     return rows
 
@@ -87,14 +87,18 @@ def main(argv=None) -> int:
     pipeline = Pipeline(weights, optimize=True, precision="fp32")
     if not getattr(pipeline.model, "canonical_yaw", False):
         parser.error(f"{weights} has no canonical yaw (trained without --canonical-yaw): there is no yaw to calibrate")
-    rows = measure(pipeline, args.views, args.seed)
+    try:
+        obj = shape_in_metres(load_trained_shape(pipeline.metadata.get("train_config", {})), seed=args.seed)
+    except (OSError, ValueError) as err:
+        parser.error(f"{weights}: its training shape: {err}")
+    rows = measure(pipeline, obj, args.views, args.seed)
     calibration = fit(rows, args.bins)
     seen = [r["misalignment"] for r in rows if r["seen"]]
     hidden = [r["misalignment"] for r in rows if not r["seen"]]
-    auc = roc_auc(hidden, seen)  # a hidden handle should misalign more
-    calibration.update(views=len(rows), handle_seen=len(seen), auc_hidden_vs_seen=auc,
+    auc = roc_auc(hidden, seen)  # a hidden asymmetric part should misalign more
+    calibration.update(views=len(rows), asymmetric_seen=len(seen), auc_hidden_vs_seen=auc,
                        command="scripts/calibrate_yaw.py " + " ".join(argv if argv is not None else sys.argv[1:]))
-    print(f"{len(rows)} views ({len(seen)} saw the handle); ROC AUC of the misalignment, hidden vs seen: {auc:.3f}")
+    print(f"{len(rows)} views ({len(seen)} saw the asymmetric part); ROC AUC of the misalignment, hidden vs seen: {auc:.3f}")
     for lo, hi, spread in zip([0.0] + calibration["misalignment_edges"], calibration["misalignment_edges"] + [1.0],
                               calibration["spread_rad"]):
         print(f"  misalignment {lo:.5f}-{hi:.5f}: yaw spread {math.degrees(spread):.1f} deg")

@@ -11,7 +11,7 @@ from kp_training.camera import (
     FLYING, NONE, OBJECT, TABLE, CameraConditions, SceneRenderer, camera_position, fused, look_at_basis,
     perfect_object_cloud,
 )
-from kp_training.camera_protocol import goal_scores
+from kp_training.camera_protocol import BodyOfRevolution, fit_body_of_revolution, goal_scores
 
 
 def block(rng, n=60000, size=(0.08, 0.06, 0.1)):
@@ -117,13 +117,58 @@ def test_goal_scores_find_the_turn_and_the_handle():
                      0.03 * np.sqrt(rng.random(40000)) * np.sin(a), rng.uniform(0, 0.08, 40000)]
     handle = np.c_[rng.uniform(0.03, 0.05, 4000), rng.uniform(-0.004, 0.004, 4000), rng.uniform(0.02, 0.06, 4000)]
     mug = np.concatenate([cylinder, handle])
+    body = BodyOfRevolution(axis=np.zeros(2), band=0.002, radius=np.full(40, 0.03))
     psi = math.radians(90)
-    exact = goal_scores(goal_of(rotate_about_vertical(mug, psi, np.zeros(3))), mug, psi, body_radius=0.03)
+    exact = goal_scores(goal_of(rotate_about_vertical(mug, psi, np.zeros(3))), mug, psi, body)
     assert exact["goal_iou"] == pytest.approx(1.0) and exact["yaw_error_deg"] == pytest.approx(0.0)
-    assert exact["handle_iou"] == pytest.approx(1.0)
-    off = goal_scores(goal_of(rotate_about_vertical(mug, psi + math.radians(45), np.zeros(3))), mug, psi, 0.03)
+    assert exact["asymmetric_iou"] == pytest.approx(1.0)
+    off = goal_scores(goal_of(rotate_about_vertical(mug, psi + math.radians(45), np.zeros(3))), mug, psi, body)
     assert off["yaw_error_deg"] == pytest.approx(45.0, abs=3.0)
-    assert off["handle_iou"] < 0.2 and off["goal_iou"] > 0.7  # the goal IoU hides what the handle shows
+    assert off["asymmetric_iou"] < 0.2 and off["goal_iou"] > 0.7  # the goal IoU hides what the handle shows
+    assert goal_scores(goal_of(mug), mug, 0.0, None)["asymmetric_iou"] is None
+
+
+def jittered_solid(inside, lower, upper, spacing, rng):
+    """Samples of a solid given by its inside test: one per cell of a lattice, jittered within the cell."""
+    axes = [np.arange(lo, hi, spacing) for lo, hi in zip(lower, upper)]
+    cells = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    points = cells + rng.uniform(0, spacing, cells.shape)
+    return points[inside(points)]
+
+
+def test_the_body_of_revolution_of_a_vase_with_a_spout_off_the_origin():
+    """A solid vase (radius 30 mm at the bottom to 40 mm at the top, 80 mm high) around the vertical through
+    (12, -7) mm, with a spout: a box reaching 20 mm beyond the rim at its top, on +y. The body is the vase, the spout
+    alone lies beyond it, and it points along +y."""
+    from kp_training.camera_protocol import ShapeInMetres
+
+    centre = np.array([0.012, -0.007])
+    radius_at = lambda z: 0.03 + 0.01 * z / 0.08  # noqa: E731
+
+    def inside(p):
+        r = np.hypot(p[:, 0] - centre[0], p[:, 1] - centre[1])
+        vase = (r <= radius_at(p[:, 2])) & (p[:, 2] <= 0.08)
+        spout = (np.abs(p[:, 0] - centre[0]) < 0.006) & (p[:, 1] - centre[1] > 0) & (p[:, 1] - centre[1] < 0.06) \
+            & (p[:, 2] > 0.065) & (p[:, 2] < 0.08)
+        return vase | spout
+
+    rng = np.random.default_rng(3)
+    solid = jittered_solid(inside, (-0.04, -0.05, 0.0), (0.06, 0.06, 0.08), 0.0007, rng)
+    body = fit_body_of_revolution(solid)
+    assert np.hypot(*(body.axis - centre)) < 0.0005
+    heights = (np.arange(len(body.radius)) + 0.5) * body.band
+    middle = (heights > 0.005) & (heights < 0.075)
+    np.testing.assert_allclose(body.radius[middle], radius_at(heights[middle]), atol=body.band)
+
+    probe = rng.uniform((-0.04, -0.05, 0.0), (0.06, 0.06, 0.08), (200000, 3))
+    probe = probe[inside(probe)]
+    r = np.hypot(probe[:, 0] - centre[0], probe[:, 1] - centre[1])
+    beyond = body.beyond(probe, body.axis, body.band / 2)
+    assert not beyond[r < radius_at(probe[:, 2]) - 0.002].any()  # the vase: never beyond
+    spout_tip = r > radius_at(probe[:, 2]) + 0.004
+    assert spout_tip.any() and beyond[spout_tip].all()  # the spout: always
+    shape = ShapeInMetres(lattice=solid, solid=solid, surface=probe)
+    assert math.degrees(shape.asymmetric_azimuth()) == pytest.approx(90.0, abs=3.0)
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +177,21 @@ def mug_in_metres():
     from kp_training.shapes import load_shape
 
     return shape_in_metres(load_shape("mug"), surface_count=150_000)
+
+
+def test_the_mugs_asymmetric_part_is_its_handle(mug_in_metres):
+    """By the procedural mug's dimensions: its body's axis is the cup's, and what lies beyond the body is the
+    handle, pointing along +x."""
+    from kp_training.shapes import MugDimensions, load_shape
+
+    dims = MugDimensions()
+    axis = -np.asarray(load_shape("mug").normalization["center"][:2])  # the cup's axis in the normalized frame
+    assert np.hypot(*(mug_in_metres.body.axis - axis)) < 0.0005
+    r = np.hypot(*(mug_in_metres.surface[:, :2] - axis).T)
+    flagged = mug_in_metres.asymmetric
+    assert flagged[r > dims.outer_radius + 0.0015].mean() > 0.99
+    assert not flagged[r < dims.outer_radius - 0.0005].any()
+    assert math.degrees(mug_in_metres.asymmetric_azimuth()) == pytest.approx(0.0, abs=2.0)
 
 
 @pytest.mark.parametrize("index", range(4))
