@@ -8,9 +8,9 @@ and flying pixels at depth edges. The grid must see only the object, so:
    step's arithmetic far from overflow.
 2. **Support plane** (RANSAC on a random subset): the best near-horizontal planes, each kept only when it
    *supports* something (:func:`supports`): points stand clearly above it, a good share of its own points lie
-   outside the convex hull of what stands above, seen from above (a table around an object; not a mug's inner
-   floor, its rim or the underside of a held mug), and nothing inside that hull reaches below it. Everything on or below a
-   support plane is dropped (its thickness measured per square of the object's size: a camera's noise grows with
+   outside the convex hull of the foot of what stands above, seen from above (a table around an object; not a
+   mug's inner floor, its rim or the underside of a held mug), and nothing inside the hull of what stands above
+   reaches below it. Everything on or below a support plane is dropped (its thickness measured per square of the object's size: a camera's noise grows with
    range), but for the object's own base (:func:`restore_base`), and its height becomes the object's bottom
    for the grid's placement.
 3. **Clusters**: the remaining points are binned into cells of about a twelfth of the object's size; occupied
@@ -62,7 +62,7 @@ class ConditioningConfig:
     min_outside_share: float = 0.3
     """A support plane has at least this share of its points outside the hull of what stands on it."""
     min_support_width: float = 0.8
-    """A support plane's points reach at least this share of the object's width."""
+    """A support plane's points reach at least this share of the width of the foot of what stands on it."""
     min_cluster_share: float = 0.1
     """A candidate cluster holds at least this share of the points of the most populous plausible one (the object
     is a dense surface; stray returns of a noisy table are not)."""
@@ -364,29 +364,34 @@ def covers_an_area(points: np.ndarray, cell: float, share: float = 0.3) -> bool:
 
 
 def supports(plane: Plane, thickness: Thickness, points: np.ndarray, cell: float, cfg: ConditioningConfig,
-             obj: "ObjectSize", cloud: np.ndarray) -> bool:
+             cloud: np.ndarray) -> bool:
     """Whether ``plane`` (its ``thickness`` from ``points``) is a support under ``points`` (a random subset of
     ``cloud``, the whole cloud).
 
     Something stands clearly on it (higher than twice the plane's local thickness and 1 cm); its own points crowd
     about it and fill an area (:func:`covers_an_area`) as a surface's do, and reach at least
-    ``min_support_width`` of the object's width; at least ``min_outside_share`` of them lie outside the
-    convex hull of what stands on it, seen from above (a table around an object does; a cup's inner floor, its
-    rim or the underside of a held cup do not); and almost nothing inside that hull reaches below the plane (a
+    ``min_support_width`` of the width of the foot of what stands on it (its lowest two ``cell``, or tenth); at least
+    ``min_outside_share`` of them lie outside the convex hull of that foot, seen from above (a table around an
+    object does, however far a handle or a spout overhangs it; a cup's inner floor, its rim or the underside of a
+    held cup do not); and almost nothing inside the hull of all that stands on it reaches below the plane (a
     cup's walls do, below its inner floor).
     """
     height = plane.height(points)
     thickness = thickness.at(points)
     band = np.abs(height) <= thickness
     on = points[band]
-    standing = points[height > np.maximum(2 * thickness, 0.01)]
-    if len(standing) < 3 or len(on) < 3 or dimensions(on, trim=1.0)[0] < cfg.min_support_width * obj.width:
+    clear = height > np.maximum(2 * thickness, 0.01)
+    if clear.sum() < 3 or len(on) < 3:
+        return False
+    standing, rise = points[clear], height[clear]
+    foot = standing[rise <= max(rise.min() + 2 * cell, float(np.percentile(rise, 10)))]
+    if len(foot) < 3 or dimensions(on, trim=1.0)[0] < cfg.min_support_width * dimensions(foot, trim=10.0)[0]:
         return False
     # A surface's points crowd about the plane (normal noise: 68 % within a third of its 3-sigma band); walls
     # that merely cross the band spread evenly through it (33 %).
     if float((np.abs(height[band]) <= thickness[band] / 3).mean()) < 0.5:
         return False
-    if float(outside_hull(on[:, :2], standing[:, :2], cell).mean()) < cfg.min_outside_share:
+    if float(outside_hull(on[:, :2], foot[:, :2], cell).mean()) < cfg.min_outside_share:
         return False
     below = points[height < -thickness]
     hanging = int((~outside_hull(below[:, :2], standing[:, :2], -cell)).sum()) if len(below) else 0
@@ -647,7 +652,7 @@ def condition(points: np.ndarray, obj: ObjectSize | None, cfg: ConditioningConfi
     floor = floor_thickness = None
     for plane in horizontal_planes(sample, cfg, rng):
         thickness = plane.thickness(sample, tile=obj.size, cell=cell / 2)
-        if supports(plane, thickness, sample, cell / 2, cfg, obj, points):
+        if supports(plane, thickness, sample, cell / 2, cfg, points):
             floor, floor_thickness = plane, thickness
             break
     band = None  # the plane's own points (not those below it): the object's base may be among them
