@@ -51,6 +51,10 @@ NODE_FIELDS = dict(preset="cylinder", inputs="sensor", zoom=1.3, whole_fraction=
 """The node shows the object at one size (its metric size fills the same share of the grid): every stage trains
 around it (+-6 % per axis) rather than over the paper's 0.75-1 range."""
 PAPER_FIELDS = dict(inputs="solid", batch_pairs=8, pairs_per_epoch=4000, lr=1e-3, alpha=1.0, beta=0.1)
+CPU_FIELDS = dict(PAPER_FIELDS, pairs_per_epoch=400, val_pairs=200)
+CPU_STAGES = (Stage("constant-rate", 60), Stage("anneal", 15, dict(lr=3e-4, lr_final=1e-5)))
+"""The paper's reproduction at a CPU's scale: 3750 steps of 8 pairs (30 000 pairs; the paper: 1.6 M), the paper's
+constant rate, then the rate brought down from the best checkpoint (a short run ends nearer its plateau)."""
 
 RECIPES = {
     "node": Recipe(
@@ -67,6 +71,15 @@ RECIPES = {
                     dict(PAPER_FIELDS, preset="paper"), (Stage("kpnet", 400),)),
     "cnn": Recipe("cnn", "the paper's CNN-Net baseline (128-d latent, reconstruction loss only), same schedule",
                   dict(PAPER_FIELDS, preset="cnn"), (Stage("cnnnet", 400),)),
+    "paper-cpu": Recipe(
+        "paper-cpu",
+        "the paper's KP-Net at a scale a 2-core CPU trains (its losses, weights and augmentation on solid grids; "
+        "the fast encoder and a 256-wide decoder; 400 pairs an epoch): the paper's constant rate, then an anneal",
+        dict(CPU_FIELDS, preset="fast"), CPU_STAGES),
+    "cnn-cpu": Recipe(
+        "cnn-cpu",
+        "the paper's CNN-Net baseline at the same scale (128-d latent, reconstruction loss only, the same 256-wide "
+        "decoder), same pairs and schedule", dict(CPU_FIELDS, preset="cnn", decoder_channels=256), CPU_STAGES),
 }
 
 

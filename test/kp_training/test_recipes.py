@@ -32,6 +32,25 @@ def test_each_stage_starts_from_the_last_ones_best_and_the_flags_apply_to_every_
     assert second["freeze_encoder"] and second["lr_final"] == 1e-5 and "freeze_encoder" not in first
 
 
+def test_the_cpu_reproduction_trains_kp_net_and_cnn_net_alike_but_for_the_model(tmp_path):
+    """Issue: KP-Net and CNN-Net on the same pairs, with the same decoder width, each the paper's losses."""
+    from kp_core.models import build_model, model_config
+    from kp_training.train import TrainConfig
+
+    kp, cnn = (recipes.validate(recipes.RECIPES[name], {}, tmp_path / name) for name in ("paper-cpu", "cnn-cpu"))
+    for kp_stage, cnn_stage in zip(kp, cnn):
+        differ = {k for k in kp_stage.keys() | cnn_stage.keys() if kp_stage.get(k) != cnn_stage.get(k)}
+        assert differ <= {"preset", "decoder_channels", "out", "init_from"}
+    models = [build_model(model_config(c.preset, decoder_channels=c.decoder_channels))
+              for c in (TrainConfig(**kp[0]), TrainConfig(**cnn[0]))]
+    assert [m.kind for m in models] == ["keypoint", "cnn"]
+    shapes = [{k: v.shape for k, v in m.decoder.state_dict().items() if k != "fc.weight"} for m in models]
+    assert shapes[0] == shapes[1]  # the same decoder but for its input: 3 K = 96 keypoint coordinates or l = 128
+    config = TrainConfig(**kp[0])
+    assert (config.inputs, config.batch_pairs, config.alpha, config.beta, config.num_keypoints) == ("solid", 8, 1.0, 0.1, 32)
+    assert config.lr_final is None and TrainConfig(**kp[1]).lr_final < TrainConfig(**kp[1]).lr  # constant, then anneal
+
+
 def test_a_recipe_stopped_in_its_first_stage_resumes_and_ends_with_a_model_the_node_serves(tmp_path, tiny, capsys):
     out = tmp_path / "run"
     assert main(["--recipe", "tiny", "--out", str(out), "--max-minutes", "0.00001"]) == 0
