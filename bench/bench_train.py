@@ -24,22 +24,25 @@ from kp_training.recipes import RECIPES, stage_configs
 from kp_training.train import TRAINING_PRECISIONS, TrainConfig, Trainer
 
 
-def bench(name: str, fields: dict, args) -> dict:
-    """Median step time of a run with config ``fields`` (no validation set to speak of, a scratch folder)."""
-    with tempfile.TemporaryDirectory() as out:
-        config = TrainConfig(**{**fields, "out": out, "val_pairs": 1, "init_from": None, "device": args.device,
-                                "precision": args.precision, "channels_last": args.channels_last, "compile": args.compile})
-        trainer = Trainer(config)
-        sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
-        for _ in range(args.warmup):
-            trainer.train_step()
-        times = []
-        for _ in range(args.steps):
-            sync()
-            start = time.perf_counter()
-            trainer.train_step()
-            sync()
-            times.append(time.perf_counter() - start)
+def bench(name: str, fields: dict, args, out: Path, init_from: Path | None = None) -> dict:
+    """Median step time of a run with config ``fields`` in the scratch folder ``out`` (no validation set to speak
+    of), started from ``init_from`` (a stage after the first: the previous one's untrained weights will do); its
+    weights are left in ``out / "last"``."""
+    config = TrainConfig(**{**fields, "out": str(out), "val_pairs": 1, "init_from": init_from and str(init_from),
+                            "device": args.device, "precision": args.precision, "channels_last": args.channels_last,
+                            "compile": args.compile})
+    trainer = Trainer(config)
+    sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
+    for _ in range(args.warmup):
+        trainer.train_step()
+    times = []
+    for _ in range(args.steps):
+        sync()
+        start = time.perf_counter()
+        trainer.train_step()
+        sync()
+        times.append(time.perf_counter() - start)
+    trainer.save_last()
     step = statistics.median(times)
     return {"name": name, "device": str(trainer.device), "precision": trainer.precision,
             "batch_pairs": config.batch_pairs, "step_ms": 1000 * step, "pairs_per_s": config.batch_pairs / step,
@@ -71,10 +74,13 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
           + (f", {torch.cuda.get_device_name()}" if gpu else ""))
     print(f"{'run':26} {'device':6} {'precision':9} {'batch':>5} {'params':>8} {'step ms':>9} {'pairs/s':>8}")
-    for name, fields in runs:
-        r = bench(name, fields, args)
-        print(f"{r['name']:26} {r['device']:6} {r['precision']:9} {r['batch_pairs']:5d} {r['params_M']:7.2f}M"
-              f" {r['step_ms']:9.1f} {r['pairs_per_s']:8.2f}", flush=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        for i, (name, fields) in enumerate(runs):
+            stage_out = Path(scratch) / str(i)
+            previous = Path(scratch) / str(i - 1) / "last" if args.recipe and "init_from" in fields else None
+            r = bench(name, fields, args, stage_out, previous)
+            print(f"{r['name']:26} {r['device']:6} {r['precision']:9} {r['batch_pairs']:5d} {r['params_M']:7.2f}M"
+                  f" {r['step_ms']:9.1f} {r['pairs_per_s']:8.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -110,7 +110,8 @@ class TrainConfig:
     device: str = setting("auto", "auto, cpu, cuda, cuda:1, ...")
     precision: str = setting("auto", "auto (bf16 autocast on GPU, fp32 on CPU), bf16, tf32 or fp32",
                              choices=TRAINING_PRECISIONS + ("auto",))
-    channels_last: bool | None = setting(None, "channels-last 3-D convolutions (default: on for CUDA)")
+    channels_last: bool | None = setting(None, "channels-last 3-D convolutions (default: on, on CPUs as on GPUs; "
+                                               "bench/bench_train.py times both)")
     compile: bool = setting(False, "torch.compile the model")
     max_minutes: float | None = setting(None, "stop (and checkpoint) after this much training time")
     tensorboard: bool = setting(False, "also log to TensorBoard (needs the tensorboard package)")
@@ -176,7 +177,7 @@ class Trainer:
         torch.backends.cuda.matmul.allow_tf32 = precision != "fp32"
         torch.backends.cudnn.allow_tf32 = precision != "fp32"
         self.precision = precision
-        self.channels_last = config.channels_last if config.channels_last is not None else self.device.type == "cuda"
+        self.channels_last = config.channels_last is not False
 
         torch.manual_seed(config.seed)
         self.shape = load_shape(config.shape, up_axis=config.up_axis, mesh_units=config.mesh_units)
