@@ -196,8 +196,10 @@ def evaluate(cfg: EvalConfig, loaded: dict | None = None) -> dict:
     shape = choose_shape(cfg, loaded)
     points = shape.points.to(device)
     compared = loaded.pop(KP_COMPARE, None)
-    skipped = {name: why for name, (_, meta) in loaded.items() if (why := paper_protocols_skipped(meta))}
-    models = {name: model for name, (model, _) in loaded.items() if name not in skipped}
+    # The paper's protocols take the compared KP-Net too when it was trained on their inputs.
+    paper_candidates = {**loaded, **({KP_COMPARE: compared} if compared is not None else {})}
+    skipped = {name: why for name, (_, meta) in paper_candidates.items() if (why := paper_protocols_skipped(meta))}
+    models = {name: model for name, (model, _) in paper_candidates.items() if name not in skipped}
     kp_model, cnn_model = models.get(KP), models.get(CNN)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -231,7 +233,7 @@ def evaluate(cfg: EvalConfig, loaded: dict | None = None) -> dict:
         results["representation"] = rep
 
         print(f"kp-eval: interpolation ({cfg.angles} angles, {cfg.poses} random poses)", flush=True)
-        interp = interpolation_suite(kp_model, cnn_model, points, cfg)
+        interp = interpolation_suite(kp_model, cnn_model, points, cfg, models.get(KP_COMPARE))
         strip = interp.pop("strip")
         if cfg.figures:
             strip["ground_truth"] = ground_truth_views(

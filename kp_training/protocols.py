@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from kp_core.geometry import GRID_SIZE, rotate_z_points, transform_points
@@ -46,6 +47,7 @@ if TYPE_CHECKING:  # the settings live with the job that reads them
 
 
 KP, KP_INTERP, CNN = "KP-Net", "KP-Net (Interp.)", "CNN-Net"
+KP_COMPARE = "KP-Net (compared)"
 METRICS = ("bce", "iou", "chamfer", "distance")
 PAPER_TABLE_I = {
     CNN: {"bce": (0.006, 0.001), "iou": (0.984, 0.003), "chamfer": (9.244, 0.953)},
@@ -55,11 +57,12 @@ METHOD_FORMULAS = {
     KP: "KP-Net: g(R_z(psi) f(X)).",
     KP_INTERP: "KP-Net (Interp.): g((1-a) R_z(psi) f(X) + a R_z(psi-90) f(X*)).",
     CNN: "CNN-Net: g((1-a) f(X) + a f(X*)).",
+    KP_COMPARE: "KP-Net (compared): the second KP-Net's g(R_z(psi) f(X)).",
 }
 EQUIVARIANCE_MODES = ("rotation", "scale", "rotation+scale")
 # separate sampling streams, so that adding or leaving out a model does not change another's numbers
-_STREAMS = {"transforms": 0, "floor": 1, KP: 2, KP_INTERP: 3, CNN: 4, "poses": 5, "equivariance": 6, "sensor": 7}
-KP_COMPARE = "KP-Net (compared)"
+_STREAMS = {"transforms": 0, "floor": 1, KP: 2, KP_INTERP: 3, CNN: 4, "poses": 5, "equivariance": 6, "sensor": 7,
+            KP_COMPARE: 8}
 SENSOR_KINDS = {"whole": 1.0, "single": 0.0}  # share of fused multi-camera clouds
 
 
@@ -131,7 +134,7 @@ def representation_power(models: dict, points: torch.Tensor, cfg: EvalConfig, de
     gens = {name: _generator(cfg.seed, name) for name in models}
     floor_gen = _generator(cfg.seed, "floor")
     n_fig = min(cfg.figure_examples, cfg.samples)
-    examples = {"ground_truth": [], "keypoints": [], KP: [], CNN: []}
+    examples = {"ground_truth": [], "keypoints": [], KP: [], CNN: [], **{name: [] for name in models}}
     for start in range(0, cfg.samples, cfg.batch):
         stop = min(start + cfg.batch, cfg.samples)
         views = make_views(points, angle[start:stop], scale[start:stop])
@@ -144,7 +147,7 @@ def representation_power(models: dict, points: torch.Tensor, cfg: EvalConfig, de
                 per[name][m] += v.tolist()
             for i in range(start, min(stop, n_fig)):
                 examples[name].append(torch.sigmoid(logits[i - start]).cpu())
-                if model.kind == "keypoint":
+                if name == KP:
                     examples["keypoints"].append(latent[i - start].cpu())
         for i in range(start, min(stop, n_fig)):
             examples["ground_truth"].append(views[i - start].cpu())
@@ -163,11 +166,12 @@ def representation_power(models: dict, points: torch.Tensor, cfg: EvalConfig, de
 @torch.no_grad()
 def interpolation(kp_model, cnn_model, points: torch.Tensor, base_angle: float, scale: torch.Tensor,
                   psi: torch.Tensor, batch: int, chamfer_points: int, seed: int,
-                  keep: set[int] | None = None) -> tuple[dict, dict]:
+                  keep: set[int] | None = None, compare_model=None) -> tuple[dict, dict]:
     """Fig. 6 curves for one base pose.
 
     The base view is ``R_z(base_angle) S p``, the goal ``R_z(base_angle + 90 deg) S p`` and the ground truth
-    at ``psi`` is ``R_z(base_angle + psi) S p`` voxelized again.
+    at ``psi`` is ``R_z(base_angle + psi) S p`` voxelized again. ``compare_model``: a second KP-Net, whose
+    ``g(R_z(psi) f(X))`` is the curve :data:`KP_COMPARE`.
 
     Args:
         points: (N, 3) shape points on the device.
@@ -198,12 +202,14 @@ def interpolation(kp_model, cnn_model, points: torch.Tensor, base_angle: float, 
         rot_goal = rotate_z_points(kp_goal.expand(len(psi), -1, -1), psi - math.pi / 2)
         latents[KP] = rot_base
         latents[KP_INTERP] = (1 - a)[:, None, None] * rot_base + a[:, None, None] * rot_goal
+    if compare_model is not None:
+        latents[KP_COMPARE] = rotate_z_points(encode(compare_model, ends[:1], batch).expand(len(psi), -1, -1), psi)
     if cnn_model is not None:
         z_base, z_goal = encode(cnn_model, ends, batch).unbind(0)
         latents[CNN] = (1 - a)[:, None] * z_base + a[:, None] * z_goal
     curves, kept = {}, {}
     for method, latent in latents.items():
-        model = cnn_model if method == CNN else kp_model
+        model = {CNN: cnn_model, KP_COMPARE: compare_model}.get(method, kp_model)
         gen = torch.Generator().manual_seed(seed * 1000 + _STREAMS[method])
         curves[method], kept[method] = decode_and_score(model, latent, targets, gen, batch, chamfer_points, keep)
     return curves, kept
@@ -221,15 +227,16 @@ def _curves_to_lists(curves: dict) -> dict:
 
 
 @torch.no_grad()
-def interpolation_suite(kp_model, cnn_model, points: torch.Tensor, cfg: EvalConfig) -> dict:
-    """Fig. 6 on the base pose, the pose-averaged curves and the KP-Net circle."""
+def interpolation_suite(kp_model, cnn_model, points: torch.Tensor, cfg: EvalConfig, compare_model=None) -> dict:
+    """Fig. 6 on the base pose, the pose-averaged curves, the KP-Net circle and the paper's claim
+    (:func:`paper_claim`); ``compare_model``: a second KP-Net's curve beside them."""
     one = torch.ones(3)
     psi = torch.arange(cfg.angles, dtype=torch.float64) * (math.pi / 2) / cfg.angles
     psi = psi.float()
     strip_index = sorted({int(round(i * cfg.angles / cfg.strip_angles)) for i in range(cfg.strip_angles)})
     strip_index = [i for i in strip_index if i < cfg.angles]
     base, kept = interpolation(kp_model, cnn_model, points, math.pi, one, psi, cfg.batch, cfg.chamfer_points,
-                               cfg.seed, keep=set(strip_index) if cfg.figures else None)
+                               cfg.seed, keep=set(strip_index) if cfg.figures else None, compare_model=compare_model)
     result = {
         "base_pose": {"angle_deg": 180.0, "scale": [1.0, 1.0, 1.0]},
         "psi_deg": torch.rad2deg(psi).tolist(),
@@ -243,7 +250,7 @@ def interpolation_suite(kp_model, cnn_model, points: torch.Tensor, cfg: EvalConf
         runs: dict[str, dict[str, list]] = {}
         for p in range(cfg.poses):
             curves, _ = interpolation(kp_model, cnn_model, points, float(pose_angle[p]), pose_scale[p], psi_p,
-                                      cfg.batch, cfg.chamfer_points, cfg.seed + 1 + p)
+                                      cfg.batch, cfg.chamfer_points, cfg.seed + 1 + p, compare_model=compare_model)
             for method, metrics in curves.items():
                 for m, v in metrics.items():
                     runs.setdefault(method, {}).setdefault(m, []).append(v)
@@ -257,7 +264,34 @@ def interpolation_suite(kp_model, cnn_model, points: torch.Tensor, cfg: EvalConf
     if kp_model is not None:
         result["circle"] = circle(kp_model, points, cfg, pose_angle if cfg.poses else None,
                                   pose_scale if cfg.poses else None)
+    claim = paper_claim(result)
+    if claim is not None:
+        result["claim"] = claim
     return result
+
+
+def paper_claim(interp: dict, at_deg: float = 45.0) -> dict | None:
+    """The paper's reading of Fig. 6 (KP-Net rotates the object in latent space where CNN-Net's interpolation
+    cannot) at the angle nearest ``at_deg``: both IoUs and KP-Net's margin at the base pose and, with random poses,
+    their means and standard deviations over the poses; ``holds`` when the mean margin exceeds both standard
+    deviations. None without both curves."""
+    if KP not in interp["curves"] or CNN not in interp["curves"]:
+        return None
+
+    def at(psi_deg, values):
+        return float(values[int(np.abs(np.asarray(psi_deg) - at_deg).argmin())])
+
+    kp, cnn = (at(interp["psi_deg"], interp["curves"][m]["iou"]) for m in (KP, CNN))
+    claim = {"psi_deg": at(interp["psi_deg"], interp["psi_deg"]), "base": {"kp": kp, "cnn": cnn, "margin": kp - cnn}}
+    avg = interp.get("pose_average")
+    if avg:
+        mean = {m: at(avg["psi_deg"], avg["mean"][m]["iou"]) for m in (KP, CNN)}
+        std = {m: at(avg["psi_deg"], avg["std"][m]["iou"]) for m in (KP, CNN)}
+        margin = mean[KP] - mean[CNN]
+        claim["poses"] = {"count": len(avg["poses"]["angle_deg"]), "psi_deg": at(avg["psi_deg"], avg["psi_deg"]),
+                          "kp": mean[KP], "kp_std": std[KP], "cnn": mean[CNN], "cnn_std": std[CNN], "margin": margin,
+                          "holds": bool(margin > max(std[KP], std[CNN]))}
+    return claim
 
 
 def _nanmean(v: torch.Tensor) -> torch.Tensor:

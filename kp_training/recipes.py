@@ -80,6 +80,11 @@ RECIPES = {
         "cnn-cpu",
         "the paper's CNN-Net baseline at the same scale (128-d latent, reconstruction loss only, the same 256-wide "
         "decoder), same pairs and schedule", dict(CPU_FIELDS, preset="cnn", decoder_channels=256), CPU_STAGES),
+    "cylinder-cpu": Recipe(
+        "cylinder-cpu",
+        "this project's architecture (the z-rotation equivariant encoder and yaw-canonical decoder, with the "
+        "axis-spread hinge it needs) on the paper's solid grids, same pairs and schedule as paper-cpu",
+        dict(CPU_FIELDS, preset="cylinder", canonical_yaw=True, gamma=1.0), CPU_STAGES),
 }
 
 

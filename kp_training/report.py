@@ -14,7 +14,7 @@ import numpy as np
 
 from . import figures
 from .camera_protocol import conditions_markdown
-from .protocols import CNN, KP, KP_INTERP, METHOD_FORMULAS, METRICS, PAPER_TABLE_I, SENSOR_KINDS
+from .protocols import CNN, KP, KP_COMPARE, KP_INTERP, METHOD_FORMULAS, METRICS, PAPER_TABLE_I, SENSOR_KINDS
 
 
 def camera_markdown(camera: dict) -> str:
@@ -63,12 +63,13 @@ def table1_markdown(summary: dict, include_paper: bool = True) -> str:
         "| Method | BCE ↓ | IoU ↑ | Chamfer (paper conv.) ↓ | Mean NN distance [voxels] ↓ |",
         "|---|---|---|---|---|",
     ]
-    for method in (CNN, KP):
+    for method in (CNN, KP, KP_COMPARE):
         if method in summary:
             s = summary[method]
-            lines.append(f"| {method} (ours) | {format_stats(s['bce'])} | {format_stats(s['iou'])} | {format_stats(s['chamfer'])} "
+            name = method if method == KP_COMPARE else f"{method} (ours)"
+            lines.append(f"| {name} | {format_stats(s['bce'])} | {format_stats(s['iou'])} | {format_stats(s['chamfer'])} "
                          f"| {format_stats(s['distance'])} |")
-        if include_paper and (method in summary):
+        if include_paper and method in summary and method in PAPER_TABLE_I:
             p = PAPER_TABLE_I[method]
             lines.append(f"| {method} (paper) | {p['bce'][0]} ({p['bce'][1]}) | {p['iou'][0]} ({p['iou'][1]}) "
                          f"| {p['chamfer'][0]} ({p['chamfer'][1]}) | not reported |")
@@ -98,6 +99,22 @@ def interpolation_markdown(interp: dict) -> str:
         row = " | ".join(f"{np.nanmean(avg['mean'][m]['iou']):.3f}" for m in methods)
         lines.append(f"| mean over [0, 90), {len(avg['poses']['angle_deg'])} random poses | {row} |")
     return "\n".join(lines) + "\n"
+
+
+def claim_markdown(claim: dict) -> str:
+    """The paper's reading of Fig. 6 checked in words (:func:`kp_training.protocols.paper_claim`)."""
+    base = claim["base"]
+    text = (f"**The paper's claim** (KP-Net rotates the object in latent space, CNN-Net's interpolation does not): at "
+            f"psi = {claim['psi_deg']:.0f} deg of the base pose KP-Net's IoU is {base['kp']:.3f} and CNN-Net's "
+            f"{base['cnn']:.3f} (KP-Net {base['margin']:+.3f}).")
+    poses = claim.get("poses")
+    if poses:
+        verdict = ("larger than both standard deviations: the claim holds here" if poses["holds"] else
+                   "not larger than both standard deviations: the claim is not shown here")
+        text += (f" Over {poses['count']} random poses at psi = {poses['psi_deg']:.0f} deg: KP-Net {poses['kp']:.3f} "
+                 f"(std {poses['kp_std']:.3f}), CNN-Net {poses['cnn']:.3f} (std {poses['cnn_std']:.3f}), a margin of "
+                 f"{poses['margin']:+.3f}, {verdict}.")
+    return text
 
 
 def _modes(eq: dict) -> dict:
@@ -207,7 +224,7 @@ def make_figures(out: Path, results: dict, figure_data: dict) -> dict[str, str]:
         if strip and strip["grids"]:
             index = strip["index"]
             rows = {"Ground truth": list(strip["ground_truth"])}
-            for method in (KP, KP_INTERP, CNN):
+            for method in (KP, KP_INTERP, KP_COMPARE, CNN):
                 if method in strip["grids"]:
                     rows[method] = [strip["grids"][method].get(i) for i in index]
             angles = [interp["psi_deg"][i] for i in index]
@@ -325,6 +342,8 @@ def results_markdown(results: dict, out: Path, md_path: Path) -> str:
         if "pose_average" in interp:
             lines += ["Averaged over random base poses (rotation and anisotropic scale of the training sampler; "
                       "band: one standard deviation):", "", image("interpolation_pose_average", "Pose-averaged interpolation"), ""]
+        if "claim" in interp:
+            lines += [claim_markdown(interp["claim"]), ""]
         if "strip" in fig:
             lines += [image("strip", "Interpolation strip (Fig. 7)"), "Fig. 7 style: rows ground truth and methods, "
                       "columns rotation angles.", ""]

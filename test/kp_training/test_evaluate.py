@@ -55,18 +55,25 @@ def test_full_run_writes_every_output(kp_run, cnn_ckpt, tmp_path, recipe_run):
 
     rep = results["representation"]
     assert len(rep["transforms"]["angle"]) == 3
-    for method in ("KP-Net", "CNN-Net"):
+    for method in ("KP-Net", "CNN-Net", "KP-Net (compared)"):
         assert set(rep["per_example"][method]) == {"bce", "iou", "chamfer", "distance"}
         assert all(len(v) == 3 for v in rep["per_example"][method].values())
         s = rep["summary"][method]
         for metric in ("iou", "bce"):  # the summary summarizes the examples
             assert s[metric]["mean"] == pytest.approx(sum(rep["per_example"][method][metric]) / 3)
+    # --kp-compare is the same one-epoch run's last checkpoint (its best): the same views give the same grids
+    for metric in ("iou", "bce"):
+        assert rep["per_example"]["KP-Net (compared)"][metric] == pytest.approx(rep["per_example"]["KP-Net"][metric])
     floor = rep["summary"]["Ground truth (sampling floor)"]["chamfer"]
     assert floor["mean"] > 1.0  # the paper's Chamfer is far from 0 even for a perfect reconstruction
 
     interp = results["interpolation"]
     assert interp["psi_deg"] == pytest.approx([0.0, 30.0, 60.0])
-    assert set(interp["curves"]) == {"KP-Net", "KP-Net (Interp.)", "CNN-Net"}
+    assert set(interp["curves"]) == {"KP-Net", "KP-Net (Interp.)", "CNN-Net", "KP-Net (compared)"}
+    assert interp["curves"]["KP-Net (compared)"]["iou"] == pytest.approx(interp["curves"]["KP-Net"]["iou"])
+    claim = interp["claim"]
+    assert claim["psi_deg"] == pytest.approx(30.0) and claim["poses"]["count"] == 2  # the angle nearest 45 deg of 0, 30, 60
+    assert claim["base"]["kp"] == pytest.approx(interp["curves"]["KP-Net"]["iou"][1])
     assert all(len(v) == 3 for m in interp["curves"].values() for v in m.values())
     avg = interp["pose_average"]
     assert len(avg["psi_deg"]) == 3 and len(avg["poses"]["angle_deg"]) == 2
@@ -110,6 +117,8 @@ def test_full_run_writes_every_output(kp_run, cnn_ckpt, tmp_path, recipe_run):
     assert "Rotate-goal on sensor-like clouds" in text and "| KP-Net (compared) | single |" in text
     assert "tiny test models" in text and "only 4 pairs" in text
     assert "| CNN-Net (paper) | 0.006 (0.001) | 0.984 (0.003) | 9.244 (0.953)" in text
+    assert "| KP-Net (compared) | " in text.split("## Representation power (Table I)")[1].split("##")[0]
+    assert "**The paper's claim**" in text and "Over 2 random poses at psi = 30 deg" in text
     assert "kp-eval --kp " in text and "--samples 3" in text
     assert '"preset": "fast"' in text and '"decoder_channels": 32' in text  # the training config
     for name in figures.values():
@@ -120,6 +129,25 @@ def test_full_run_writes_every_output(kp_run, cnn_ckpt, tmp_path, recipe_run):
     assert "| operating-point | 2 | 200 | 6.7 |" in recipes_section  # the validation table, from the recipe's start
     for i in (1, 2):
         assert f"](../results/time_to_quality_{i}.png)" in recipes_section and (out / f"time_to_quality_{i}.png").is_file()
+
+
+def test_the_papers_claim_is_read_at_45_degrees_against_the_spread_over_poses():
+    from kp_training.protocols import paper_claim
+
+    psi = [0.0, 40.0, 50.0, 80.0]
+    interp = {"psi_deg": psi, "curves": {"KP-Net": {"iou": [0.9, 0.8, 0.7, 0.6]}, "CNN-Net": {"iou": [0.9, 0.5, 0.4, 0.3]}},
+              "pose_average": {"psi_deg": [0.0, 45.0, 90.0], "poses": {"angle_deg": [1.0, 2.0, 3.0]},
+                               "mean": {"KP-Net": {"iou": [0.9, 0.80, 0.9]}, "CNN-Net": {"iou": [0.9, 0.70, 0.9]}},
+                               "std": {"KP-Net": {"iou": [0.0, 0.05, 0.0]}, "CNN-Net": {"iou": [0.0, 0.12, 0.0]}}}}
+    claim = paper_claim(interp)
+    assert claim["psi_deg"] == 40.0 and claim["base"] == pytest.approx({"kp": 0.8, "cnn": 0.5, "margin": 0.3})
+    poses = claim["poses"]
+    assert poses["count"] == 3 and poses["psi_deg"] == 45.0 and poses["margin"] == pytest.approx(0.1)
+    assert not poses["holds"]  # 0.1 is within CNN-Net's spread over the poses (0.12)
+    interp["pose_average"]["std"]["CNN-Net"]["iou"][1] = 0.08
+    assert paper_claim(interp)["poses"]["holds"]
+    del interp["curves"]["CNN-Net"]
+    assert paper_claim(interp) is None
 
 
 def test_only_cnn_without_figures(cnn_ckpt, tmp_path):

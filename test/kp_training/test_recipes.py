@@ -49,6 +49,10 @@ def test_the_cpu_reproduction_trains_kp_net_and_cnn_net_alike_but_for_the_model(
     config = TrainConfig(**kp[0])
     assert (config.inputs, config.batch_pairs, config.alpha, config.beta, config.num_keypoints) == ("solid", 8, 1.0, 0.1, 32)
     assert config.lr_final is None and TrainConfig(**kp[1]).lr_final < TrainConfig(**kp[1]).lr  # constant, then anneal
+    ours = recipes.validate(recipes.RECIPES["cylinder-cpu"], {}, tmp_path / "ours")
+    for kp_stage, our_stage in zip(kp, ours):
+        assert {k for k in kp_stage.keys() | our_stage.keys() if kp_stage.get(k) != our_stage.get(k)} <= {
+            "preset", "canonical_yaw", "gamma", "out", "init_from"}
 
 
 def test_a_recipe_stopped_in_its_first_stage_resumes_and_ends_with_a_model_the_node_serves(tmp_path, tiny, capsys):
