@@ -4,8 +4,9 @@ A recipe is a list of stages, each a set of config fields and a length in epochs
 the clock, and a run repeats on another machine). Every stage after the first starts from the previous one's best
 checkpoint. The run folder holds ``recipe.json`` (the recipe's name and the flags given, which apply to every
 stage), one run folder per stage (``stage1-shape``, ...), and at the end ``model.safetensors`` + ``model.json``
-(the last stage's best checkpoint, which the node serves from ``model_path:=DIR``) and, for the node's recipe,
-``report.md``: kp-eval's sensor and camera protocols for the shape, with figures. ``kp-train --resume DIR``
+(the last stage's best checkpoint, which the node serves from ``model_path:=DIR``; for the node's recipe with its
+yaw spread calibrated, :mod:`kp_training.yaw_calibration`) and, for the node's recipe, ``report.md``: kp-eval's
+sensor and camera protocols for the shape, with figures. ``kp-train --resume DIR``
 continues the stage that was interrupted (Ctrl-C is safe) and goes on with the next ones.
 """
 
@@ -164,8 +165,12 @@ def run(out: Path, given_now: dict | None = None) -> Path:
                 return folder / "last.safetensors"
         stages_wall.append({"stage": stage.name, "epochs": values["epochs"],
                             **{k: read_metadata(folder / "last.json")["progress"][k] for k in ("global_step", "train_seconds")}})
-    weights = export(out, recipe, stages_wall)
+    meta = out / f"{MODEL_STEM}.json"
+    weights = checkpoint_paths(out / MODEL_STEM)[0] if meta.is_file() else export(out, recipe, stages_wall)
     curve = time_to_quality(out, figure=out / "time_to_quality.png")
+    model_meta = read_metadata(meta)
+    if recipe.report and model_meta["architecture"].get("canonical_yaw") and "yaw_calibration" not in model_meta:
+        calibrate_yaw(out)
     if recipe.report and not (out / "report.md").exists():
         write_report(out, given)
         with open(out / "report.md", "a") as report:
@@ -261,6 +266,19 @@ def export(out: Path, recipe: Recipe, stages_wall: list[dict]) -> Path:
     shutil.copyfile(source_weights, weights)
     atomic_write_json(meta_path, meta)
     return weights
+
+
+def calibrate_yaw(out: Path) -> None:
+    """The yaw spread the node answers with (:mod:`kp_training.yaw_calibration`), into ``DIR/model.json``."""
+    from . import yaw_calibration
+
+    started = time.perf_counter()
+    print(f"kp-train: calibrating the yaw spread of {out / MODEL_STEM}", flush=True)
+    calibration = yaw_calibration.calibrate(out / MODEL_STEM)
+    calibration["command"] = f"kp-train --resume {out} (kp_training.yaw_calibration.calibrate's defaults)"
+    yaw_calibration.write(out / MODEL_STEM, calibration)
+    print("\n".join(yaw_calibration.describe(calibration)), flush=True)
+    print(f"kp-train: yaw spread calibrated in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
 
 
 def write_report(out: Path, given: dict) -> None:

@@ -84,6 +84,22 @@ def test_a_recipe_stopped_in_its_first_stage_resumes_and_ends_with_a_model_the_n
     assert json.loads((out / "recipe.json").read_text())["recipe"] == "tiny"
 
 
+def test_a_canonical_yaw_recipe_ends_with_the_nodes_yaw_spread_calibrated(tmp_path, tiny, monkeypatch):
+    from kp_training import yaw_calibration
+
+    canonical = Recipe("tiny-yaw", "one stage of a canonical-yaw model", dict(TINY.fields, preset="cylinder",
+                       canonical_yaw=True), TINY.stages[:1], report=True)
+    monkeypatch.setitem(recipes.RECIPES, "tiny-yaw", canonical)
+    calibrate = yaw_calibration.calibrate
+    monkeypatch.setattr(yaw_calibration, "calibrate", lambda checkpoint: calibrate(checkpoint, views=1, bins=2))
+    out = tmp_path / "run"
+    assert main(["--recipe", "tiny-yaw", "--out", str(out)]) == 0
+    calibration = read_metadata(out)["yaw_calibration"]
+    assert calibration["views"] == 5 and len(calibration["spread_rad"]) == 2
+    pipeline = Pipeline(out)
+    assert pipeline.pose(pipeline.encode(_mug_cloud())).yaw_spread in calibration["spread_rad"]
+
+
 def test_an_interrupted_recipe_says_to_resume_the_recipe_not_its_stage(tmp_path, tiny, capsys, monkeypatch):
     from kp_training.train import Trainer
 
