@@ -1,7 +1,5 @@
 """Training views: the paper's solid grids and simulated sensor clouds with their grid placement."""
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
