@@ -47,10 +47,11 @@ class Recipe:
 
 
 NODE_FIELDS = dict(preset="cylinder", inputs="sensor", zoom=1.3, whole_fraction=0.3, camera_artifacts=0.5,
-                   conditioning=True, canonical_yaw=True, alpha=10.0, gamma=1.0, batch_pairs=4, pairs_per_epoch=400,
+                   conditioning=True, canonical_yaw=True, alpha=10.0, gamma=1.0, batch_pairs=4, pairs_per_epoch=600,
                    val_pairs=64, goal_check_clouds=8, scale_min=0.825, scale_max=0.925)
 """The node shows the object at one size (its metric size fills the same share of the grid): every stage trains
-around it (+-6 % per axis) rather than over the paper's 0.75-1 range."""
+around it (+-6 % per axis) rather than over the paper's 0.75-1 range. An epoch is 150 steps of 4 pairs, each ended
+by a validation."""
 PAPER_FIELDS = dict(inputs="solid", batch_pairs=8, pairs_per_epoch=4000, lr=1e-3, alpha=1.0, beta=0.1)
 CPU_FIELDS = dict(PAPER_FIELDS, pairs_per_epoch=400, val_pairs=200)
 CPU_STAGES = (Stage("constant-rate", 60), Stage("anneal", 15, dict(lr=3e-4, lr_final=1e-5)))
