@@ -10,9 +10,9 @@ and flying pixels at depth edges. The grid must see only the object, so:
    *supports* something (:func:`supports`): points stand clearly above it, a good share of its own points lie
    outside the convex hull of the foot of what stands above, seen from above (a table around an object; not a
    mug's inner floor, its rim or the underside of a held mug), and nothing inside the hull of what stands above
-   reaches below it. Everything on or below a support plane is dropped (its thickness measured per square of the object's size: a camera's noise grows with
-   range), but for the object's own base (:func:`restore_base`), and its height becomes the object's bottom
-   for the grid's placement.
+   reaches below it. Everything on or below a support plane is dropped (its thickness measured per square of the
+   object's size: a camera's noise grows with range), but for the object's own base (:func:`restore_base`), and
+   its height becomes the object's bottom for the grid's placement.
 3. **Clusters**: the remaining points are binned into cells of about a twelfth of the object's size; occupied
    cells that touch (26-neighbourhood) form clusters. A cluster is plausible when its size, max(x extent,
    y extent, height), lies between ``min_size`` and ``max_size`` times the model's object size and it holds at
