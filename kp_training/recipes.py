@@ -276,7 +276,7 @@ def calibrate_yaw(out: Path) -> None:
     started = time.perf_counter()
     print(f"kp-train: calibrating the yaw spread of {out / MODEL_STEM}", flush=True)
     calibration = yaw_calibration.calibrate(out / MODEL_STEM)
-    calibration["command"] = f"kp-train --resume {out} (kp_training.yaw_calibration.calibrate's defaults)"
+    calibration["command"] = "kp-train --recipe (kp_training.yaw_calibration.calibrate's defaults)"
     yaw_calibration.write(out / MODEL_STEM, calibration)
     print("\n".join(yaw_calibration.describe(calibration)), flush=True)
     print(f"kp-train: yaw spread calibrated in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
