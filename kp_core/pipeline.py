@@ -354,7 +354,7 @@ class Pipeline:
         if cfg.crop_enabled:
             keep &= in_crop_box(points, cfg)
         if not keep.all():
-            points = points[keep]
+            points = np.compress(keep, points, axis=0)  # several times faster than points[keep]
         require_points(len(points), cfg)
         return points
 

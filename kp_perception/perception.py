@@ -315,7 +315,8 @@ class Perception:
         cfg = self.settings.pipeline  # one snapshot for the whole cloud
         if cloud.height > 1:  # an image of points, in the camera's frame: its veils go while the image is at hand
             organized = read_xyz(cloud, max_points=cfg.max_points, keep_nonfinite=True)
-            points = organized[kept_pixels(organized.reshape(cloud.height, cloud.width, 3), cfg.conditioning).ravel()]
+            kept = kept_pixels(organized.reshape(cloud.height, cloud.width, 3), cfg.conditioning).ravel()
+            points = np.compress(kept, organized, axis=0)  # several times faster than organized[kept]
         else:
             points = read_xyz(cloud, max_points=cfg.max_points)
         frame, points = self.frames(cloud.header, points)

@@ -220,3 +220,16 @@ def test_a_planes_split_reads_each_points_own_square_where_the_thickness_decides
     np.testing.assert_array_equal(above, heights > own)
     np.testing.assert_array_equal(within, np.abs(heights) <= own)
     assert 0 < (np.abs(heights) <= own).sum() and not (above & within).any()
+
+
+def test_group_medians_are_numpys_median_of_each_group():
+    from kp_core.conditioning import group_medians
+
+    rng = np.random.default_rng(3)
+    group = rng.integers(0, 40, size=500) * 7  # sparse labels, groups of odd and even counts, some of one point
+    values = rng.normal(size=500).round(2)  # ties
+    labels, counts, medians = group_medians(group, values)
+    expected = sorted(set(group.tolist()))
+    assert labels.tolist() == expected
+    assert counts.tolist() == [int((group == g).sum()) for g in expected]
+    assert medians.tolist() == [float(np.median(values[group == g])) for g in expected]
