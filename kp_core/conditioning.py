@@ -203,7 +203,7 @@ class Plane:
         # Thickness per tile of a small dense table over the near points' extent; points beyond it get the
         # plane's own tolerance.
         lo = bounds(near[:, :2])[0]
-        tiles = np.floor((near[:, :2] - lo) / tile).astype(np.int64)
+        tiles = ((near[:, :2] - lo) / tile).astype(np.int64)  # >= 0: truncation floors
         shape = bounds(tiles)[1] + 1
         flat = tiles[:, 0] * shape[1] + tiles[:, 1]
         heights = self.height(near)
@@ -323,7 +323,12 @@ def horizontal_planes(points: np.ndarray, cfg: ConditioningConfig, rng: np.rando
     offsets = -(normals * anchors).sum(axis=1)
     # MSAC scores (truncated quadratic): a plane between two parallel layers a few millimetres apart, which
     # grazes both, scores below either layer's own plane.
-    scores = np.clip(1.0 - ((sample @ normals.T + offsets) / cfg.plane_tolerance_m) ** 2, 0.0, None).sum(axis=0)
+    scores = sample @ normals.T  # (points, hypotheses), computed in place from here
+    scores += offsets
+    scores /= cfg.plane_tolerance_m
+    np.square(scores, out=scores)
+    np.subtract(1.0, scores, out=scores)
+    scores = np.maximum(scores, 0.0, out=scores).sum(axis=0)
     planes, middle = [], sample.mean(axis=0)
     for best in np.argsort(-scores):
         if scores[best] < max(3, 0.05 * len(sample)) * 2 / 3 or len(planes) == max_planes:
@@ -371,7 +376,7 @@ def covers_an_area(points: np.ndarray, cell: float, share: float = 0.3) -> bool:
     squares have holes."""
     if len(points) < 10:
         return False
-    ij = np.floor((points[:, :2] - bounds(points[:, :2])[0]) / cell).astype(np.int64) + 1
+    ij = ((points[:, :2] - bounds(points[:, :2])[0]) / cell).astype(np.int64) + 1  # >= 0: truncation floors
     shape = bounds(ij)[1] + 2
     if int(shape[0]) * int(shape[1]) > DENSE_CELLS:  # larger than any table this node looks at
         return True
@@ -474,7 +479,7 @@ def clusters(points: np.ndarray, cell: float, sparse_fraction: float = 0.0) -> C
     from scipy.sparse.csgraph import connected_components
 
     lo = bounds(points)[0] - cell  # a border cell on each side: neighbour keys never wrap
-    cells = np.floor((points - lo) / cell).astype(np.int64)
+    cells = ((points - lo) / cell).astype(np.int64)  # >= 0: truncation floors
     dims = bounds(cells)[1] + 2
     point_keys = _cell_keys(cells, dims)
     total = int(np.prod(dims))
