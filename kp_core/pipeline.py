@@ -349,11 +349,18 @@ class Pipeline:
         if len(points) > cfg.max_points:
             raise TooManyPoints(f"the cloud has {len(points)} points, more than max_points = {cfg.max_points}")
         points = points.astype(np.float64, copy=False)
-        # Column by column: numpy's .all(axis=1) over (N, 3) is several times slower.
-        keep = np.isfinite(points[:, 0]) & np.isfinite(points[:, 1]) & np.isfinite(points[:, 2])
+        keep = None
+        # One pass first: the sum is finite when no coordinate is NaN or infinite (a sum that overflows on finite
+        # coordinates only sends the cloud through the column test). Column by column: numpy's .all(axis=1) over
+        # (N, 3) is several times slower.
+        with np.errstate(over="ignore", invalid="ignore"):  # inf - inf and overflows are what it looks for
+            finite = bool(np.isfinite(points.sum()))
+        if not finite:
+            keep = np.isfinite(points[:, 0]) & np.isfinite(points[:, 1]) & np.isfinite(points[:, 2])
         if cfg.crop_enabled:
-            keep &= in_crop_box(points, cfg)
-        if not keep.all():
+            crop = in_crop_box(points, cfg)
+            keep = crop if keep is None else keep & crop
+        if keep is not None and not keep.all():
             points = np.compress(keep, points, axis=0)  # several times faster than points[keep]
         require_points(len(points), cfg)
         return points

@@ -161,6 +161,19 @@ def test_bad_clouds_are_refused(pipe, points, message):
         pipe.encode(points)
 
 
+
+def test_clean_drops_every_non_finite_point_and_keeps_finite_ones_whose_sum_overflows(pipe):
+    rng = np.random.default_rng(4)
+    points = rng.normal(size=(400, 3))
+    bad = rng.choice(400, size=40, replace=False)
+    points[bad[:20], rng.integers(0, 3, size=20)] = np.nan
+    points[bad[20:], rng.integers(0, 3, size=20)] = rng.choice([np.inf, -np.inf], size=20)
+    kept = pipe.clean(points)
+    np.testing.assert_array_equal(kept, np.delete(points, bad, axis=0))
+    huge = np.full((200, 3), 1e308)  # finite, but their sum is not
+    np.testing.assert_array_equal(pipe.clean(huge), huge)
+
+
 def test_crop_box_and_size_limit(tiny_model_path, mug_cloud):
     far = PipelineConfig(crop_enabled=True, crop_min=(5, 5, 5), crop_max=(6, 6, 6))
     with pytest.raises(PipelineError, match="inside the crop box"):
