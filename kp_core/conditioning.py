@@ -676,6 +676,10 @@ def condition(points: np.ndarray, obj: ObjectSize | None, cfg: ConditioningConfi
     sample = points[rng.choice(len(points), size=min(cfg.plane_samples, len(points)), replace=False)]
     floor = floor_thickness = None
     for plane in horizontal_planes(sample, cfg, rng):
+        # Nothing stands clearly on a plane at the object's top (its rim): no thickness, however measured (never
+        # less than the plane's tolerance), makes it a support, and measuring it costs a convex hull.
+        if int((plane.height(sample) > max(2 * plane.tolerance, 0.01)).sum()) < 3:
+            continue
         thickness = plane.thickness(sample, tile=obj.size, cell=cell / 2)
         if supports(plane, thickness, sample, cell / 2, cfg, points):
             floor, floor_thickness = plane, thickness
