@@ -387,6 +387,12 @@ def covers_an_area(points: np.ndarray, cell: float, share: float = 0.3) -> bool:
     return float((neighbours[inner] >= 3).mean()) >= share
 
 
+def clearance(thickness):
+    """How high above a plane a point stands clearly on it, where the plane lies ``thickness`` thick (metres, a
+    scalar or an array)."""
+    return np.maximum(2 * thickness, 0.01)
+
+
 def supports(plane: Plane, thickness: Thickness, points: np.ndarray, cell: float, cfg: ConditioningConfig,
              cloud: np.ndarray) -> bool:
     """Whether ``plane`` (its ``thickness`` from ``points``) is a support under ``points`` (a random subset of
@@ -404,7 +410,7 @@ def supports(plane: Plane, thickness: Thickness, points: np.ndarray, cell: float
     thickness = thickness.at(points)
     band = np.abs(height) <= thickness
     on = points[band]
-    clear = height > np.maximum(2 * thickness, 0.01)
+    clear = height > clearance(thickness)
     if clear.sum() < 3 or len(on) < 3:
         return False
     standing, rise = points[clear], height[clear]
@@ -678,7 +684,7 @@ def condition(points: np.ndarray, obj: ObjectSize | None, cfg: ConditioningConfi
     for plane in horizontal_planes(sample, cfg, rng):
         # Nothing stands clearly on a plane at the object's top (its rim): no thickness, however measured (never
         # less than the plane's tolerance), makes it a support, and measuring it costs a convex hull.
-        if int((plane.height(sample) > max(2 * plane.tolerance, 0.01)).sum()) < 3:
+        if int((plane.height(sample) > clearance(plane.tolerance)).sum()) < 3:
             continue
         thickness = plane.thickness(sample, tile=obj.size, cell=cell / 2)
         if supports(plane, thickness, sample, cell / 2, cfg, points):

@@ -161,7 +161,6 @@ def test_bad_clouds_are_refused(pipe, points, message):
         pipe.encode(points)
 
 
-
 def test_clean_drops_every_non_finite_point_and_keeps_finite_ones_whose_sum_overflows(pipe):
     rng = np.random.default_rng(4)
     points = rng.normal(size=(400, 3))
