@@ -30,7 +30,7 @@ import torch
 
 from .checkpoint import load_model
 from .conditioning import Conditioned, ConditioningConfig, ConditioningError, ObjectSize, condition
-from .devices import resolve_device
+from .devices import native_bf16, resolve_device
 from .geometry import (
     GRID_SIZE,
     NORMALIZE_MARGIN,
@@ -183,8 +183,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     """``auto``: bf16 on a CPU with native bf16 instructions (oneDNN's check), else fp32."""
     if precision != "auto":
         return precision
-    native = device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    return "bf16" if native else "fp32"
+    return "bf16" if native_bf16(device) else "fp32"
 
 
 def served_centering(metadata: dict, path: Path) -> str:

@@ -31,7 +31,7 @@ from kp_core.checkpoint import (
     save_tensors,
 )
 from kp_core.conditioning import ObjectSize
-from kp_core.devices import resolve_device
+from kp_core.devices import native_bf16, resolve_device
 from kp_core.placement import serving_metadata
 from kp_core.models import PRESETS, KeypointNetPreset, build_model, fit_yaw_template, model_config
 
@@ -108,7 +108,8 @@ class TrainConfig:
     val_seed: int = setting(12345, "seed of the validation set")
     val_batch_pairs: int = setting(16, "pairs per validation batch")
     device: str = setting("auto", "auto, cpu, cuda, cuda:1, ...")
-    precision: str = setting("auto", "auto (bf16 autocast on GPU, fp32 on CPU), bf16, tf32 or fp32",
+    precision: str = setting("auto", "auto (bf16 autocast on GPU and on CPUs with native bf16, else fp32), bf16, "
+                             "tf32 or fp32",
                              choices=TRAINING_PRECISIONS + ("auto",))
     channels_last: bool | None = setting(None, "channels-last 3-D convolutions (default: on, on CPUs as on GPUs; "
                                                "bench/bench_train.py times both)")
@@ -172,7 +173,9 @@ class Trainer:
         self.device = resolve_device(config.device)
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
-        precision = config.precision if config.precision != "auto" else ("bf16" if self.device.type == "cuda" else "fp32")
+        precision = config.precision
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cuda" or native_bf16(self.device) else "fp32"
         self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
         torch.backends.cuda.matmul.allow_tf32 = precision != "fp32"
         torch.backends.cudnn.allow_tf32 = precision != "fp32"

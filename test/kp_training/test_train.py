@@ -195,6 +195,18 @@ def test_trainer_refuses_invalid_config_before_doing_work(tmp_path):
     assert not os.listdir(tmp_path)
 
 
+@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_trains_in_bf16_on_a_cpu_with_native_bf16(tmp_path, monkeypatch, native, expected):
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)  # as oneDNN reports the CPU
+    trainer = Trainer(TrainConfig(out=str(tmp_path), preset="fast", pairs_per_epoch=2, batch_pairs=2, val_pairs=1,
+                                  num_threads=2))
+    assert trainer.precision == expected
+    with trainer._autocast():
+        assert torch.is_autocast_enabled("cpu") == (expected == "bf16")
+    assert Trainer(TrainConfig(out=str(tmp_path / "fp32"), preset="fast", precision="fp32")).precision == "fp32"
+
+
 def test_the_rate_decays_on_a_cosine_from_lr_to_lr_final(tmp_path):
     trainer = Trainer(TrainConfig(out=str(tmp_path), preset="fast", epochs=2, pairs_per_epoch=6, batch_pairs=2,
                                   val_pairs=1, lr=1e-3, lr_final=1e-4, num_threads=2))
