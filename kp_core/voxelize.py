@@ -27,28 +27,30 @@ def _components(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch
     """
     if points.ndim != 3 or points.shape[-1] != 3:
         raise ValueError(f"expected points of shape (B, N, 3), got {tuple(points.shape)}")
+    if points.dtype in (torch.float16, torch.bfloat16):  # their cells' flat index would round (see _scatter_occupancy)
+        points = points.float()
     x, y, z = points.movedim(-1, 0).contiguous()
     return x, y, z
 
 
-def _cell_index(cells: torch.Tensor, count: int) -> torch.Tensor:
-    """Float cell coordinates -> int64 indices in [0, count) (the dropped points' NaN and inf become 0 first)."""
-    return torch.nan_to_num(cells, nan=0.0, posinf=0.0, neginf=0.0).long().clamp_(0, count - 1)
-
-
 def _scatter_occupancy(flat: torch.Tensor, keep: torch.Tensor, cells_per_item: int,
                        mask: torch.Tensor | None = None) -> torch.Tensor:
-    """(B * cells_per_item,) 0/1 grid with the cells ``flat`` ((B, N), per item) set of the points in ``keep`` (the
-    grid's range checks) and in the caller's ``mask`` (optional (B, N) bool)."""
+    """(B, cells_per_item) 0/1 grids with the cells ``flat`` ((B, N) float, an integer value per kept point) set
+    of the points in ``keep`` (the grid's range checks) and in the caller's ``mask`` (optional (B, N) bool).
+
+    One conversion to int64 for all three axes: a grid's flat index (at most 2^18 here) is an exact float32, and
+    the dropped points' index (NaN, inf or out of range) is replaced before it is converted."""
     if mask is not None:
         keep = keep & mask.to(device=keep.device, dtype=torch.bool)
     batch = flat.shape[0]
-    total = batch * cells_per_item
-    flat = flat + torch.arange(batch, device=flat.device)[:, None] * cells_per_item
-    # Dropped points go to one spare cell past the end: cheaper than selecting the kept ones first.
-    grid = torch.zeros(total + 1, dtype=torch.float32, device=flat.device)
-    grid.index_fill_(0, torch.where(keep, flat, total).reshape(-1), 1.0)
-    return grid[:total]
+    if cells_per_item >= 1 << 24:
+        raise ValueError(f"a grid of {cells_per_item} cells has indices a float32 does not hold exactly")
+    # Dropped points go to one spare cell past each item's grid: cheaper than selecting the kept ones first.
+    index = torch.where(keep, flat, float(cells_per_item)).long()
+    index += torch.arange(batch, device=flat.device)[:, None] * (cells_per_item + 1)
+    grid = torch.zeros(batch, cells_per_item + 1, dtype=torch.float32, device=flat.device)
+    grid.view(-1).index_fill_(0, index.reshape(-1), 1.0)
+    return grid[:, :cells_per_item].contiguous()  # a copy only for B > 1
 
 
 def voxelize(points: torch.Tensor, grid_size: int = GRID_SIZE, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -69,8 +71,7 @@ def voxelize(points: torch.Tensor, grid_size: int = GRID_SIZE, mask: torch.Tenso
     keep = (cells[0] >= 0) & (cells[0] < grid_size)  # False for NaN and +-inf
     for c in cells[1:]:
         keep &= (c >= 0) & (c < grid_size)
-    index = [_cell_index(c, grid_size) for c in cells]
-    flat = (index[0] * grid_size + index[1]) * grid_size + index[2]
+    flat = (cells[0] * grid_size + cells[1]) * grid_size + cells[2]
     grid = _scatter_occupancy(flat, keep, grid_size**3, mask)
     return grid.view(points.shape[0], 1, grid_size, grid_size, grid_size)
 
@@ -97,6 +98,5 @@ def voxelize_cylindrical(points: torch.Tensor, bins: tuple[int, int, int] = CYLI
     j = torch.floor(theta * (n_t / (2 * math.pi))).remainder(n_t)  # theta = 2 pi - eps may round up to n_t
     k = torch.floor((z + 1.0) * (n_z / 2.0))
     keep = (i < n_r) & (k >= 0) & (k < n_z)  # False for NaN and +-inf (hypot is NaN or inf if x or y is)
-    i, j, k = (_cell_index(v, n) for v, n in ((i, n_r), (j, n_t), (k, n_z)))
     grid = _scatter_occupancy((i * n_t + j) * n_z + k, keep, n_r * n_t * n_z, mask)
     return grid.view(points.shape[0], 1, n_r, n_t, n_z)

@@ -97,6 +97,14 @@ def test_cylindrical_matches_brute_force_reference():
         np.testing.assert_array_equal(grids[b, 0].numpy(), expected)
 
 
+def test_half_precision_points_fall_in_the_cells_of_their_float32_values():
+    points = (torch.rand(2, 2000, 3, generator=torch.Generator().manual_seed(5)) * 2.2 - 1.1).bfloat16()
+    for grids, expected in ((voxelize(points), voxelize(points.float())),
+                            (voxelize_cylindrical(points), voxelize_cylindrical(points.float()))):
+        assert grids.is_contiguous() and grids.dtype == torch.float32 and grids.sum() > 1000
+        assert torch.equal(grids, expected)
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), 3e38])
 @pytest.mark.parametrize("axis", [0, 1, 2])
 def test_a_single_non_finite_coordinate_drops_the_point(bad, axis):
