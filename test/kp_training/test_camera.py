@@ -213,9 +213,9 @@ def test_conditioning_isolates_the_mug_in_camera_scenes(mug_in_metres, index):
             mug = points[subset][labels[subset] == OBJECT]
             share = object_share(kept, mug, surface)
             # With 2 mm or more of depth noise at the mug the table's returns at the contact line scatter into the
-            # mug's base, and the base is kept (restore_base): a few per cent of the kept points lie there.
+            # mug's base, and the base is kept (restore_base): one or two per cent of the kept points lie there.
             noise_at_mug = cond.noise_m * (cond.distance_m / 0.6) ** 2
-            bar = 0.97 if noise_at_mug >= 0.002 and cond.table != "none" else 0.99
+            bar = 0.98 if noise_at_mug >= 0.002 and cond.table != "none" else 0.99
             assert share > bar, f"{cond.name}: {1 - share:.1%} of the kept points are not the mug"
             assert len(kept) * share > 0.8 * len(mug), f"{cond.name}: the mug was cut"
 
