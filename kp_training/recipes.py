@@ -13,6 +13,7 @@ continues the stage that was interrupted (Ctrl-C is safe) and goes on with the n
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 import sys
@@ -130,15 +131,27 @@ def start(recipe_name: str, given: dict, out: Path) -> None:
         raise FileExistsError(f"{out} already holds a run: pass --resume {out} to continue it or choose another --out")
     validate(recipe, given, out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / RECIPE_FILE, {"recipe": recipe_name, "given": given})
+    stages = [{"name": stage.name, "epochs": stage.epochs, "fields": stage.fields} for stage in recipe.stages]
+    atomic_write_json(out / RECIPE_FILE, {"recipe": recipe_name, "given": given, "fields": recipe.fields,
+                                          "stages": stages, "report": recipe.report})
 
 
 def read(out: Path) -> tuple[Recipe, dict]:
-    """The recipe and the flags of the run in ``out``."""
+    """The recipe and the flags of the run in ``out``, as the run started it (a later revision of the recipe
+    changes neither a run under way nor the report of a finished one)."""
     saved = json.loads((out / RECIPE_FILE).read_text())
     if saved.get("recipe") not in RECIPES:
         raise ValueError(f"{out / RECIPE_FILE}: unknown recipe {saved.get('recipe')!r}")
-    return RECIPES[saved["recipe"]], dict(saved.get("given") or {})
+    recipe = RECIPES[saved["recipe"]]
+    stages = saved.get("stages")
+    meta = out / f"{MODEL_STEM}.json"
+    if stages is None and meta.is_file():  # finished before recipe.json listed its stages: the model's JSON does
+        stages = [{"name": s["stage"], "epochs": s["epochs"]} for s in read_metadata(meta)["recipe"]["stages"]]
+    if stages is not None:
+        recipe = dataclasses.replace(recipe, stages=tuple(Stage(s["name"], s["epochs"], s.get("fields") or {})
+                                                          for s in stages))
+    recipe = dataclasses.replace(recipe, fields=saved.get("fields", recipe.fields), report=saved.get("report", recipe.report))
+    return recipe, dict(saved.get("given") or {})
 
 
 def run(out: Path, given_now: dict | None = None) -> Path:

@@ -32,6 +32,14 @@ def test_each_stage_starts_from_the_last_ones_best_and_the_flags_apply_to_every_
     assert second["freeze_encoder"] and second["lr_final"] == 1e-5 and "freeze_encoder" not in first
 
 
+def test_a_run_keeps_the_stages_it_started_with_when_the_recipe_is_revised(tmp_path, tiny, monkeypatch):
+    recipes.start("tiny", {"seed": 7}, tmp_path / "run")
+    monkeypatch.setitem(recipes.RECIPES, "tiny", Recipe("tiny", "revised", dict(TINY.fields, lr=0.1), (Stage("only", 5),)))
+    recipe, given = recipes.read(tmp_path / "run")
+    assert recipe.stages == TINY.stages and given == {"seed": 7}
+    assert recipe.fields == TINY.fields and recipe.report
+
+
 def test_the_cpu_reproduction_trains_kp_net_and_cnn_net_alike_but_for_the_model(tmp_path):
     """Issue: KP-Net and CNN-Net on the same pairs, with the same decoder width, each the paper's losses."""
     from kp_core.models import build_model, model_config
