@@ -741,7 +741,7 @@ def condition(points: np.ndarray, obj: ObjectSize | None, cfg: ConditioningConfi
 BASE_REACH = 0.0005
 """Metres: a point of the plane's band within this of the object's foot, seen from above, is the object's. A
 camera sees a wall's lowest millimetres right under the wall's own pixels, and the table's returns next to the
-wall a pixel or more away: a wider reach brings those back with the base (docs/RESULTS.md, the conditions table)."""
+wall a pixel or more away: a wider reach brings those back with the base, and a model scores worse on them."""
 
 
 @dataclass
