@@ -131,9 +131,8 @@ def start(recipe_name: str, given: dict, out: Path) -> None:
         raise FileExistsError(f"{out} already holds a run: pass --resume {out} to continue it or choose another --out")
     validate(recipe, given, out)
     out.mkdir(parents=True, exist_ok=True)
-    stages = [{"name": stage.name, "epochs": stage.epochs, "fields": stage.fields} for stage in recipe.stages]
     atomic_write_json(out / RECIPE_FILE, {"recipe": recipe_name, "given": given, "fields": recipe.fields,
-                                          "stages": stages, "report": recipe.report})
+                                          "stages": [dataclasses.asdict(s) for s in recipe.stages], "report": recipe.report})
 
 
 def read(out: Path) -> tuple[Recipe, dict]:
@@ -143,14 +142,15 @@ def read(out: Path) -> tuple[Recipe, dict]:
     if saved.get("recipe") not in RECIPES:
         raise ValueError(f"{out / RECIPE_FILE}: unknown recipe {saved.get('recipe')!r}")
     recipe = RECIPES[saved["recipe"]]
-    stages = saved.get("stages")
     meta = out / f"{MODEL_STEM}.json"
-    if stages is None and meta.is_file():  # finished before recipe.json listed its stages: the model's JSON does
-        stages = [{"name": s["stage"], "epochs": s["epochs"]} for s in read_metadata(meta)["recipe"]["stages"]]
-    if stages is not None:
-        recipe = dataclasses.replace(recipe, stages=tuple(Stage(s["name"], s["epochs"], s.get("fields") or {})
-                                                          for s in stages))
-    recipe = dataclasses.replace(recipe, fields=saved.get("fields", recipe.fields), report=saved.get("report", recipe.report))
+    if "stages" in saved:
+        stages = tuple(Stage(**s) for s in saved["stages"])
+    elif meta.is_file():  # finished before recipe.json listed its stages: the model's JSON does
+        stages = tuple(Stage(s["stage"], s["epochs"]) for s in read_metadata(meta)["recipe"]["stages"])
+    else:
+        stages = recipe.stages
+    recipe = dataclasses.replace(recipe, stages=stages, fields=saved.get("fields", recipe.fields),
+                                 report=saved.get("report", recipe.report))
     return recipe, dict(saved.get("given") or {})
 
 
