@@ -58,8 +58,12 @@ def transform_points(points: torch.Tensor, angle: torch.Tensor, scale: torch.Ten
     Returns:
         (B, N, 3) transformed points.
     """
-    scaled = points * scale[:, None, :]
-    return scaled @ rotation_z(angle).to(points.dtype).transpose(-1, -2)
+    return points @ augmentation_matrix(angle, scale).to(points.dtype).transpose(-1, -2)
+
+
+def augmentation_matrix(angle: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The augmentation's linear map ``R_z(angle) diag(scale)``: (B,) angles, (B, 3) scales -> (B, 3, 3)."""
+    return rotation_z(angle).to(scale.dtype) * scale[:, None, :]
 
 
 def inverse_transform_points(points: torch.Tensor, angle: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

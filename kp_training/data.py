@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import torch
 
 from kp_core.conditioning import ConditioningConfig, ConditioningError, ObjectSize, condition
-from kp_core.geometry import GRID_SIZE, transform_points
+from kp_core.geometry import GRID_SIZE, augmentation_matrix, transform_points
 from kp_core.placement import object_center
-from kp_core.voxelize import voxelize
+from kp_core.voxelize import voxelize, voxelize_affine
 
 from .sensor import SensorConfig, SensorSimulator, surface_samples
 
@@ -59,9 +59,8 @@ def make_views(
     """
     grids = []
     for start in range(0, len(angle), chunk):
-        a, s = angle[start : start + chunk], scale[start : start + chunk]
-        moved = transform_points(points.expand(len(a), -1, -1), a, s)
-        grids.append(voxelize(moved, grid_size))
+        matrix = augmentation_matrix(angle[start : start + chunk], scale[start : start + chunk])
+        grids.append(voxelize_affine(points, matrix, matrix.new_zeros(len(matrix), 3), grid_size))
     return torch.cat(grids)
 
 
@@ -146,10 +145,9 @@ class ViewSampler:
 
     def _views(self, angle: torch.Tensor, scale: torch.Tensor, generator: torch.Generator) -> PairBatch:
         n, device = len(angle), self.points.device
-        solid = transform_points(self.points.expand(n, -1, -1), angle, scale)
         if self.simulator is None:
             center = torch.zeros(n, 3, device=device)
-            seen, mask = solid, None
+            seen, mask = None, None
         else:
             surface = transform_points(self.simulator.surface.expand(n, -1, -1), angle, scale)
             table = self.simulator.table
@@ -158,10 +156,13 @@ class ViewSampler:
             clouds = self.simulator.clouds(surface, generator, table)
             seen, mask, center = self._placed(clouds.points, clouds.mask)
         half_extent = torch.full((n,), self.zoom, device=device)
-        targets = voxelize((solid - center[:, None]) / self.zoom, self.grid_size)
+        targets = voxelize_affine(self.points, augmentation_matrix(angle, scale) / self.zoom, -center / self.zoom,
+                                  self.grid_size)
         if self.simulator is None and self.input_from_points is None and self.zoom == 1.0:
             inputs = targets  # the paper's setting: the input is the target
         else:
+            if seen is None:
+                seen = transform_points(self.points.expand(n, -1, -1), angle, scale)
             to_input = self.input_from_points or (lambda p, m: voxelize(p, self.grid_size, m))
             inputs = to_input((seen - center[:, None]) / self.zoom, mask)
         return PairBatch(inputs, targets, angle, scale, center, half_extent)

@@ -13,10 +13,10 @@ import math
 import numpy as np
 import torch
 
-from kp_core.geometry import transform_points, yaw_to_template
-from kp_core.goals import axis_of_occupancy, goal_keypoints, rotate_about_axis, vertical_axis_of
+from kp_core.geometry import augmentation_matrix, rotation_z, transform_points, yaw_to_template
+from kp_core.goals import axis_of_occupancy, goal_keypoints, goal_offset, vertical_axis_of
 from kp_core.placement import grid_zoom
-from kp_core.voxelize import voxelize
+from kp_core.voxelize import voxelize_affine
 
 from .data import ViewSampler
 from .metrics import voxel_iou
@@ -30,13 +30,18 @@ def sensor_sampler(model, meta: dict, points: torch.Tensor, metres_per_unit: flo
                        metres_per_unit=metres_per_unit, zoom=grid_zoom(meta.get("placement")))
 
 
-def turned_solid(posed: torch.Tensor, psi, pivot: torch.Tensor, goal_center: torch.Tensor,
-                 half_extent: torch.Tensor) -> torch.Tensor:
-    """The ground truth of a goal: (P, N, 3) posed solid samples turned by ``psi`` about the vertical lines
-    through ``pivot`` ((P, 3), posed frame), voxelized in the goal's grid (origin ``goal_center`` (P, 3),
-    ``half_extent`` (P,)) -> (P, 1, 64, 64, 64)."""
-    turned = rotate_about_axis(posed, psi, pivot)
-    return voxelize((turned - goal_center[:, None]) / half_extent[:, None, None])
+def turned_solid(points: torch.Tensor, angle: torch.Tensor, scale: torch.Tensor, psi, pivot: torch.Tensor,
+                 goal_center: torch.Tensor, half_extent: torch.Tensor) -> torch.Tensor:
+    """The ground truth of a goal: (N, 3) solid samples posed by the augmentation ``(angle (P,), scale (P, 3))``,
+    turned by ``psi`` about the vertical lines through ``pivot`` ((P, 3), posed frame), voxelized in the goal's grid
+    (origin ``goal_center`` (P, 3), ``half_extent`` (P,)) -> (P, 1, 64, 64, 64).
+
+    The turn about the pivot is ``p -> R_z(psi) p + goal_offset(pivot, psi)``, so pose, turn and grid are one
+    affine map of the samples (:func:`kp_core.voxelize.voxelize_affine`)."""
+    turn = rotation_z(torch.as_tensor(psi, dtype=torch.float32)).to(points.device)
+    matrix = turn @ augmentation_matrix(angle, scale).float() / half_extent[:, None, None]
+    offset = (goal_offset(pivot, psi) - goal_center) / half_extent[:, None]
+    return voxelize_affine(points, matrix, offset)
 
 
 @torch.no_grad()
@@ -70,9 +75,9 @@ def sensor_goal_iou(model, sampler, angle: torch.Tensor, scale: torch.Tensor, ps
             yaw.append(yaw_to_template(keypoints, model.yaw_template) - a)
         reconstruction = torch.sigmoid(model.decode(keypoints).float())
         axis = axis_of_occupancy(reconstruction)
-        posed = transform_points(sampler.points.expand(len(a), -1, -1), a, s)
+        posed = transform_points(sampler.points[::8].expand(len(a), -1, -1), a, s)
         true_axis = torch.stack([
-            torch.as_tensor(np.append(vertical_axis_of(p[::8].double().cpu().numpy()), 0.0), dtype=torch.float32)
+            torch.as_tensor(np.append(vertical_axis_of(p.double().cpu().numpy()), 0.0), dtype=torch.float32)
             for p in posed
         ]).to(device)
         true_axis_grid = (true_axis - views.center) / views.half_extent[:, None]
@@ -87,7 +92,7 @@ def sensor_goal_iou(model, sampler, angle: torch.Tensor, scale: torch.Tensor, ps
             pred = torch.sigmoid(model.decode(turned).float())
             goal_center = views.center + offset * views.half_extent[:, None]
             for pivot, out in ((axis_posed, rows), (true_axis, rows_true)):
-                out.append(voxel_iou(pred, turned_solid(posed, p, pivot, goal_center, views.half_extent)))
+                out.append(voxel_iou(pred, turned_solid(sampler.points, a, s, p, pivot, goal_center, views.half_extent)))
         ious.append(torch.stack(rows, dim=1))
         ious_true.append(torch.stack(rows_true, dim=1))
         recon.append(voxel_iou(reconstruction, views.targets))

@@ -16,7 +16,6 @@ import math
 import torch
 
 from kp_core.checkpoint import load_model
-from kp_core.geometry import transform_points
 from kp_core.goals import axis_of_occupancy, goal_keypoints, rotate_about_axis
 from kp_perception import default_model_path
 from kp_training.goal_quality import sensor_sampler, turned_solid
@@ -41,7 +40,6 @@ def main() -> None:
         views = sampler.views(angle, scale, torch.Generator().manual_seed(3))
         keypoints = model.encode(views.inputs)
         axis = axis_of_occupancy(torch.sigmoid(model.decode(keypoints)))
-        posed = transform_points(sampler.points.expand(args.poses, -1, -1), angle, scale)
         pivot = axis * views.half_extent[:, None] + views.center
         rows = {"about the object's axis": [], "about the grid's axis, then moved": []}
         for deg in psis_deg:
@@ -52,7 +50,7 @@ def main() -> None:
             }.items():
                 prediction = torch.sigmoid(model.decode(turned))
                 goal_center = views.center + offset * views.half_extent[:, None]
-                truth = turned_solid(posed, psi, pivot, goal_center, views.half_extent)
+                truth = turned_solid(sampler.points, angle, scale, psi, pivot, goal_center, views.half_extent)
                 rows[name].append(float(voxel_iou(prediction, truth).mean()))
         for name, values in rows.items():
             print(f"  {kind:<12} {name:<36}" + " ".join(f"{v:.3f}" for v in values))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from kp_core.voxelize import voxelize, voxelize_cylindrical
+from kp_core.voxelize import voxelize, voxelize_affine, voxelize_cylindrical
 
 
 def brute_force_voxelize(points: np.ndarray, grid_size: int) -> np.ndarray:
@@ -26,6 +26,25 @@ def test_matches_brute_force_reference(grid_size):
     assert grids.shape == (3, 1, grid_size, grid_size, grid_size) and grids.dtype == torch.float32
     for b in range(3):
         np.testing.assert_array_equal(grids[b, 0].numpy(), brute_force_voxelize(points[b].numpy(), grid_size))
+
+
+@pytest.mark.parametrize("grid_size", [8, 64])
+def test_affine_matches_brute_force_on_the_mapped_points(grid_size):
+    generator = torch.Generator().manual_seed(3)
+    points = torch.rand(2000, 3, generator=generator, dtype=torch.float64) * 2.4 - 1.2
+    matrix = torch.randn(3, 3, 3, generator=generator, dtype=torch.float64) * 0.7
+    offset = torch.randn(3, 3, generator=generator, dtype=torch.float64) * 0.2
+    mapped = np.einsum("bij,nj->bni", matrix.numpy(), points.numpy()) + offset.numpy()[:, None]
+    # Points within rounding of a cell boundary may fall either side (the map is folded into the cell scaling):
+    # the oracle keeps only points clear of every boundary.
+    scaled = (mapped + 1.0) * grid_size / 2.0
+    clear = np.all(np.abs(scaled - np.round(scaled)) > 1e-4, axis=-1)
+    grids = voxelize_affine(points[clear.all(0)], matrix, offset, grid_size)
+    assert grids.shape == (3, 1, grid_size, grid_size, grid_size) and grids.dtype == torch.float32
+    for b in range(3):
+        np.testing.assert_array_equal(grids[b, 0].numpy(), brute_force_voxelize(mapped[b][clear.all(0)], grid_size))
+    with pytest.raises(ValueError, match=r"matrix \(B, 3, 3\)"):
+        voxelize_affine(points[None], matrix, offset)
 
 
 def test_mask_and_empty_batches():

@@ -4,7 +4,9 @@ import math
 
 import torch
 
-from kp_core.geometry import GRID_SIZE
+from kp_core.geometry import GRID_SIZE, transform_points
+from kp_core.goals import rotate_about_axis
+from kp_core.voxelize import voxelize
 from kp_training.goal_quality import psi_grid, turned_solid, yaw_errors_deg
 
 
@@ -22,12 +24,25 @@ def test_psi_grid_covers_one_turn():
 
 
 def test_the_truth_is_turned_about_the_pivot_and_voxelized_in_the_goal_grid():
-    # One sample at (0.5, 0, 0) turned 90 deg about the vertical through (0.25, 0, 0) lands at (0.25, 0.25, 0);
+    # One sample at (0.5, 0, 0) (the pose scales (0.25, 0, 0) by 2 along x) turned 90 deg about the vertical through (0.25, 0, 0) lands at (0.25, 0.25, 0);
     # in a goal grid centred at (0.25, 0, 0) with half extent 0.5 that is (0, 0.5, 0) in grid units.
-    posed = torch.tensor([[[0.5, 0.0, 0.0]]])
-    grid = turned_solid(posed, math.pi / 2, torch.tensor([[0.25, 0.0, 7.0]]), torch.tensor([[0.25, 0.0, 0.0]]),
-                        torch.tensor([0.5]))
+    grid = turned_solid(torch.tensor([[0.25, 0.0, 0.0]]), torch.zeros(1), torch.tensor([[2.0, 1.0, 1.0]]), math.pi / 2,
+                        torch.tensor([[0.25, 0.0, 7.0]]), torch.tensor([[0.25, 0.0, 0.0]]), torch.tensor([0.5]))
     assert grid.shape == (1, 1, GRID_SIZE, GRID_SIZE, GRID_SIZE) and grid.sum() == 1
     index = torch.nonzero(grid[0, 0])[0].tolist()
     centre = [(i + 0.5) * 2 / GRID_SIZE - 1 for i in index]
     assert abs(centre[0]) < 2 / GRID_SIZE and abs(centre[1] - 0.5) < 2 / GRID_SIZE and abs(centre[2]) < 2 / GRID_SIZE
+
+
+def test_the_truth_is_the_posed_solid_turned_point_by_point(mug):
+    # The same truth built the long way: pose every sample, turn it about the pivot, move it into the goal grid.
+    angle, scale = torch.tensor([0.3, 2.0]), torch.tensor([[0.8, 0.9, 1.0], [1.0, 0.75, 0.85]])
+    pivot = torch.tensor([[0.1, -0.05, 3.0], [0.0, 0.2, 0.0]])
+    goal_center, half_extent = torch.tensor([[0.05, 0.0, 0.1], [0.0, 0.1, 0.0]]), torch.tensor([1.3, 1.2])
+    psi = 2.2
+    grid = turned_solid(mug.points, angle, scale, psi, pivot, goal_center, half_extent)
+    posed = transform_points(mug.points.expand(2, -1, -1), angle, scale)
+    expected = voxelize((rotate_about_axis(posed, psi, pivot) - goal_center[:, None]) / half_extent[:, None, None])
+    assert expected.sum() > 1000
+    # Only samples within float rounding of a voxel boundary may land on the other side of it.
+    assert (grid != expected).sum() <= 1e-3 * expected.sum()
