@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from kp_training.data import ValidationSet, ViewSampler, make_views, sample_transforms
 from kp_core.geometry import transform_points
 from kp_core.placement import object_center
+from kp_core.voxelize import voxelize
 from kp_training.sensor import SensorConfig
 
 
@@ -18,6 +19,17 @@ def test_solid_views_are_the_papers_voxelized_augmentations(mug):
     assert torch.equal(views.inputs, views.targets)
     assert torch.equal(views.targets, make_views(points, angle, scale))
     assert not views.center.any() and torch.equal(views.half_extent, torch.ones(4))
+
+
+def test_solid_views_through_an_encoders_input_show_what_the_target_holds(mug):
+    # A model's own input (the cylinder encoder's, here a plain voxelization) of a zoomed solid view is built from
+    # the posed samples, the target through one affine map of them: the same cells but for rounding at their edges.
+    points = mug.points[::4]
+    sampler = ViewSampler(points, input_from_points=lambda p, m: voxelize(p, 64, m), zoom=1.3)
+    angle, scale = sample_transforms(3, torch.Generator().manual_seed(5))
+    views = sampler.views(angle, scale, torch.Generator())
+    occupied = views.targets.sum()
+    assert occupied > 1000 and (views.inputs != views.targets).sum() <= 1e-3 * occupied
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +48,6 @@ def test_sensor_views_show_a_surface_and_target_the_whole_solid(sensor_views, mu
     # The target is the whole posed solid, inside the grid (zoom 1.3 leaves room): as many voxels as the
     # solid has when voxelized about its own centre, whatever the camera saw.
     posed = transform_points(mug.points.expand(len(angle), -1, -1), angle, scale)
-    from kp_core.voxelize import voxelize
-
     own = voxelize(posed / 1.3).sum((1, 2, 3, 4))
     torch.testing.assert_close(targets.sum((1, 2, 3, 4)).float(), own, rtol=0.08, atol=0)
     # The input is a surface: fewer cells than the (thin-walled) solid, far fewer for one camera, and
