@@ -176,8 +176,9 @@ def run(out: Path, given_now: dict | None = None) -> Path:
             trainer.fit(label=label, resume_dir=out)
             if not stage_done(folder, values["epochs"]):  # stopped by --max-minutes: --resume goes on from here
                 return folder / "last.safetensors"
-        stages_wall.append({"stage": stage.name, "epochs": values["epochs"],
-                            **{k: read_metadata(folder / "last.json")["progress"][k] for k in ("global_step", "train_seconds")}})
+        progress = read_metadata(folder / "last.json")["progress"]
+        stages_wall.append({"stage": stage.name, "epochs": values["epochs"], "global_step": progress["global_step"],
+                            "train_seconds": progress["train_seconds"], "run_seconds": progress.get("run_seconds")})
     meta = out / f"{MODEL_STEM}.json"
     weights = checkpoint_paths(out / MODEL_STEM)[0] if meta.is_file() else export(out, recipe, stages_wall)
     curve = time_to_quality(out, figure=out / "time_to_quality.png")
@@ -244,8 +245,11 @@ def time_to_quality(out: Path, figure: Path | None = None) -> dict:
     recipe, given = read(out)
     logs = stage_logs(out, recipe)
     meta = out / f"{MODEL_STEM}.json"
-    stages = read_metadata(meta)["recipe"]["stages"] if meta.is_file() else []
-    entry = {"run": str(out), "recipe": recipe.name, "given": given, "stages": stages, "table": curve_table(logs)}
+    model_meta = read_metadata(meta) if meta.is_file() else {}
+    entry = {"run": str(out), "recipe": recipe.name, "given": given, "report": recipe.report,
+             "stages": model_meta.get("recipe", {}).get("stages", []), "table": curve_table(logs),
+             "calibration_seconds": (model_meta.get("yaw_calibration") or {}).get("seconds"),
+             "report_seconds": model_meta.get("recipe", {}).get("report_seconds")}
     if figure is not None:
         entry["figure"] = write_curve(recipe, logs, figure).name
     return entry
@@ -289,9 +293,10 @@ def calibrate_yaw(out: Path) -> None:
     print(f"kp-train: calibrating the yaw spread of {out / MODEL_STEM}", flush=True)
     calibration = yaw_calibration.calibrate(out / MODEL_STEM)
     calibration["command"] = "kp-train --recipe (kp_training.yaw_calibration.calibrate's defaults)"
+    calibration["seconds"] = round(time.perf_counter() - started, 1)
     yaw_calibration.write(out / MODEL_STEM, calibration)
     print("\n".join(yaw_calibration.describe(calibration)), flush=True)
-    print(f"kp-train: yaw spread calibrated in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    print(f"kp-train: yaw spread calibrated in {calibration['seconds']:.0f} s", file=sys.stderr, flush=True)
 
 
 def write_report(out: Path, given: dict) -> None:
@@ -311,7 +316,12 @@ def write_report(out: Path, given: dict) -> None:
     started = time.perf_counter()
     print(f"kp-train: evaluating {out / MODEL_STEM} -> {out / 'report.md'}", flush=True)
     evaluate(config)
-    print(f"kp-train: report written in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    seconds = round(time.perf_counter() - started, 1)
+    meta_path = checkpoint_paths(out / MODEL_STEM)[1]
+    meta = json.loads(meta_path.read_text())
+    meta["recipe"]["report_seconds"] = seconds
+    atomic_write_json(meta_path, meta)
+    print(f"kp-train: report written in {seconds:.0f} s", file=sys.stderr, flush=True)
 
 
 def describe() -> str:

@@ -254,23 +254,36 @@ def json_safe(obj):
     return obj
 
 
+def _minutes(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds / 60:.1f}"
+
+
 def recipe_runs_markdown(runs: list[dict], rel: Path) -> list[str]:
     """The section on ``kp-train --recipe`` runs (``kp-eval --recipe-run``): each run's stages, curve and table."""
     lines = ["## Your own object in one command: time to quality", "",
-             "Each `kp-train --recipe` run below: its stages (steps, and minutes of step time: the training steps "
-             "alone, without validation), then the validation figures at the end of every epoch against minutes of "
+             "Each `kp-train --recipe` run below: its stages (steps; minutes of step time, the training steps alone; "
+             "minutes in all, setting up, validation and checkpoints included, across resumes), the yaw calibration's "
+             "and the report's minutes, then the validation figures at the end of every epoch against minutes of "
              "step time from the start (reconstruction IoU and the per-epoch goal check on simulated camera clouds; "
-             "its report's sensor and camera protocols are in the run's `report.md`).", ""]
+             "its report's sensor and camera protocols are in the run's `report.md`). A dash: not recorded by the "
+             "revision that ran it.", ""]
     for run in runs:
         flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in sorted(run["given"].items()))
         shape = run["given"].get("shape", "mug")
         lines += [f"### {Path(shape).name}: `kp-train --recipe {run['recipe']}{' ' + flags if flags else ''}`", "",
                   f"Run folder: `{run['run']}`.", ""]
         if run["stages"]:
-            lines += ["| stage | epochs | steps | minutes of step time |", "|---|---|---|---|"]
-            lines += [f"| {st['stage']} | {st['epochs']} | {st['global_step']} | {st['train_seconds'] / 60:.1f} |"
-                      for st in run["stages"]]
-            lines.append("")
+            lines += ["| stage | epochs | steps | minutes of step time | minutes in all |", "|---|---|---|---|---|"]
+            lines += [f"| {st['stage']} | {st['epochs']} | {st['global_step']} | {st['train_seconds'] / 60:.1f} | "
+                      f"{_minutes(st.get('run_seconds'))} |" for st in run["stages"]]
+            parts = [st.get("run_seconds") for st in run["stages"]]
+            line = ""
+            if run.get("report"):
+                parts += [run.get("calibration_seconds"), run.get("report_seconds")]
+                line = (f"Yaw calibration {_minutes(run.get('calibration_seconds'))} min, report "
+                        f"{_minutes(run.get('report_seconds'))} min; ")
+            total = _minutes(sum(parts) if all(p is not None for p in parts) else None)
+            lines += ["", f"{line}the whole run, from its first stage's start to its end: {total} min.", ""]
         else:
             lines += ["(not finished: no model exported yet)", ""]
         if run.get("figure"):

@@ -167,6 +167,7 @@ class Trainer:
     """One training run: model, optimizer, data, validation, logging, checkpoints."""
 
     def __init__(self, config: TrainConfig, resume: bool = False):
+        self._started = time.perf_counter()
         config.validate()
         self.config = config
         self.out = Path(config.out)
@@ -209,6 +210,7 @@ class Trainer:
         self.steps_per_epoch = math.ceil(config.pairs_per_epoch / config.batch_pairs)
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.best_val, self.train_seconds = math.inf, 0.0
+        self.run_seconds_before: float | None = 0.0  # earlier processes' share of run_seconds()
         self.metrics: dict = {}
         if resume:
             self._load_state()
@@ -351,12 +353,20 @@ class Trainer:
             "progress": {
                 "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
                 "pairs_seen": self.global_step * self.config.batch_pairs, "train_seconds": round(self.train_seconds, 1),
+                "run_seconds": self.run_seconds(),
                 "best_val_loss": self.best_val,
             },
             "precision": self.precision,
             "device": str(self.device),
             **serving_metadata(self.config.inputs, self.config.zoom, (self.config.scale_min + self.config.scale_max) / 2),
         }
+
+    def run_seconds(self) -> float | None:
+        """Seconds of wall time the run has taken so far, across resumes: setting up, steps, validation and
+        checkpoints (``train_seconds`` counts the steps alone); None for a run begun before it was recorded."""
+        if self.run_seconds_before is None:
+            return None
+        return round(self.run_seconds_before + time.perf_counter() - self._started, 1)
 
     def save_last(self) -> None:
         state = {f"optimizer.{i}.{name}": value for i, s in self.optimizer.state_dict()["state"].items() for name, value in s.items()}
@@ -388,6 +398,7 @@ class Trainer:
         progress = meta["progress"]
         self.epoch, self.step_in_epoch = progress["epoch"], progress["step_in_epoch"]
         self.global_step, self.train_seconds = progress["global_step"], progress["train_seconds"]
+        self.run_seconds_before = progress.get("run_seconds")
         self.best_val = progress["best_val_loss"]
         self.metrics = meta.get("metrics", {})
 

@@ -73,6 +73,7 @@ def test_a_recipe_stopped_in_its_first_stage_resumes_and_ends_with_a_model_the_n
     meta = read_metadata(out)  # a recipe's folder means its model
     assert [s["stage"] for s in meta["recipe"]["stages"]] == ["first", "second"]
     assert [s["global_step"] for s in meta["recipe"]["stages"]] == [2, 4]
+    assert all(s["run_seconds"] >= s["train_seconds"] > 0 for s in meta["recipe"]["stages"])
     second, second_meta = load_model(out / "stage2-second" / "best")
     model, _ = load_model(out)
     assert all((a == b).all() for a, b in zip(model.state_dict().values(), second.state_dict().values()))
@@ -103,7 +104,7 @@ def test_a_canonical_yaw_recipe_ends_with_the_nodes_yaw_spread_calibrated(tmp_pa
     out = tmp_path / "run"
     assert main(["--recipe", "tiny-yaw", "--out", str(out)]) == 0
     calibration = read_metadata(out)["yaw_calibration"]
-    assert calibration["views"] == 5 and len(calibration["spread_rad"]) == 2
+    assert calibration["views"] == 5 and len(calibration["spread_rad"]) == 2 and calibration["seconds"] > 0
     pipeline = Pipeline(out)
     assert pipeline.pose(pipeline.encode(_mug_cloud())).yaw_spread in calibration["spread_rad"]
 
@@ -167,6 +168,22 @@ def test_time_to_quality_counts_minutes_from_the_recipes_start_across_stages(rec
     assert [row.split(" | ")[3] for row in rows] == ["1.7", "3.3", "5.0", "6.7"]
     assert rows[-1].startswith("| operating-point | 2 | 200 | 6.7 | 0.200 | 0.250 |")
     assert entry["figure"] == "curve.png" and (tmp_path / "curve.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_reports_recipe_section_adds_the_runs_parts_up_when_each_was_recorded(recipe_run):
+    from kp_training.report import recipe_runs_markdown
+
+    meta = json.loads((recipe_run / "model.json").read_text())
+    older = "\n".join(recipe_runs_markdown([recipes.time_to_quality(recipe_run)], recipe_run))
+    assert "| shape | 2 | 200 | 3.3 | - |" in older and "from its first stage's start to its end: - min" in older
+    for stage, seconds in zip(meta["recipe"]["stages"], (300.0, 240.0)):
+        stage["run_seconds"] = seconds
+    meta["recipe"]["report_seconds"] = 120.0
+    meta["yaw_calibration"] = {"seconds": 60.0}
+    (recipe_run / "model.json").write_text(json.dumps(meta))
+    text = "\n".join(recipe_runs_markdown([recipes.time_to_quality(recipe_run)], recipe_run))
+    assert "| shape | 2 | 200 | 3.3 | 5.0 |" in text and "| operating-point | 2 | 200 | 3.3 | 4.0 |" in text
+    assert "Yaw calibration 1.0 min, report 2.0 min; the whole run, from its first stage's start to its end: 12.0 min." in text
 
 
 def test_an_unfinished_recipe_has_no_stages_yet_and_the_rows_it_has(recipe_run):

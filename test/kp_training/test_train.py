@@ -74,10 +74,14 @@ def test_a_time_limit_inside_an_epoch_logs_it_once_after_resume(tmp_path):
     assert not (run / "log.csv").exists() and (run / "last.json").exists()
     _, meta = load_model(run / "last")
     assert meta["progress"]["epoch"] == 0 and 0 < meta["progress"]["step_in_epoch"] < 4
+    first = meta["progress"]["run_seconds"]
+    assert first >= meta["progress"]["train_seconds"] > 0  # setting up and the checkpoint count too
     assert main(["--resume", str(run), "--max-minutes", "100"]) == 0
     assert [int(r["epoch"]) for r in read_log(run)] == [1]
     _, meta = load_model(run / "last")
     assert meta["metrics"]["epoch"] == meta["progress"]["epoch"] == 1 and meta["progress"]["global_step"] == 4
+    # The resumed process adds its own time to the first one's.
+    assert meta["progress"]["run_seconds"] > first and meta["progress"]["run_seconds"] >= meta["progress"]["train_seconds"]
 
 
 def test_resume_refuses_to_change_the_architecture(tmp_path, capsys):
