@@ -50,6 +50,16 @@ def atomic_write_json(path: Path, obj: dict) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
+def update_metadata(path: str | os.PathLike, change) -> Path:
+    """Apply ``change`` (a function that edits the dict in place) to a checkpoint's JSON (``path``: .safetensors,
+    .json or run folder) and write it back atomically; returns the JSON's path."""
+    meta_path = checkpoint_paths(path)[1]
+    meta = json.loads(meta_path.read_text())
+    change(meta)
+    atomic_write_json(meta_path, meta)
+    return meta_path
+
+
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
     """Atomically write tensors as safetensors; returns the file's SHA-256."""
     data = save_safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in tensors.items()})

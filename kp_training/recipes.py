@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kp_core.checkpoint import atomic_write_json, checkpoint_paths, read_metadata
+from kp_core.checkpoint import atomic_write_json, checkpoint_paths, read_metadata, update_metadata
 
 RECIPE_FILE = "recipe.json"
 MODEL_STEM = "model"
@@ -317,10 +317,7 @@ def write_report(out: Path, given: dict) -> None:
     print(f"kp-train: evaluating {out / MODEL_STEM} -> {out / 'report.md'}", flush=True)
     evaluate(config)
     seconds = round(time.perf_counter() - started, 1)
-    meta_path = checkpoint_paths(out / MODEL_STEM)[1]
-    meta = json.loads(meta_path.read_text())
-    meta["recipe"]["report_seconds"] = seconds
-    atomic_write_json(meta_path, meta)
+    update_metadata(out / MODEL_STEM, lambda meta: meta["recipe"].update(report_seconds=seconds))
     print(f"kp-train: report written in {seconds:.0f} s", file=sys.stderr, flush=True)
 
 

@@ -13,13 +13,12 @@ checkpoint's JSON keeps the bins as ``yaw_calibration`` (:func:`kp_core.pipeline
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 
-from kp_core.checkpoint import atomic_write_json, checkpoint_paths
+from kp_core.checkpoint import checkpoint_paths, update_metadata
 from kp_core.goals import rotate_about_vertical
 
 from .camera import CONDITIONS, SceneRenderer, fused
@@ -96,11 +95,7 @@ def calibrate(checkpoint, views: int = 24, bins: int = 5, seed: int = 0) -> dict
 
 def write(checkpoint, calibration: dict) -> Path:
     """Store ``calibration`` as the checkpoint JSON's ``yaw_calibration``; returns the JSON's path."""
-    meta_path = checkpoint_paths(checkpoint)[1]
-    meta = json.loads(meta_path.read_text())
-    meta["yaw_calibration"] = calibration
-    atomic_write_json(meta_path, meta)
-    return meta_path
+    return update_metadata(checkpoint, lambda meta: meta.update(yaw_calibration=calibration))
 
 
 def describe(calibration: dict) -> list[str]:
