@@ -54,7 +54,7 @@ def update_metadata(path: str | os.PathLike, change) -> Path:
     """Apply ``change`` (a function that edits the dict in place) to a checkpoint's JSON (``path``: .safetensors,
     .json or run folder) and write it back atomically; returns the JSON's path."""
     meta_path = checkpoint_paths(path)[1]
-    meta = json.loads(meta_path.read_text())
+    meta = read_metadata(path)
     change(meta)
     atomic_write_json(meta_path, meta)
     return meta_path
