@@ -27,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_perception import mug_points  # noqa: E402
 
+from kp_perception import default_model_path  # noqa: E402
+
 from kp_core.pipeline import Pipeline  # noqa: E402
 
 
@@ -79,11 +81,12 @@ def main(argv=None) -> int:
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     args = parser.parse_args(argv)
     points = mug_points(args.points)
+    model = args.model or default_model_path()
     rows = {}
     for precision in args.precisions:
         for threads in (1, 2):
             rows[f"{precision}, idle, {threads} thread{'s' if threads > 1 else ''}"] = stages(
-                args.model, points, threads, args.repeats, precision)
+                model, points, threads, args.repeats, precision)
     if args.busy:
         stop = multiprocessing.Event()
         burners = [multiprocessing.Process(target=_burn, args=(stop,), daemon=True) for _ in range(args.busy)]
@@ -93,7 +96,7 @@ def main(argv=None) -> int:
             for precision in args.precisions:
                 for threads in (1, 2):
                     rows[f"{precision}, {args.busy} busy cores, {threads} thread{'s' if threads > 1 else ''}"] = stages(
-                        args.model, points, threads, args.repeats, precision)
+                        model, points, threads, args.repeats, precision)
         finally:
             stop.set()
             for p in burners:

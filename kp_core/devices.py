@@ -23,7 +23,16 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
+BF16_INSTRUCTIONS = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+"""``torch.cpu``'s checks for the instructions that compute in bf16 (AVX512-BF16, AMX); a torch without them
+reports neither."""
+
+
 def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` is a CPU with native bf16 instructions (oneDNN's check: AVX512-BF16 or AMX), where bf16
-    convolutions run faster than float32 ones."""
-    return device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    """Whether ``device`` is a CPU with native bf16 instructions (AVX512-BF16 or AMX), where bf16 convolutions run
+    faster than float32 ones. oneDNN's own check (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) also passes plain
+    AVX-512, where bf16 is emulated and runs slower than float32 (``bench/bench_pipeline.py`` and
+    ``bench/bench_train.py`` compare the two on a machine)."""
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    return any(getattr(torch.cpu, check, lambda: False)() for check in BF16_INSTRUCTIONS)

@@ -180,7 +180,7 @@ error on a mug cloud)."""
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto``: bf16 on a CPU with native bf16 instructions (oneDNN's check), else fp32."""
+    """``auto``: bf16 on a CPU with native bf16 instructions (:func:`~kp_core.devices.native_bf16`), else fp32."""
     if precision != "auto":
         return precision
     return "bf16" if native_bf16(device) else "fp32"

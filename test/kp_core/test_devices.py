@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from kp_core.devices import resolve_device
+from kp_core import devices
+from kp_core.devices import native_bf16, resolve_device
 
 
 def test_auto_and_cpu():
@@ -22,3 +23,20 @@ def test_unknown_names_are_refused_with_the_name(name):
 def test_cuda_without_cuda_is_refused():
     with pytest.raises(ValueError, match="CUDA is not available"):
         resolve_device("cuda:1")
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [(False, False, False), (True, False, True), (False, True, True)])
+def test_bf16_is_native_only_with_its_instructions(monkeypatch, avx512_bf16, amx, expected):
+    # AVX-512 alone passes oneDNN's bf16 check, but computes bf16 by emulation, slower than float32
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert native_bf16(torch.device("cpu")) is expected
+    assert native_bf16(torch.device("cuda")) is False
+
+
+def test_a_torch_without_the_instruction_checks_computes_in_float32(monkeypatch):
+    for check in devices.BF16_INSTRUCTIONS:
+        monkeypatch.delattr(torch.cpu, check, raising=False)
+    assert native_bf16(torch.device("cpu")) is False

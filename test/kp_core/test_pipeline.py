@@ -248,12 +248,10 @@ def test_bf16_keeps_the_shipped_models_keypoints_and_goals(mug_cloud, optimize):
 def test_precision_auto_and_unknown(monkeypatch):
     from kp_core.pipeline import resolve_precision
 
-    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
-    for native, expected in ((True, "bf16"), (False, "fp32")):  # as oneDNN reports the CPU
-        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda native=native: native)
+    for native, expected in ((True, "bf16"), (False, "fp32")):  # as kp_core.devices reads the CPU
+        monkeypatch.setattr("kp_core.pipeline.native_bf16", lambda device, native=native: native)
         assert resolve_precision("auto", torch.device("cpu")) == expected
-    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
-    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    monkeypatch.undo()
     assert resolve_precision("auto", torch.device("cuda")) == "fp32"
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
     with pytest.raises(PipelineError, match="precision must be one of"):

@@ -201,8 +201,7 @@ def test_trainer_refuses_invalid_config_before_doing_work(tmp_path):
 
 @pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")])
 def test_auto_precision_trains_in_bf16_on_a_cpu_with_native_bf16(tmp_path, monkeypatch, native, expected):
-    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)  # as oneDNN reports the CPU
+    monkeypatch.setattr("kp_training.train.native_bf16", lambda device: native)  # as kp_core.devices reads the CPU
     trainer = Trainer(TrainConfig(out=str(tmp_path), preset="fast", pairs_per_epoch=2, batch_pairs=2, val_pairs=1,
                                   num_threads=2))
     assert trainer.precision == expected
