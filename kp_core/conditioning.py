@@ -11,8 +11,8 @@ and flying pixels at depth edges. The grid must see only the object, so:
    outside the convex hull of the foot of what stands above, seen from above (a table around an object; not a
    mug's inner floor, its rim or the underside of a held mug), and nothing inside the hull of what stands above
    reaches below it. Everything on or below a support plane is dropped (its thickness measured per square of the
-   object's size: a camera's noise grows with range), but for the object's own base (:func:`restore_base`), and
-   its height becomes the object's bottom for the grid's placement.
+   object's size: a camera's noise grows with range); the object's wall is continued down through that band
+   (:func:`extend_foot`), and the plane's height becomes the object's bottom for the grid's placement.
 3. **Clusters**: the remaining points are binned into cells of about a twelfth of the object's size; occupied
    cells that touch (26-neighbourhood) form clusters. A cluster is plausible when its size, max(x extent,
    y extent, height), lies between ``min_size`` and ``max_size`` times the model's object size and it holds at
@@ -266,6 +266,12 @@ class Conditioned:
     removed: dict = field(default_factory=dict)  # step -> points dropped
     clusters: int = 1
     summary: str = ""
+    extended: int = 0  # the last this-many points continue the wall down to the plane (:func:`extend_foot`)
+
+    @property
+    def returns(self) -> np.ndarray:
+        """(M - extended, 3) the points that came from the cloud (all but the wall's copies)."""
+        return self.points[: len(self.points) - self.extended]
 
 
 def robust_center(points: np.ndarray, samples: int = 2048) -> np.ndarray:
@@ -690,10 +696,8 @@ def condition(points: np.ndarray, obj: ObjectSize | None, cfg: ConditioningConfi
         if supports(plane, thickness, sample, cell / 2, cfg, points):
             floor, floor_thickness = plane, thickness
             break
-    band = None  # the plane's own points (not those below it): the object's base may be among them
     if floor is not None:
-        above, within_plane = floor_thickness.split(points, floor.height(points))
-        band = Band(points, within_plane)
+        above, _ = floor_thickness.split(points, floor.height(points))
         removed["plane and below"] = int((~above).sum())
         points = np.compress(above, points, axis=0)
     if len(points) < 3:
@@ -722,70 +726,81 @@ def condition(points: np.ndarray, obj: ObjectSize | None, cfg: ConditioningConfi
     removed["other clusters"] = int((~keep).sum())
     removed["sparse"] = int(sparse.sum())
     object_points = points[keep & ~sparse]
-    floor_z = None
+    floor_z, extended = None, 0
+    plane_note = "support plane removed" if floor is not None else "no support plane"
     if floor is not None and len(object_points):
         floor_z = floor.z_at(object_points[:, :2].mean(axis=0))
         if object_points[:, 2].min() - floor_z > 2 * cell:  # the object does not stand on it
             floor_z = None
         else:
-            base = restore_base(object_points, band, floor, cell)
-            if len(base):
-                object_points = np.concatenate([object_points, base])
-                removed["plane and below"] -= len(base)
+            foot = extend_foot(object_points, floor, floor_thickness)
+            if len(foot):
+                object_points, extended = np.concatenate([object_points, foot]), len(foot)
+                plane_note += f", the wall continued down to it ({len(foot)} points)"
     removed = {k: v for k, v in removed.items() if v}
-    plane_note = "support plane removed" if floor is not None else "no support plane"
     return Conditioned(object_points, floor_z=floor_z, removed=removed, clusters=int(cl.label.max()) + 1,
-                       summary=_summary(removed, f"{plane_note}; {line}"))
+                       summary=_summary(removed, f"{plane_note}; {line}"), extended=extended)
 
 
-BASE_REACH = 0.0005
-"""Metres: a point of the plane's band within this of the object's foot, seen from above, is the object's. A
-camera sees a wall's lowest millimetres right under the wall's own pixels, and the table's returns next to the
-wall a pixel or more away: a wider reach brings those back with the base, and a model scores worse on them."""
+FOOT_RING_M = 0.002
+"""The object's points at most this far above the plane's band under them are its wall's lowest ring ..."""
+FOOT_COLUMN_M = 0.006
+"""... where the wall goes on above them: object points in the next this-many metres up, ..."""
+FOOT_COLUMN_RADIUS_M = 0.003
+"""... within this horizontal distance (a wall seen through a camera's noise along its rays)."""
+FOOT_EDGE_M = 0.006
+"""... and lie within this of the object's outline seen from above (its outer wall, not a cup's inner floor): in
+each of :data:`FOOT_SECTORS` sectors about the object's middle, the 90th percentile of its points' distances from
+it (a camera's noise and stray returns do not move it)."""
+FOOT_SECTORS = 36
+FOOT_STEP_M = 0.001
+"""The ring's copies step down to the plane this far apart (finer than the node's voxels)."""
 
 
-@dataclass
-class Band:
-    """A support plane's own points, kept as a mask of the cloud: a scene's table is most of it, and only the
-    part under the object is ever read (:meth:`in_box`)."""
+def extend_foot(object_points: np.ndarray, floor: Plane, thickness: Thickness) -> np.ndarray:
+    """(M, 3) points that continue the object's wall down through the plane's band to the plane: its lowest ring
+    (:data:`FOOT_RING_M` above the band, at the object's outline seen from above, where the wall goes on upwards) copied straight down in steps of
+    :data:`FOOT_STEP_M`. The band took the object's lowest millimetres with the table, and a model trained on whole
+    objects misses them; but the band's own points cannot give them back: a camera's noise along its rays mixes
+    the table's returns next to the wall with the wall's own there, and those under the foot are as many table as
+    object. Where the camera saw no wall down to the band, nothing is added; nor under a surface inside the
+    outline (a cup's inner floor, seen from above, can lie as low as the ring: the model never saw a slab there).
 
-    cloud: np.ndarray  # (N, 3)
-    mask: np.ndarray  # (N,) bool
-
-    def in_box(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """(M, 3) the band's points with x and y within [lo, hi] (each (2,)), in the cloud's order."""
-        x = self.cloud[:, 0]
-        index = np.flatnonzero(self.mask & (x >= lo[0]) & (x <= hi[0]))
-        y = self.cloud[index, 1]
-        return self.cloud[index[(y >= lo[1]) & (y <= hi[1])]]
-
-
-def restore_base(object_points: np.ndarray, band: Band | None, floor: Plane, cell: float) -> np.ndarray:
-    """The points of the plane's band that are the object's own base: those right under its lowest slice (its
-    points within ``cell`` above the band), seen from above. The band took the object's lowest millimetres with
-    the plane; a model trained on whole objects misses them. The lowest slice is the body's foot (a mug's handle
-    starts higher), so the table around the object stays out."""
-    if band is None or not band.mask.any():
-        return np.zeros((0, 3))
+    Args:
+        object_points: (N, 3) the object's points, all above the band; ``thickness``: the band's, per square.
+    """
     height = floor.height(object_points)
-    foot = object_points[height <= height.min() + cell][:, :2]
-    if len(foot) < 3:
+    top = thickness.at(object_points) + FOOT_RING_M
+    ring = height <= top
+    ring[ring] = at_outline(object_points, ring)
+    column = (height > top + FOOT_RING_M) & (height <= top + FOOT_RING_M + FOOT_COLUMN_M)
+    if ring.sum() < 3 or column.sum() < 3:
         return np.zeros((0, 3))
-    # Stray returns of the table stuck to the foot must not widen it: its outermost tenth is left out.
-    radius = np.linalg.norm(foot - np.median(foot, axis=0), axis=1)
-    foot = foot[radius <= np.percentile(radius, 90)]
-    lo, hi = bounds(foot)
-    lo, hi = lo - BASE_REACH, hi + BASE_REACH
-    near = band.in_box(lo, hi)
-    near = near[~outside_hull(near[:, :2], foot, BASE_REACH)]
-    if not len(near):
-        return near
     from scipy.spatial import cKDTree
 
-    # Right under the foot's own points (the wall's lowest millimetres), not merely inside its outline: with
-    # a few millimetres of noise the table's returns next to the wall fall inside it too.
-    distance, _ = cKDTree(foot).query(near[:, :2], distance_upper_bound=BASE_REACH)
-    return near[np.isfinite(distance)]
+    # A stray table return left above the band has no wall over it.
+    over = cKDTree(object_points[column, :2]).query_ball_point(object_points[ring, :2], FOOT_COLUMN_RADIUS_M,
+                                                               return_length=True)
+    foot, rise = object_points[ring][over >= 3], height[ring][over >= 3]
+    copies = [foot[rise > d] - d * floor.normal for d in np.arange(FOOT_STEP_M, float(rise.max(initial=0.0)), FOOT_STEP_M)]
+    return np.concatenate(copies) if copies else np.zeros((0, 3))
+
+
+def at_outline(points: np.ndarray, which: np.ndarray) -> np.ndarray:
+    """(which.sum(),) bool: which of the (N, 3) ``points[which]`` lie within :data:`FOOT_EDGE_M` of the outline of
+    all ``points`` seen from above (see :data:`FOOT_EDGE_M`)."""
+    offset = points[:, :2] - np.median(points[:: max(1, len(points) // 4000), :2], axis=0)
+    radius = np.hypot(offset[:, 0], offset[:, 1])
+    sector = (np.floor((np.arctan2(offset[:, 1], offset[:, 0]) + np.pi) / (2 * np.pi) * FOOT_SECTORS)
+              .astype(np.int64) % FOOT_SECTORS)
+    order = np.lexsort((radius, sector))
+    sorted_sector = sector[order]
+    starts = np.searchsorted(sorted_sector, np.arange(FOOT_SECTORS))
+    counts = np.diff(np.r_[starts, len(points)])
+    outline = np.full(FOOT_SECTORS, np.inf)
+    full = counts > 0
+    outline[full] = radius[order][starts[full] + (0.9 * (counts[full] - 1)).astype(np.int64)]
+    return radius[which] >= outline[sector[which]] - FOOT_EDGE_M
 
 
 def _summary(removed: dict, note: str) -> str:

@@ -254,8 +254,8 @@ def run_view(pipeline, obj: ShapeInMetres, cond: CameraConditions, psis: list[fl
         if kind == "camera" and snapshot is not None:
             picture(snapshot, cond.name, encoding, goals, answers, solid)
         if kind == "camera" and encoding.conditioned is not None:
-            used = encoding.conditioned.points
-            result["object_share"] = object_share(used, points[labels == OBJECT], surface)
+            # The wall's copies down to the plane count as the points they copy.
+            result["object_share"] = object_share(encoding.conditioned.returns, points[labels == OBJECT], surface)
         row[kind] = result
     return row
 
