@@ -745,7 +745,8 @@ def condition(points: np.ndarray, obj: ObjectSize | None, cfg: ConditioningConfi
 FOOT_RING_M = 0.002
 """The object's points at most this far above the plane's band under them are its wall's lowest ring ..."""
 FOOT_COLUMN_M = 0.006
-"""... where the wall goes on above them: object points in the next this-many metres up, ..."""
+"""... where the wall goes on above them: object points in this-many metres starting :data:`FOOT_RING_M` above the
+ring's top (a gap: a cup's inner floor, lying as low as the ring, is not a wall over itself), ..."""
 FOOT_COLUMN_RADIUS_M = 0.003
 """... within this horizontal distance (a wall seen through a camera's noise along its rays)."""
 FOOT_EDGE_M = 0.006
@@ -759,12 +760,13 @@ FOOT_STEP_M = 0.001
 
 def extend_foot(object_points: np.ndarray, floor: Plane, thickness: Thickness) -> np.ndarray:
     """(M, 3) points that continue the object's wall down through the plane's band to the plane: its lowest ring
-    (:data:`FOOT_RING_M` above the band, at the object's outline seen from above, where the wall goes on upwards) copied straight down in steps of
-    :data:`FOOT_STEP_M`. The band took the object's lowest millimetres with the table, and a model trained on whole
-    objects misses them; but the band's own points cannot give them back: a camera's noise along its rays mixes
-    the table's returns next to the wall with the wall's own there, and those under the foot are as many table as
-    object. Where the camera saw no wall down to the band, nothing is added; nor under a surface inside the
-    outline (a cup's inner floor, seen from above, can lie as low as the ring: the model never saw a slab there).
+    (:data:`FOOT_RING_M` above the band, at the object's outline seen from above, where the wall goes on upwards)
+    copied straight down in steps of :data:`FOOT_STEP_M`. The band took the object's lowest millimetres with the
+    table, and a model trained on whole objects misses them; but the band's own points cannot give them back: a
+    camera's noise along its rays mixes the table's returns next to the wall with the wall's own there, and those
+    under the foot are as many table as object. Where the camera saw no wall down to the band, nothing is added; nor
+    under a surface inside the outline (a cup's inner floor, seen from above, can lie as low as the ring: the model
+    never saw a slab there).
 
     Args:
         object_points: (N, 3) the object's points, all above the band; ``thickness``: the band's, per square.
@@ -782,7 +784,8 @@ def extend_foot(object_points: np.ndarray, floor: Plane, thickness: Thickness) -
     over = cKDTree(object_points[column, :2]).query_ball_point(object_points[ring, :2], FOOT_COLUMN_RADIUS_M,
                                                                return_length=True)
     foot, rise = object_points[ring][over >= 3], height[ring][over >= 3]
-    copies = [foot[rise > d] - d * floor.normal for d in np.arange(FOOT_STEP_M, float(rise.max(initial=0.0)), FOOT_STEP_M)]
+    steps = np.arange(FOOT_STEP_M, float(rise.max(initial=0.0)), FOOT_STEP_M)
+    copies = [foot[rise > d] - d * floor.normal for d in steps]
     return np.concatenate(copies) if copies else np.zeros((0, 3))
 
 
