@@ -123,6 +123,10 @@ def test_conditioning_in_the_loop_gives_the_grid_the_object_as_the_node_would(mu
     assert float(error.median()) < 0.01 and float(error.max()) < 0.02
     assert float(((raw_center - truth).norm(dim=-1) * unit).median()) > 0.05
     torch.testing.assert_close(center[:, 2], truth[:, 2], atol=0.001 / unit, rtol=0)  # it stands on the plane found
-    low = ((points[..., 2] < base[:, None] + 0.002 / unit) & mask).sum(1)
+    # The ring's points are gone: what lies in the lowest 2 mm is the object's foot (its returns, and its wall
+    # continued down to the table), within 3 mm of its surface seen from above; the ring reaches 2-3 cm out.
     ring = clouds.mask[:, n : n + table.shape[1]].sum(1)
-    assert (low < 0.1 * ring).all()  # the ring's points are gone (the object's lowest few may stay)
+    for b in range(len(points)):
+        low = points[b][mask[b] & (points[b, :, 2] < base[b] + 0.002 / unit)]
+        off = torch.cdist(low[:, :2], surface[b, :, :2]).min(1).values * unit > 0.003
+        assert int(off.sum()) < 0.01 * int(ring[b])
