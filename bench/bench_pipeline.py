@@ -27,9 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_perception import mug_points  # noqa: E402
 
-from kp_perception import default_model_path  # noqa: E402
-
 from kp_core.pipeline import Pipeline  # noqa: E402
+from kp_perception import default_model_path  # noqa: E402
 
 
 def _burn(stop) -> None:
