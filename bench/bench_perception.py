@@ -39,6 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from kp_core.devices import cpu_description  # noqa: E402
 from kp_perception import default_model_path  # noqa: E402
 from kp_perception.demo.processes import RosProcess, node_command, pick_domain_id, ros_env, use_local_ros  # noqa: E402
 from kp_perception.transport import PROFILES_VARIABLE  # noqa: E402
@@ -358,6 +359,7 @@ def main(argv=None) -> int:
     domain = pick_domain_id()
     use_local_ros(domain, tmp / "ros")
     figures = {"model": str(model) + (" (untrained weights)" if args.untrained else ""), "cpu_cores": os.cpu_count(),
+               "cpu": cpu_description(),
                "reader_640x480": reader, "clouds": {}}
     finite = int(np.isfinite(scene_rec["x"]).sum())
     kinds = ((f"{args.points // 1000}k points ({len(unorganized.data) / 1e6:.1f} MB)", unorganized),
@@ -391,7 +393,7 @@ def main(argv=None) -> int:
 
     figures["publisher_profile"] = str(args.publisher_profile) if args.publisher_profile else None
     publisher = f"Fast DDS profile {args.publisher_profile}" if args.publisher_profile else "Fast DDS's defaults"
-    print(f"kp_perception bench: {figures['model']}, {os.cpu_count()} CPU cores, node input {figures['node_input']} "
+    print(f"kp_perception bench: {figures['model']}, {figures['cpu']}, node input {figures['node_input']} "
           f"(its defaults, its own Fast DDS profile); cloud publisher: {publisher}")
     print(f"  {'cloud':<44} {'cloud->markers p50/p99':>24} {'service p50/p99':>20} {'+ goal watched p50/p99':>24} "
           f"{'watching costs':>15}")

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_perception import mug_points  # noqa: E402
 
+from kp_core.devices import cpu_description  # noqa: E402
 from kp_core.pipeline import Pipeline  # noqa: E402
 from kp_perception import default_model_path  # noqa: E402
 
@@ -101,7 +102,8 @@ def main(argv=None) -> int:
             for p in burners:
                 p.join(timeout=5)
     names = list(next(iter(rows.values())))
-    print(f"kp_perception pipeline stages, {args.points} points, median ms of {args.repeats} (TorchScript encoder):")
+    print(f"kp_perception pipeline stages, {args.points} points, median ms of {args.repeats} (TorchScript encoder), "
+          f"on {cpu_description()}:")
     print(f"  {'':<32}" + "".join(f"{n:>12}" for n in names))
     for label, figures in rows.items():
         print(f"  {label:<32}" + "".join(f"{figures[n]:12.1f}" for n in names))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from kp_core.devices import cpu_description
 from kp_core.models import PRESETS
 from kp_training.recipes import RECIPES, stage_configs
 from kp_training.train import TRAINING_PRECISIONS, TrainConfig, Trainer
@@ -71,7 +72,7 @@ def main() -> None:
     else:
         runs = [(preset, {"preset": preset, "batch_pairs": args.batch_pairs}) for preset in presets]
     args.steps = args.steps or (20 if gpu else 3)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads on {cpu_description()}"
           + (f", {torch.cuda.get_device_name()}" if gpu else ""))
     print(f"{'run':26} {'device':6} {'precision':9} {'batch':>5} {'params':>8} {'step ms':>9} {'pairs/s':>8}")
     with tempfile.TemporaryDirectory() as scratch:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import platform
+
 import torch
 
 
@@ -36,3 +39,18 @@ def native_bf16(device: torch.device) -> bool:
     if device.type != "cpu" or not torch.backends.mkldnn.is_available():
         return False
     return any(getattr(torch.cpu, check, lambda: False)() for check in BF16_INSTRUCTIONS)
+
+
+def cpu_description() -> str:
+    """The CPU a figure is measured on, for a benchmark's first line: its model name (Linux's ``/proc/cpuinfo``,
+    else the platform's), its cores, and whether it computes bf16 natively (:func:`native_bf16`). Timings differ
+    several times between CPUs that ``os.cpu_count()`` alone cannot tell apart."""
+    name = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            name = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")
+    except OSError:
+        pass
+    name = name or platform.processor() or platform.machine() or "unknown CPU"
+    bf16 = "native bf16" if native_bf16(torch.device("cpu")) else "no native bf16"
+    return f"{name}, {os.cpu_count()} cores, {bf16}"

@@ -1,10 +1,12 @@
 """Device names a user may type."""
 
+import os
+
 import pytest
 import torch
 
 from kp_core import devices
-from kp_core.devices import native_bf16, resolve_device
+from kp_core.devices import cpu_description, native_bf16, resolve_device
 
 
 def test_auto_and_cpu():
@@ -40,3 +42,11 @@ def test_a_torch_without_the_instruction_checks_computes_in_float32(monkeypatch)
     for check in devices.BF16_INSTRUCTIONS:
         monkeypatch.delattr(torch.cpu, check, raising=False)
     assert native_bf16(torch.device("cpu")) is False
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_the_cpu_is_described_with_its_cores_and_its_bf16(monkeypatch, native):
+    monkeypatch.setattr(devices, "native_bf16", lambda device: native)
+    text = cpu_description()
+    assert text.endswith(f", {os.cpu_count()} cores, {'native bf16' if native else 'no native bf16'}")
+    assert not text.startswith(",")  # a model name comes first
