@@ -215,14 +215,20 @@ class Plane:
         return Thickness(lo, shape, table, tile, self.tolerance)
 
 
-def group_medians(group: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The median of (N,) ``values`` in each group of (N,) integer ``group`` labels, as np.median computes it
-    (the mean of the two middle values of an even count): (G,) sorted labels, their counts and medians."""
+def sorted_groups(group: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(N,) ``values`` sorted within each group of (N,) integer ``group`` labels: (G,) sorted labels, where each
+    group starts in the sorted values and how many it holds, and the (N,) sorted values (group by group)."""
     order = np.lexsort((values, group))
     group, values = group[order], values[order]
     starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
-    counts = np.diff(np.r_[starts, len(group)])
-    return group[starts], counts, (values[starts + (counts - 1) // 2] + values[starts + counts // 2]) / 2
+    return group[starts], starts, np.diff(np.r_[starts, len(group)]), values
+
+
+def group_medians(group: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The median of (N,) ``values`` in each group of (N,) integer ``group`` labels, as np.median computes it
+    (the mean of the two middle values of an even count): (G,) sorted labels, their counts and medians."""
+    labels, starts, counts, values = sorted_groups(group, values)
+    return labels, counts, (values[starts + (counts - 1) // 2] + values[starts + counts // 2]) / 2
 
 
 @dataclass
@@ -780,10 +786,11 @@ def extend_foot(object_points: np.ndarray, floor: Plane, thickness: Thickness) -
         return np.zeros((0, 3))
     from scipy.spatial import cKDTree
 
+    ring_points, ring_height = object_points[ring], height[ring]
     # A stray table return left above the band has no wall over it.
-    over = cKDTree(object_points[column, :2]).query_ball_point(object_points[ring, :2], FOOT_COLUMN_RADIUS_M,
+    over = cKDTree(object_points[column, :2]).query_ball_point(ring_points[:, :2], FOOT_COLUMN_RADIUS_M,
                                                                return_length=True)
-    foot, rise = object_points[ring][over >= 3], height[ring][over >= 3]
+    foot, rise = ring_points[over >= 3], ring_height[over >= 3]
     steps = np.arange(FOOT_STEP_M, float(rise.max(initial=0.0)), FOOT_STEP_M)
     copies = [foot[rise > d] - d * floor.normal for d in steps]
     return np.concatenate(copies) if copies else np.zeros((0, 3))
@@ -792,17 +799,13 @@ def extend_foot(object_points: np.ndarray, floor: Plane, thickness: Thickness) -
 def at_outline(points: np.ndarray, which: np.ndarray) -> np.ndarray:
     """(which.sum(),) bool: which of the (N, 3) ``points[which]`` lie within :data:`FOOT_EDGE_M` of the outline of
     all ``points`` seen from above (see :data:`FOOT_EDGE_M`)."""
-    offset = points[:, :2] - np.median(points[:: max(1, len(points) // 4000), :2], axis=0)
+    offset = points[:, :2] - robust_center(points, samples=4000)[:2]
     radius = np.hypot(offset[:, 0], offset[:, 1])
     sector = (np.floor((np.arctan2(offset[:, 1], offset[:, 0]) + np.pi) / (2 * np.pi) * FOOT_SECTORS)
               .astype(np.int64) % FOOT_SECTORS)
-    order = np.lexsort((radius, sector))
-    sorted_sector = sector[order]
-    starts = np.searchsorted(sorted_sector, np.arange(FOOT_SECTORS))
-    counts = np.diff(np.r_[starts, len(points)])
+    labels, starts, counts, radii = sorted_groups(sector, radius)
     outline = np.full(FOOT_SECTORS, np.inf)
-    full = counts > 0
-    outline[full] = radius[order][starts[full] + (0.9 * (counts[full] - 1)).astype(np.int64)]
+    outline[labels] = radii[starts + (0.9 * (counts - 1)).astype(np.int64)]
     return radius[which] >= outline[sector[which]] - FOOT_EDGE_M
 
 
