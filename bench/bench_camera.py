@@ -9,6 +9,7 @@ of kp-eval --camera-views N.
     .venv/bin/python bench/bench_camera.py --views 6            # shipped model, both settings
     .venv/bin/python bench/bench_camera.py --model runs/x --conditioning on
     .venv/bin/python bench/bench_camera.py --conditioning on --veils both --only flying   # each camera's veils dropped or kept
+    .venv/bin/python bench/bench_camera.py --conditioning on --smoothing both --only noise  # depth noise smoothed or not
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kp_core.checkpoint import read_metadata  # noqa: E402
-from kp_core.conditioning import ConditioningConfig, condition, kept_pixels  # noqa: E402
+from kp_core.conditioning import ConditioningConfig, condition, organized_cloud  # noqa: E402
 from kp_core.pipeline import Pipeline, PipelineConfig  # noqa: E402
 from kp_perception import default_model_path  # noqa: E402
 from kp_training.camera import CONDITIONS, SceneRenderer, fused  # noqa: E402
@@ -32,8 +33,9 @@ from kp_training.shapes import load_trained_shape  # noqa: E402
 
 
 def conditioning_cost(pipeline: Pipeline, shape, conditions, repeats: int = 5) -> list[tuple[str, int, float, float]]:
-    """Median milliseconds of dropping the veils of each camera's organized image (kp_core.conditioning.kept_pixels)
-    and of kp_core.conditioning.condition on the fused cloud, one view of each condition."""
+    """Median milliseconds of dropping the veils and smoothing the depth noise of each camera's organized image
+    (kp_core.conditioning.organized_cloud) and of kp_core.conditioning.condition on the fused cloud, one view of each
+    condition."""
     obj = shape_in_metres(shape)
     size = pipeline.object_size()
     cfg = ConditioningConfig()
@@ -46,13 +48,18 @@ def conditioning_cost(pipeline: Pipeline, shape, conditions, repeats: int = 5) -
         for _ in range(repeats):
             start = time.perf_counter()
             for view in views:
-                kept_pixels(view.points, cfg, view.position)
+                organized_cloud(view.points, cfg, view.position)
             veils.append((time.perf_counter() - start) * 1000)
             start = time.perf_counter()
             condition(points, size)
             times.append((time.perf_counter() - start) * 1000)
         rows.append((cond.name, len(points), float(np.median(veils)), float(np.median(times))))
     return rows
+
+
+def chosen(flag: str, both: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """The variants a ``both|on|off`` flag asks for, of [(label, config fields) on, ... off]."""
+    return both if flag == "both" else both[:1] if flag == "on" else both[1:]
 
 
 def main(argv=None) -> int:
@@ -64,6 +71,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--veils", choices=("both", "on", "off"), default="on",
                         help="conditioning on: drop each camera's veils (flying pixels) first, or not, or compare")
+    parser.add_argument("--smoothing", choices=("both", "on", "off"), default="on",
+                        help="conditioning on: smooth each camera's depth noise (kp_core.conditioning.smooth_ranges) "
+                        "or not, or compare")
     parser.add_argument("--only", default="", help="only the conditions whose name contains this text")
     parser.add_argument("--cost-only", action="store_true", help="only what the conditioning costs per view")
     args = parser.parse_args(argv)
@@ -71,18 +81,23 @@ def main(argv=None) -> int:
     conditions = [c for c in CONDITIONS if args.only in c.name]
     settings = [] if args.cost_only else [("on", True), ("off", False)] if args.conditioning == "both" else [
         (args.conditioning, args.conditioning == "on")]
-    veils = [("veils dropped", 10.0), ("veils kept", 0.0)] if args.veils == "both" else [
-        ("veils dropped" if args.veils == "on" else "veils kept", 10.0 if args.veils == "on" else 0.0)]
-    for (setting, enabled), (veil, angle) in [(s, v) for s in settings for v in (veils if s[1] else veils[:1])]:
-        config = PipelineConfig(conditioning=ConditioningConfig(enabled=enabled, veil_angle_deg=angle))
+    veils = chosen(args.veils, [("veils dropped", {"veil_angle_deg": 10.0}), ("veils kept", {"veil_angle_deg": 0.0})])
+    smoothing = chosen(args.smoothing, [("depth smoothed", {}), ("depth as measured", {"smooth_pixels": 0})])
+    variants = [(setting, enabled, [v, s]) for setting, enabled in settings
+                for v in (veils if enabled else [("", {})]) for s in (smoothing if enabled else [("", {})])]
+    for setting, enabled, parts in variants:
+        fields = {key: value for _, part in parts for key, value in part.items()}
+        config = PipelineConfig(conditioning=ConditioningConfig(enabled=enabled, **fields))
         pipeline = Pipeline(args.model, optimize=True, precision=args.precision, config=config)
         start = time.perf_counter()
         result = camera_protocol(pipeline, shape, args.views, seed=args.seed, conditions=conditions)
-        print(f"\n## {Path(args.model).name}, conditioning {setting}{', ' + veil if enabled else ''}: {args.views} views "
+        labels = "".join(f", {label}" for label, _ in parts if label)
+        print(f"\n## {Path(args.model).name}, conditioning {setting}{labels}: {args.views} views "
               f"per condition, psi {result['psi_deg']} deg ({time.perf_counter() - start:.0f} s)\n")
         print(conditions_markdown(result["summary"]))
     print("\n## What the conditioning costs (one view per condition, median of 5)\n")
-    print("| condition | points | veils (each camera's image) ms | kp_core.conditioning.condition ms |\n|---|---|---|---|")
+    print("| condition | points | veils and smoothing (each camera's image) ms | kp_core.conditioning.condition ms |\n"
+          "|---|---|---|---|")
     for name, count, veil_ms, ms in conditioning_cost(Pipeline(args.model), shape, conditions):
         print(f"| {name} | {count} | {veil_ms:.1f} | {ms:.1f} |")
     return 0

@@ -30,7 +30,9 @@ and flying pixels at depth edges. The grid must see only the object, so:
 Before all this, an organized cloud (an image of points, as a depth camera publishes it) loses its veils
 (:func:`kept_pixels`): pixels whose step to an image neighbour runs almost along the camera's ray and is long,
 the mixed depths of flying pixels at a silhouette and the far side of the same step. It is exact and cheap where
-the image is at hand; the node does it on each organized cloud in the camera's own frame.
+the image is at hand; the node does it on each organized cloud in the camera's own frame. Then the depth noise is
+averaged down along each ray over the image neighbours on the same surface (:func:`smooth_ranges`), which a
+cloud no longer holds once it is unorganized (:func:`organized_cloud` does both).
 
 An already segmented object cloud is one cluster with no support plane under it and passes unchanged but for
 isolated points. Everything here is numpy and scipy (no ROS, no open3d), so training can run the same steps.
@@ -47,6 +49,9 @@ from .geometry import bounds
 
 class ConditioningError(ValueError):
     """No object can be found in the cloud (the message says why, for a user)."""
+
+
+MAX_SMOOTH_PIXELS = 10
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,10 @@ class ConditioningConfig:
     """Organized clouds: a step between image neighbours within this angle of the camera's ray is a veil (0: off)."""
     veil_jump_m: float = 0.01
     """... when it is also longer than this (shorter steps are depth noise)."""
+    smooth_pixels: int = 2
+    """Organized clouds: depth noise averaged over the pixels up to this many away along each image axis, within
+    ``smooth_tolerance_m`` in range (:func:`smooth_ranges`; 0: off)."""
+    smooth_tolerance_m: float = 0.01
     part_slack: float = 0.1
     """Another cluster is a part of the chosen one when both fit within the object's width and height times
     (1 + this), plus a cell (see :func:`parts_of_object`)."""
@@ -96,6 +105,8 @@ class ConditioningConfig:
             (self.cluster_samples >= 100, "cluster_samples must be >= 100"),
             (0 <= self.veil_angle_deg < 90 and self.veil_jump_m >= 0, "veil_angle_deg must be in [0, 90), veil_jump_m >= 0"),
             (self.part_slack >= 0, "part_slack must be >= 0"),
+            (0 <= self.smooth_pixels <= MAX_SMOOTH_PIXELS and self.smooth_tolerance_m > 0,
+             f"smooth_pixels must be in [0, {MAX_SMOOTH_PIXELS}] and smooth_tolerance_m > 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -151,6 +162,81 @@ def squared_steps(x: np.ndarray, y: np.ndarray, z: np.ndarray, step: int) -> np.
         d *= d
         total += d
     return total
+
+
+def smooth_ranges(organized: np.ndarray, keep: np.ndarray, origin: np.ndarray, half_window: int,
+                  tolerance_m: float) -> np.ndarray:
+    """An organized cloud with its depth noise averaged down: (H, W, 3) points, of the input's dtype.
+
+    Each kept pixel moves along its ray to the mean range of the kept pixels up to ``half_window`` columns away
+    whose range lies within ``tolerance_m`` of its own, then likewise along its column (edge-preserving smoothing
+    one image axis at a time, as depth cameras' own spatial filters do). A depth camera's noise lies along the
+    ray, and one surface's range changes linearly across a few pixels, so the mean keeps the surface and
+    divides the noise; a neighbour across a depth edge (another surface, the background, a flying pixel far
+    behind) differs by more than the tolerance and is left out. Pixels not kept are returned unchanged.
+
+    Args:
+        organized: (H, W, 3) points (NaN where the camera had no return), in any frame.
+        keep: (H, W) bool, the pixels that are smoothed and that take part (:func:`kept_pixels`).
+        origin: (3,) the camera's optical centre in that frame.
+    """
+    organized = np.asarray(organized)
+    # Camera-relative rays, a component at a time (float32 holds them; the output keeps the input's precision).
+    rays = [(organized[..., c] - origin[c]).astype(np.float32) for c in range(3)]
+    ranges = np.sqrt(rays[0] * rays[0] + rays[1] * rays[1] + rays[2] * rays[2])
+    # Pixels not kept get a range no tolerance reaches (finite, so that a weight of 0 zeroes it).
+    smoothed = np.where(keep, ranges, np.float32(FAR_RANGE_M))
+    for axis in (1, 0):
+        smoothed = _smooth_along(smoothed, axis, half_window, np.float32(tolerance_m))
+    stretch = np.where(keep, smoothed, ranges)
+    stretch /= np.maximum(ranges, np.float32(1e-6))  # NaN where the camera had no return: those stay NaN
+    stretch -= 1
+    out = np.array(organized, copy=True)
+    for c in range(3):
+        rays[c] *= stretch
+        out[..., c] += rays[c]
+    return out
+
+
+FAR_RANGE_M = 1e6
+
+
+def _smooth_along(ranges: np.ndarray, axis: int, half_window: int, tolerance: np.float32) -> np.ndarray:
+    """(H, W) ranges, each replaced by the mean of those within ``tolerance`` of it up to ``half_window`` pixels
+    away along ``axis`` (itself included)."""
+    size = ranges.shape[axis]
+    padding = [(0, 0), (0, 0)]
+    padding[axis] = (half_window, half_window)
+    padded = np.pad(ranges, padding, constant_values=np.float32(FAR_RANGE_M))
+    total = np.zeros_like(ranges)
+    count = np.ones_like(ranges)
+    step = np.empty_like(ranges)
+    near = np.empty_like(ranges)  # 1.0 or 0.0: float weights spare a conversion per operation
+    for offset in range(2 * half_window + 1):
+        if offset == half_window:
+            continue
+        neighbour = padded[:, offset:offset + size] if axis == 1 else padded[offset:offset + size]
+        np.subtract(neighbour, ranges, out=step)
+        np.abs(step, out=near)
+        np.less(near, tolerance, out=near, casting="unsafe")
+        step *= near
+        total += step
+        count += near
+    total /= count
+    total += ranges
+    return total
+
+
+def organized_cloud(organized: np.ndarray, cfg: ConditioningConfig, origin: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """An organized cloud (H, W, 3) as the conditioning takes it: its points with the depth noise averaged down
+    (:func:`smooth_ranges`, with ``smooth_pixels``; as given with 0 or with conditioning off) and the (H, W)
+    pixels to use (:func:`kept_pixels`). ``origin``: the camera's centre, default the frame's origin."""
+    origin = np.zeros(3) if origin is None else np.asarray(origin, dtype=np.float64)
+    keep = kept_pixels(organized, cfg, origin)
+    if cfg.enabled and cfg.smooth_pixels > 0 and min(keep.shape) > 1:
+        organized = smooth_ranges(organized, keep, origin, cfg.smooth_pixels, cfg.smooth_tolerance_m)
+    return organized, keep
 
 
 def kept_pixels(organized: np.ndarray, cfg: ConditioningConfig, origin: np.ndarray | None = None) -> np.ndarray:

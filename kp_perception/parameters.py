@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
-from kp_core.conditioning import ConditioningConfig
+from kp_core.conditioning import MAX_SMOOTH_PIXELS, ConditioningConfig
 
 from .messages import MarkerStyle
 from kp_core.pipeline import MIN_OBJECT_SIZE, PipelineConfig, PipelineError, check_precision
@@ -104,6 +104,10 @@ PARAMETERS = [
     Param("conditioning.veil_angle_deg", 10.0, "organized clouds (height > 1, in the camera's own frame): drop the "
           "farther end of a step between image neighbours that runs within this angle of the camera's ray and is "
           "longer than 1 cm (flying pixels at depth edges); 0: off", ParameterType.PARAMETER_DOUBLE, float_range=(0.0, 89.0)),
+    Param("conditioning.smooth_pixels", 2, "organized clouds: average each pixel's range (along its ray) with those "
+          "of the image neighbours up to this many pixels away along its row, then its column, that lie within 1 cm "
+          "of it (a depth camera's noise; depth edges stay sharp); 0: off", ParameterType.PARAMETER_INTEGER,
+          int_range=(0, MAX_SMOOTH_PIXELS)),
     Param("crop.enabled", False, "keep only points inside the crop box (target frame)", ParameterType.PARAMETER_BOOL),
     Param("crop.min", [-1.0, -1.0, -1.0], "crop box minimum corner x, y, z (metres)", ParameterType.PARAMETER_DOUBLE_ARRAY),
     Param("crop.max", [1.0, 1.0, 1.0], "crop box maximum corner x, y, z (metres)", ParameterType.PARAMETER_DOUBLE_ARRAY),
@@ -155,7 +159,8 @@ def read_settings(get) -> Settings:
             min_points=int(get("min_points")),
             max_points=int(get("max_points")),
             conditioning=ConditioningConfig(enabled=bool(get("conditioning.enabled")),
-                                            veil_angle_deg=float(get("conditioning.veil_angle_deg"))),
+                                            veil_angle_deg=float(get("conditioning.veil_angle_deg")),
+                                            smooth_pixels=int(get("conditioning.smooth_pixels"))),
         ).validate()
     except PipelineError as err:
         raise SettingsError(str(err)) from err

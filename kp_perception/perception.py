@@ -28,7 +28,7 @@ from visualization_msgs.msg import MarkerArray
 
 from kp_interfaces.srv import RotateGoal
 
-from kp_core.conditioning import kept_pixels, robust_center
+from kp_core.conditioning import organized_cloud, robust_center
 from kp_core.pipeline import Pipeline, PipelineError, goal_angle, in_crop_box, require_points
 
 from . import default_model_path
@@ -313,10 +313,10 @@ class Perception:
     def _encode(self, cloud: PointCloud2) -> Located:
         """A cloud's keypoints, in the frame the node answers in."""
         cfg = self.settings.pipeline  # one snapshot for the whole cloud
-        if cloud.height > 1:  # an image of points, in the camera's frame: its veils go while the image is at hand
-            organized = read_xyz(cloud, max_points=cfg.max_points, keep_nonfinite=True)
-            kept = kept_pixels(organized.reshape(cloud.height, cloud.width, 3), cfg.conditioning).ravel()
-            points = np.compress(kept, organized, axis=0)  # several times faster than organized[kept]
+        if cloud.height > 1:  # an image of points, in the camera's frame: veils and noise go while it is at hand
+            image = read_xyz(cloud, max_points=cfg.max_points, keep_nonfinite=True).reshape(cloud.height, cloud.width, 3)
+            image, kept = organized_cloud(image, cfg.conditioning)
+            points = np.compress(kept.ravel(), image.reshape(-1, 3), axis=0)  # several times faster than [kept]
         else:
             points = read_xyz(cloud, max_points=cfg.max_points)
         frame, points = self.frames(cloud.header, points)

@@ -3,7 +3,7 @@
 
 For each condition of :data:`kp_training.camera.CONDITIONS` and each seeded view (the object at a random yaw, the
 camera at a random azimuth), the cloud goes through the pipeline exactly as the node runs it (each camera's
-organized cloud without its veils, then the conditioning) and the goal is decoded at each psi. Scores, all about the axis the service returns:
+organized cloud without its veils and with its depth noise smoothed, then the conditioning) and the goal is decoded at each psi. Scores, all about the axis the service returns:
 
 - goal IoU: the goal against the true object turned by psi about that axis, voxelized in the goal's grid;
 - yaw error: the turn phi of the true object about that axis that best matches the goal (highest IoU: every
@@ -20,6 +20,7 @@ organized cloud without its veils, then the conditioning) and the goal is decode
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -27,7 +28,7 @@ from functools import cached_property
 import numpy as np
 from scipy.ndimage import maximum_filter1d
 
-from kp_core.conditioning import kept_pixels
+from kp_core.conditioning import organized_cloud
 from kp_core.geometry import GRID_SIZE
 from kp_core.goals import rotate_about_vertical
 
@@ -239,8 +240,11 @@ def run_view(pipeline, obj: ShapeInMetres, cond: CameraConditions, psis: list[fl
     views = SceneRenderer(surface, rng).render(cond, rng.uniform(0, 2 * math.pi))
     samples = fused(views)[2]  # what the cameras returned, before anything is filtered
     seen = bool(obj.asymmetric[samples[samples >= 0]].sum() >= ASYMMETRIC_SEEN_PIXELS)
-    # Each camera's organized cloud loses its veils as the node's would, then they are fused.
-    points, labels, samples = fused(views, [kept_pixels(v.points, pipeline.config.conditioning, v.position) for v in views])
+    # Each camera's organized cloud loses its veils and its depth noise is smoothed as the node's would, then they
+    # are fused.
+    images = [organized_cloud(v.points, pipeline.config.conditioning, v.position) for v in views]
+    points, labels, samples = fused([dataclasses.replace(v, points=image) for v, (image, _) in zip(views, images)],
+                                    [kept for _, kept in images])
     row = {"condition": cond.name, "asymmetric_seen": seen, "points": int(len(points))}
     for kind, cloud in (("camera", points), ("perfect", perfect_object_cloud(views, surface))):
         try:

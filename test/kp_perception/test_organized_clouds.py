@@ -1,4 +1,5 @@
-"""An organized cloud (a depth camera's image of points, in its own frame) loses its flying pixels in the node."""
+"""An organized cloud (a depth camera's image of points, in its own frame) loses its flying pixels and its depth
+noise in the node."""
 
 import math
 
@@ -16,19 +17,28 @@ from kp_training.camera import FLYING, OBJECT, CameraConditions, SceneRenderer, 
 from kp_training.camera_protocol import shape_in_metres  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def view(mug):
-    """One 160 x 120 camera view of the mug on a ring of table, with 3 % flying pixels, in the camera's optical frame (x right, y down,
-    z forward): points (H, W, 3) with NaN where there is no return, each pixel's label, and the camera's pose in
-    the z-up world (position, quaternion x, y, z, w)."""
+def camera_view(surface: np.ndarray, cond: CameraConditions):
+    """One camera view of the surface (world frame) in the camera's optical frame (x right, y down, z forward):
+    points (H, W, 3) with NaN where there is no return, each pixel's label, and the camera's pose in the z-up world
+    (position, quaternion x, y, z, w)."""
     from scipy.spatial.transform import Rotation
 
-    obj = shape_in_metres(mug, surface_count=60000)
-    cond = CameraConditions("flying", flying=0.03, noise_m=0.0005, table="ring", width=160, height=120, hfov_deg=20.0)
-    view = SceneRenderer(obj.surface, np.random.default_rng(1)).render(cond, 0.4)[0]
-    basis = look_at_basis(view.position, (obj.surface.min(0) + obj.surface.max(0)) / 2)
+    view = SceneRenderer(surface, np.random.default_rng(1)).render(cond, 0.4)[0]
+    basis = look_at_basis(view.position, (surface.min(0) + surface.max(0)) / 2)
     pose = [*view.position, *Rotation.from_matrix(basis.T).as_quat()]
     return (view.points - view.position) @ basis.T, view.labels, pose
+
+
+@pytest.fixture(scope="module")
+def surface(mug):
+    return shape_in_metres(mug, surface_count=60000).surface
+
+
+@pytest.fixture(scope="module")
+def view(surface):
+    """A 160 x 120 view of the mug on a ring of table, with 3 % flying pixels (:func:`camera_view`)."""
+    return camera_view(surface, CameraConditions("flying", flying=0.03, noise_m=0.0005, table="ring", width=160,
+                                                 height=120, hfov_deg=20.0))
 
 
 @pytest.fixture
@@ -59,6 +69,8 @@ def test_the_veils_of_an_organized_cloud_never_reach_the_grid(node, view):
     from kp_core.conditioning import veil_pixels
 
     points, labels, pose = view
+    # Points are looked up by their coordinates: the depth smoothing, which moves them, is left out here.
+    assert node.set_parameters([Parameter("conditioning.smooth_pixels", value=0)])[0].successful
     veils = veil_pixels(points, np.zeros(3), 10.0, 0.01)  # in the camera's frame, the node's default settings
     assert (veils & (labels == FLYING)).sum() > 50 and (labels == OBJECT).sum() > 3000
     located = node.perception._encode(organized_cloud(points))
@@ -85,3 +97,28 @@ def located_in_world(camera_points, located, pose):
 
     world = Rotation.from_quat(pose[3:]).apply(camera_points.astype(np.float32).astype(np.float64)) + pose[:3]
     return np.round(world - located.offset, 5)
+
+
+def test_the_depth_noise_of_an_organized_cloud_is_averaged_down_before_the_grid(node, surface):
+    """The node smooths each organized cloud as kp_core.conditioning.organized_cloud does (in the camera's frame,
+    before anything else moves the points; its quality is tested there), and the parameter turns it off."""
+    from kp_core.conditioning import ConditioningConfig, organized_cloud as smoothed_image
+
+    points, labels, pose = camera_view(surface, CameraConditions("noisy", noise_m=0.003, width=160, height=120,
+                                                                 hfov_deg=20.0))
+    assert (labels == OBJECT).sum() > 3000
+    assert node.set_parameters([Parameter("input_transform", value=[float(v) for v in pose])])[0].successful
+    camera_points = points.astype(np.float32)  # as the cloud carries them
+    smoothed, kept = smoothed_image(camera_points, ConditioningConfig())
+    assert not np.allclose(smoothed[kept], camera_points[kept], rtol=0, atol=1e-4)
+
+    def share_among(candidates) -> float:
+        located = node.perception._encode(organized_cloud(points))
+        lookup = {tuple(p) for p in located_in_world(candidates, located, pose)}
+        used = np.round(located.encoding.conditioned.returns, 5)
+        return float(np.mean([tuple(p) in lookup for p in used]))
+
+    assert share_among(smoothed[kept]) > 0.99
+    assert node.set_parameters([Parameter("conditioning.smooth_pixels", value=0)])[0].successful
+    assert share_among(camera_points[kept]) > 0.99
+    assert not node.set_parameters([Parameter("conditioning.smooth_pixels", value=-1)])[0].successful
