@@ -80,8 +80,9 @@ RECIPES = {
         dict(CPU_FIELDS, preset="fast"), CPU_STAGES),
     "cnn-cpu": Recipe(
         "cnn-cpu",
-        "the paper's CNN-Net baseline at the same scale (128-d latent, reconstruction loss only, the same 256-wide "
-        "decoder), same pairs and schedule", dict(CPU_FIELDS, preset="cnn", decoder_channels=256), CPU_STAGES),
+        "the paper's CNN-Net baseline at the same scale (128-d latent, reconstruction loss only, an encoder as "
+        "narrow as the fast KP-Net's, the same 256-wide decoder), same pairs and schedule",
+        dict(CPU_FIELDS, preset="cnn-fast"), CPU_STAGES),
     "cylinder-cpu": Recipe(
         "cylinder-cpu",
         "this project's architecture (the z-rotation equivariant encoder and yaw-canonical decoder, with the "

@@ -64,7 +64,7 @@ class TrainConfig:
 
     out: str = setting("runs/kpnet", "run folder")
     preset: str = setting("paper", "architecture: paper (KP-Net), fast (CPU KP-Net), cylinder (z-rotation "
-                          "equivariant KP-Net), cnn (CNN-Net)", choices=sorted(PRESETS))
+                          "equivariant KP-Net), cnn (CNN-Net), cnn-fast (CPU CNN-Net)", choices=sorted(PRESETS))
     shape: str = setting("mug", "'mug' (built in) or a mesh file (obj, stl, ply, glb, off)")
     up_axis: str = setting("z", "the mesh's up axis", choices=UP_AXES)
     mesh_units: str | None = setting(None, "the unit the mesh file is written in: gives the model a metric size "

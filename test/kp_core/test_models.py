@@ -5,12 +5,13 @@ import torch
 
 from kp_core.geometry import rotate_z_points
 from kp_core.encoders import ENCODERS, register_encoder
-from kp_core.models import PRESETS, build_model, fit_yaw_template, model_config
+from kp_core.models import PRESETS, KeypointNetPreset, build_model, fit_yaw_template, model_config
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_shapes_and_gradients_reach_every_layer(preset):
-    model = build_model(model_config(preset, num_keypoints=8) if preset != "cnn" else model_config(preset))
+    keypoints = isinstance(PRESETS[preset], KeypointNetPreset)
+    model = build_model(model_config(preset, num_keypoints=8) if keypoints else model_config(preset))
     voxels = (torch.rand(1, 1, 64, 64, 64) > 0.8).float()
     out = model(voxels)
     assert out["logits"].shape == (1, 1, 64, 64, 64)

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from kp_core.checkpoint import load_model, read_metadata
 from kp_core.pipeline import Pipeline
@@ -54,6 +55,8 @@ def test_the_cpu_reproduction_trains_kp_net_and_cnn_net_alike_but_for_the_model(
     assert [m.kind for m in models] == ["keypoint", "cnn"]
     shapes = [{k: v.shape for k, v in m.decoder.state_dict().items() if k != "fc.weight"} for m in models]
     assert shapes[0] == shapes[1]  # the same decoder but for its input: 3 K = 96 keypoint coordinates or l = 128
+    # Encoders of one width too: 16 channels at the full grid, the fast KP-Net's first layer.
+    assert [next(c for c in m.modules() if isinstance(c, torch.nn.Conv3d)).out_channels for m in models] == [16, 16]
     config = TrainConfig(**kp[0])
     assert (config.inputs, config.batch_pairs, config.alpha, config.beta, config.num_keypoints) == ("solid", 8, 1.0, 0.1, 32)
     assert config.lr_final is None and TrainConfig(**kp[1]).lr_final < TrainConfig(**kp[1]).lr  # constant, then anneal
