@@ -84,9 +84,12 @@ class ConditioningConfig:
     veil_jump_m: float = 0.01
     """... when it is also longer than this (shorter steps are depth noise)."""
     smooth_pixels: int = 2
-    """Organized clouds: depth noise averaged over the pixels up to this many away along each image axis, within
-    ``smooth_tolerance_m`` in range (:func:`smooth_ranges`; 0: off)."""
+    """Organized clouds: depth noise averaged over the pixels up to this many away along each image axis
+    (:func:`smooth_ranges`; 0: off)."""
+    smooth_radius_m: float = 0.0025
+    """... and within this distance across the rays at the image's median range."""
     smooth_tolerance_m: float = 0.01
+    """... whose range is within four times the image's noise of the pixel's, and never more than this."""
     part_slack: float = 0.1
     """Another cluster is a part of the chosen one when both fit within the object's width and height times
     (1 + this), plus a cell (see :func:`parts_of_object`)."""
@@ -105,8 +108,10 @@ class ConditioningConfig:
             (self.cluster_samples >= 100, "cluster_samples must be >= 100"),
             (0 <= self.veil_angle_deg < 90 and self.veil_jump_m >= 0, "veil_angle_deg must be in [0, 90), veil_jump_m >= 0"),
             (self.part_slack >= 0, "part_slack must be >= 0"),
-            (0 <= self.smooth_pixels <= MAX_SMOOTH_PIXELS and self.smooth_tolerance_m > 0,
-             f"smooth_pixels must be in [0, {MAX_SMOOTH_PIXELS}] and smooth_tolerance_m > 0"),
+            (0 <= self.smooth_pixels <= MAX_SMOOTH_PIXELS and self.smooth_radius_m > 0
+             and self.smooth_tolerance_m >= MIN_TOLERANCE_M,
+             f"smooth_pixels must be in [0, {MAX_SMOOTH_PIXELS}], smooth_radius_m > 0, smooth_tolerance_m >= "
+             f"{MIN_TOLERANCE_M}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -164,16 +169,22 @@ def squared_steps(x: np.ndarray, y: np.ndarray, z: np.ndarray, step: int) -> np.
     return total
 
 
-def smooth_ranges(organized: np.ndarray, keep: np.ndarray, origin: np.ndarray, half_window: int,
-                  tolerance_m: float) -> np.ndarray:
+def smooth_ranges(organized: np.ndarray, keep: np.ndarray, origin: np.ndarray, max_pixels: int, radius_m: float,
+                  max_tolerance_m: float) -> np.ndarray:
     """An organized cloud with its depth noise averaged down: (H, W, 3) points, of the input's dtype.
 
-    Each kept pixel moves along its ray to the mean range of the kept pixels up to ``half_window`` columns away
-    whose range lies within ``tolerance_m`` of its own, then likewise along its column (edge-preserving smoothing
-    one image axis at a time, as depth cameras' own spatial filters do). A depth camera's noise lies along the
-    ray, and one surface's range changes linearly across a few pixels, so the mean keeps the surface and
-    divides the noise; a neighbour across a depth edge (another surface, the background, a flying pixel far
-    behind) differs by more than the tolerance and is left out. Pixels not kept are returned unchanged.
+    Each kept pixel moves along its ray to the mean of its range and those of the pairs of kept pixels k = 1 .. n
+    columns to either side of which both lie within a tolerance of its own, then likewise along its column
+    (edge-preserving smoothing one image axis at a time, as depth cameras' own spatial filters do). A depth
+    camera's noise lies along the ray and one surface's range changes about linearly across a few pixels, so the
+    mean keeps the surface and divides the noise. Where the ranges break away (a depth edge, another surface, a
+    flying pixel behind), a pair is left out; taking neighbours in pairs also keeps a range ramp (a wall seen at
+    a grazing angle) ending where it ends.
+
+    - The tolerance is four times the image's own noise (:func:`depth_noise`), within [1 mm, ``max_tolerance_m``]:
+      a wider one would round the creases of a sharp camera's view (a cup's rim and foot seen from above).
+    - n covers ``radius_m`` at the image's median range (:func:`pixel_footprint`), within [1, ``max_pixels``]: a
+      distant object spans few pixels, and a wider window would blur its parts into each other.
 
     Args:
         organized: (H, W, 3) points (NaN where the camera had no return), in any frame.
@@ -186,8 +197,11 @@ def smooth_ranges(organized: np.ndarray, keep: np.ndarray, origin: np.ndarray, h
     ranges = np.sqrt(rays[0] * rays[0] + rays[1] * rays[1] + rays[2] * rays[2])
     # Pixels not kept get a range no tolerance reaches (finite, so that a weight of 0 zeroes it).
     smoothed = np.where(keep, ranges, np.float32(FAR_RANGE_M))
+    tolerance = np.float32(np.clip(NOISE_TOLERANCE * depth_noise(smoothed), MIN_TOLERANCE_M, max_tolerance_m))
+    footprint = pixel_footprint(rays, ranges, keep)
+    pixels = int(np.clip(radius_m // footprint, 1, max_pixels)) if footprint > 0 else max_pixels
     for axis in (1, 0):
-        smoothed = _smooth_along(smoothed, axis, half_window, np.float32(tolerance_m))
+        smoothed = _smooth_along(smoothed, axis, pixels, tolerance)
     stretch = np.where(keep, smoothed, ranges)
     stretch /= np.maximum(ranges, np.float32(1e-6))  # NaN where the camera had no return: those stay NaN
     stretch -= 1
@@ -199,29 +213,77 @@ def smooth_ranges(organized: np.ndarray, keep: np.ndarray, origin: np.ndarray, h
 
 
 FAR_RANGE_M = 1e6
+MIN_TOLERANCE_M = 0.001
+NOISE_TOLERANCE = 4.0
+EDGE_SECOND_DIFFERENCE_M = 0.05
+
+
+def pixel_footprint(rays: list[np.ndarray], ranges: np.ndarray, keep: np.ndarray, row_stride: int = 4,
+                    samples: int = 2048) -> float:
+    """Metres between neighbouring pixels' rays at the image's median range (0 without two neighbouring returns):
+    the angle between the rays of kept row neighbours (about ``samples`` pairs from every ``row_stride``-th row)
+    times the median range of those pixels.
+
+    Args:
+        rays: the (H, W) x, y and z components of each pixel's point less the camera's centre.
+        ranges: (H, W) their lengths.
+    """
+    both = keep[::row_stride, :-1] & keep[::row_stride, 1:]
+    pairs = np.flatnonzero(both)
+    if not pairs.size:
+        return 0.0
+    pairs = pairs[:: max(1, pairs.size // samples)]
+    row, column = np.divmod(pairs, both.shape[1])
+    row *= row_stride
+    reach = ranges[row, column]
+    turn = sum((r[row, column] / reach - r[row, column + 1] / ranges[row, column + 1]) ** 2 for r in rays)
+    return float(np.sqrt(np.median(turn)) * np.median(reach))
+
+
+def depth_noise(ranges: np.ndarray, row_stride: int = 4) -> float:
+    """The image's depth noise (standard deviation along the ray, metres; 0 without three neighbouring returns),
+    from the second differences of the ranges along its rows (every ``row_stride``-th row): a surface's range is
+    nearly linear over three pixels, so what remains is noise, whose variance it has six times. Steps over depth
+    edges and pixels without a return (:data:`FAR_RANGE_M`) are left out; the median makes the estimate robust to
+    the rest.
+
+    Args:
+        ranges: (H, W) ranges, :data:`FAR_RANGE_M` where there is no return to use.
+    """
+    rows = ranges[::row_stride]
+    second = np.abs(rows[:, :-2] - 2 * rows[:, 1:-1] + rows[:, 2:])
+    returns = rows < FAR_RANGE_M / 2
+    usable = second[(second < EDGE_SECOND_DIFFERENCE_M) & returns[:, :-2] & returns[:, 1:-1] & returns[:, 2:]]
+    return float(np.median(usable)) / (0.6745 * np.sqrt(6.0)) if usable.size else 0.0
 
 
 def _smooth_along(ranges: np.ndarray, axis: int, half_window: int, tolerance: np.float32) -> np.ndarray:
-    """(H, W) ranges, each replaced by the mean of those within ``tolerance`` of it up to ``half_window`` pixels
-    away along ``axis`` (itself included)."""
+    """(H, W) ranges, each replaced by the mean of itself and the pairs of pixels k = 1 .. ``half_window`` before
+    and after it along ``axis`` of which both lie within ``tolerance`` of it.
+
+    Taking neighbours in pairs keeps a surface's range ramp (a wall seen at a grazing angle) exactly where it ends:
+    at its last pixel a one-sided mean would pull it several millimetres back along the ramp."""
     size = ranges.shape[axis]
     padding = [(0, 0), (0, 0)]
     padding[axis] = (half_window, half_window)
     padded = np.pad(ranges, padding, constant_values=np.float32(FAR_RANGE_M))
     total = np.zeros_like(ranges)
     count = np.ones_like(ranges)
-    step = np.empty_like(ranges)
-    near = np.empty_like(ranges)  # 1.0 or 0.0: float weights spare a conversion per operation
-    for offset in range(2 * half_window + 1):
-        if offset == half_window:
-            continue
-        neighbour = padded[:, offset:offset + size] if axis == 1 else padded[offset:offset + size]
-        np.subtract(neighbour, ranges, out=step)
-        np.abs(step, out=near)
-        np.less(near, tolerance, out=near, casting="unsafe")
-        step *= near
-        total += step
-        count += near
+    before, after, size_of = np.empty_like(ranges), np.empty_like(ranges), np.empty_like(ranges)
+    near, gap = np.empty(ranges.shape, dtype=bool), np.empty(ranges.shape, dtype=bool)
+    for k in range(1, half_window + 1):
+        for step, offset in ((before, half_window - k), (after, half_window + k)):
+            neighbour = padded[:, offset:offset + size] if axis == 1 else padded[offset:offset + size]
+            np.subtract(neighbour, ranges, out=step)
+        np.less(np.abs(before, out=size_of), tolerance, out=near)
+        np.less(np.abs(after, out=size_of), tolerance, out=gap)
+        near &= gap
+        before += after
+        before *= near
+        total += before
+        count += near  # a pair: counted twice, below
+    count *= 2
+    count -= 1  # the pixel itself once
     total /= count
     total += ranges
     return total
@@ -235,7 +297,8 @@ def organized_cloud(organized: np.ndarray, cfg: ConditioningConfig, origin: np.n
     origin = np.zeros(3) if origin is None else np.asarray(origin, dtype=np.float64)
     keep = kept_pixels(organized, cfg, origin)
     if cfg.enabled and cfg.smooth_pixels > 0 and min(keep.shape) > 1:
-        organized = smooth_ranges(organized, keep, origin, cfg.smooth_pixels, cfg.smooth_tolerance_m)
+        organized = smooth_ranges(organized, keep, origin, cfg.smooth_pixels, cfg.smooth_radius_m,
+                                  cfg.smooth_tolerance_m)
     return organized, keep
 
 

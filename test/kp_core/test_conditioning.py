@@ -248,7 +248,7 @@ def test_smoothing_divides_the_depth_noise_along_each_ray_and_keeps_edges_and_pl
     image = organized_image(measured, focal)
     keep = np.isfinite(image[..., 0])
     keep[20, 20] = False
-    out = smooth_ranges(image, keep, np.zeros(3), 2, 0.01)
+    out = smooth_ranges(image, keep, np.zeros(3), 2, 0.0025, 0.01)
     truth = organized_image(true_depth, focal)
 
     def range_error(points):
@@ -256,10 +256,13 @@ def test_smoothing_divides_the_depth_noise_along_each_ray_and_keeps_edges_and_pl
 
     inside = keep.copy()
     inside[:, 30:34] = False  # beside the edge fewer neighbours share the surface
-    assert np.nanstd(range_error(out)[inside]) < 0.4 * np.nanstd(range_error(image)[inside])
+    inside[:2], inside[-2:], inside[:, :2], inside[:, -2:] = False, False, False, False  # and at the image's border
+    assert np.nanstd(range_error(out)[inside]) < 0.5 * np.nanstd(range_error(image)[inside])
+    assert np.median(np.abs(range_error(out)[inside])) < 0.4 * np.median(np.abs(range_error(image)[inside]))
     assert abs(np.nanmean(range_error(out)[inside])) < 3e-4
-    # The edge stays sharp: every point stays on its own surface, none is drawn into the gap between them.
-    assert np.abs(range_error(out)[keep]).max() < 0.01
+    # The edge stays sharp: every point moved ends near its own surface, none is drawn into the gap between them.
+    moved = keep & (np.abs(np.linalg.norm(out, axis=-1) - np.linalg.norm(image, axis=-1)) > 1e-9)
+    assert moved[:, 31].any() and moved[:, 32].any() and np.abs(range_error(out)[moved]).max() < 0.01
     # Points move along their rays only; pixels not kept, and those without a return, are left as they were.
     cross = np.cross(out[keep], image[keep])
     assert np.abs(cross).max() < 1e-9
@@ -268,15 +271,15 @@ def test_smoothing_divides_the_depth_noise_along_each_ray_and_keeps_edges_and_pl
     rays = organized_image(np.ones((48, 64)), focal)
     normal = np.array([np.sin(np.pi / 4), 0.0, -np.cos(np.pi / 4)])
     tilted = rays * ((normal @ [0.0, 0.0, 0.6]) / (rays @ normal))[..., None]
-    flat = smooth_ranges(tilted, np.ones((48, 64), dtype=bool), np.zeros(3), 2, 0.01)
+    flat = smooth_ranges(tilted, np.ones((48, 64), dtype=bool), np.zeros(3), 2, 0.0025, 0.01)
     assert np.abs(flat @ normal - normal @ [0.0, 0.0, 0.6])[2:-2, 2:-2].max() < 1e-5
     # Far from the frame's origin (the camera at 1e5 m), the same image gives the same points, to a micrometre.
     far = np.array([1e5, -2e5, 30.0])
-    assert np.abs(smooth_ranges(image + far, keep, far, 2, 0.01) - far - out)[keep].max() < 1e-6
+    assert np.abs(smooth_ranges(image + far, keep, far, 2, 0.0025, 0.01) - far - out)[keep].max() < 1e-6
     # organized_cloud: veils dropped, then smoothed; off with smooth_pixels 0 or with conditioning off.
     points, kept = organized_cloud(image, ConditioningConfig())
     assert np.array_equal(kept, kept_pixels(image, ConditioningConfig()))
-    assert np.abs(range_error(points)[kept & inside]).std() < 0.4 * np.nanstd(range_error(image)[inside])
+    assert np.abs(range_error(points)[kept & inside]).std() < 0.5 * np.nanstd(range_error(image)[inside])
     for cfg in (ConditioningConfig(smooth_pixels=0), ConditioningConfig(enabled=False)):
         assert np.array_equal(organized_cloud(image, cfg)[0], image, equal_nan=True)
     with pytest.raises(ValueError, match="smooth_pixels"):
@@ -302,9 +305,44 @@ def test_smoothing_keeps_a_curved_surface_and_takes_most_of_its_noise():
         return np.abs(np.hypot(points[..., 0], points[..., 2] - centre) - radius)[keep]
 
     exact = rays * hit[..., None]
-    assert np.median(off_surface(smooth_ranges(exact, keep, np.zeros(3), 2, 0.01))) < 2e-4
+    assert np.median(off_surface(smooth_ranges(exact, keep, np.zeros(3), 2, 0.0025, 0.01))) < 2e-4
     noisy = rays * (hit + np.random.default_rng(5).normal(0, 0.003, hit.shape))[..., None]
-    assert np.median(off_surface(smooth_ranges(noisy, keep, np.zeros(3), 2, 0.01))) < 0.4 * np.median(off_surface(noisy))
+    assert np.median(off_surface(smooth_ranges(noisy, keep, np.zeros(3), 2, 0.0025, 0.01))) < 0.4 * np.median(off_surface(noisy))
+
+
+def test_smoothing_leaves_a_sharp_cameras_creases_where_they_are():
+    """A table at 0.3 m meeting a wall seen at a grazing angle (its range grows 3 mm a pixel), 0.3 mm of noise (a
+    close camera): the tolerance follows the image's own noise, so the crease moves by about that noise, where a
+    fixed 1 cm tolerance would round it off by millimetres."""
+    from kp_core.conditioning import ConditioningConfig as Config, organized_cloud as smoothed
+
+    columns = np.arange(64)
+    depth = 0.3 + np.where(columns < 32, 0.0, (columns - 31) * 0.003)[None].repeat(48, 0)
+    image = organized_image(depth + np.random.default_rng(1).normal(0, 0.0003, depth.shape), 600.0)
+
+    def crease_error(cfg) -> float:
+        error = np.linalg.norm(smoothed(image, cfg)[0], axis=-1) - np.linalg.norm(organized_image(depth, 600.0), axis=-1)
+        return float(np.abs(error[2:-2, 30:34]).max())
+
+    assert crease_error(Config(veil_angle_deg=0.0)) < 0.0006
+    assert crease_error(Config(veil_angle_deg=0.0, smooth_pixels=0)) < 0.0015  # the noise alone
+
+
+def test_the_images_noise_and_pixel_footprint_are_read_from_the_image():
+    from kp_core.conditioning import FAR_RANGE_M, depth_noise, pixel_footprint
+
+    rng = np.random.default_rng(2)
+    depth = np.where(np.arange(64) < 32, 0.5, 0.9)[None].repeat(48, 0) + rng.normal(0, 0.002, (48, 64))
+    image = organized_image(depth, 500.0)
+    ranges = np.linalg.norm(image, axis=-1)
+    rays = [image[..., c] for c in range(3)]
+    keep = np.ones((48, 64), dtype=bool)
+    keep[:, 50:] = False  # no return there
+    assert depth_noise(np.where(keep, ranges, FAR_RANGE_M)) == pytest.approx(0.002, rel=0.2)
+    # Neighbouring rays 1/500 rad apart; the median range lies on the near plane (32 of the 50 columns with returns).
+    assert pixel_footprint(rays, ranges, keep) == pytest.approx(0.5 / 500, rel=0.05)
+    assert pixel_footprint(rays, ranges, np.zeros_like(keep)) == 0.0
+    assert depth_noise(np.full((48, 64), FAR_RANGE_M)) == 0.0
 
 
 def test_a_planes_split_reads_each_points_own_square_where_the_thickness_decides():
