@@ -105,9 +105,10 @@ PARAMETERS = [
           "farther end of a step between image neighbours that runs within this angle of the camera's ray and is "
           "longer than 1 cm (flying pixels at depth edges); 0: off", ParameterType.PARAMETER_DOUBLE, float_range=(0.0, 89.0)),
     Param("conditioning.smooth_pixels", 2, "organized clouds: average each pixel's range (along its ray) with those "
-          "of the image neighbours up to this many pixels away along its row, then its column, that lie within 1 cm "
-          "of it (a depth camera's noise; depth edges stay sharp); 0: off", ParameterType.PARAMETER_INTEGER,
-          int_range=(0, MAX_SMOOTH_PIXELS)),
+          "of the pairs of image neighbours up to this many pixels away along its row, then its column, that lie "
+          "within four times the image's depth noise of it (at most 1 cm; fewer pixels where 2.5 mm across the "
+          "rays spans fewer): a depth camera's noise, with depth edges kept sharp; 0: off",
+          ParameterType.PARAMETER_INTEGER, int_range=(0, MAX_SMOOTH_PIXELS)),
     Param("crop.enabled", False, "keep only points inside the crop box (target frame)", ParameterType.PARAMETER_BOOL),
     Param("crop.min", [-1.0, -1.0, -1.0], "crop box minimum corner x, y, z (metres)", ParameterType.PARAMETER_DOUBLE_ARRAY),
     Param("crop.max", [1.0, 1.0, 1.0], "crop box maximum corner x, y, z (metres)", ParameterType.PARAMETER_DOUBLE_ARRAY),
