@@ -216,10 +216,11 @@ FAR_RANGE_M = 1e6
 MIN_TOLERANCE_M = 0.001
 NOISE_TOLERANCE = 4.0
 EDGE_SECOND_DIFFERENCE_M = 0.05
+ESTIMATE_ROW_STRIDE = 4
 
 
-def pixel_footprint(rays: list[np.ndarray], ranges: np.ndarray, keep: np.ndarray, row_stride: int = 4,
-                    samples: int = 2048) -> float:
+def pixel_footprint(rays: list[np.ndarray], ranges: np.ndarray, keep: np.ndarray,
+                    row_stride: int = ESTIMATE_ROW_STRIDE, samples: int = 2048) -> float:
     """Metres between neighbouring pixels' rays at the image's median range (0 without two neighbouring returns):
     the angle between the rays of kept row neighbours (about ``samples`` pairs from every ``row_stride``-th row)
     times the median range of those pixels.
@@ -240,7 +241,7 @@ def pixel_footprint(rays: list[np.ndarray], ranges: np.ndarray, keep: np.ndarray
     return float(np.sqrt(np.median(turn)) * np.median(reach))
 
 
-def depth_noise(ranges: np.ndarray, row_stride: int = 4) -> float:
+def depth_noise(ranges: np.ndarray, row_stride: int = ESTIMATE_ROW_STRIDE) -> float:
     """The image's depth noise (standard deviation along the ray, metres; 0 without three neighbouring returns),
     from the second differences of the ranges along its rows (every ``row_stride``-th row): a surface's range is
     nearly linear over three pixels, so what remains is noise, whose variance it has six times. Steps over depth
@@ -296,9 +297,15 @@ def organized_cloud(organized: np.ndarray, cfg: ConditioningConfig, origin: np.n
     pixels to use (:func:`kept_pixels`). ``origin``: the camera's centre, default the frame's origin."""
     origin = np.zeros(3) if origin is None else np.asarray(origin, dtype=np.float64)
     keep = kept_pixels(organized, cfg, origin)
-    if cfg.enabled and cfg.smooth_pixels > 0 and min(keep.shape) > 1:
-        organized = smooth_ranges(organized, keep, origin, cfg.smooth_pixels, cfg.smooth_radius_m,
-                                  cfg.smooth_tolerance_m)
+    if cfg.enabled and cfg.smooth_pixels > 0 and min(keep.shape) > 1 and keep.any():
+        # Only the rectangle that holds returns (an object cloud published as an image is mostly empty); it starts
+        # on a row the noise and footprint estimates sample, so that they read the same rows as on the whole image.
+        rows, columns = np.flatnonzero(keep.any(axis=1)), np.flatnonzero(keep.any(axis=0))
+        first_row = rows[0] - rows[0] % ESTIMATE_ROW_STRIDE
+        box = slice(first_row, rows[-1] + 1), slice(columns[0], columns[-1] + 1)
+        organized = np.array(organized, copy=True)
+        organized[box] = smooth_ranges(organized[box], keep[box], origin, cfg.smooth_pixels, cfg.smooth_radius_m,
+                                       cfg.smooth_tolerance_m)
     return organized, keep
 
 

@@ -280,6 +280,10 @@ def test_smoothing_divides_the_depth_noise_along_each_ray_and_keeps_edges_and_pl
     points, kept = organized_cloud(image, ConditioningConfig())
     assert np.array_equal(kept, kept_pixels(image, ConditioningConfig()))
     assert np.abs(range_error(points)[kept & inside]).std() < 0.5 * np.nanstd(range_error(image)[inside])
+    # Pixels without a return around the image change nothing (only the rectangle that holds returns is smoothed).
+    padded = np.full((56, 80, 3), np.nan)
+    padded[4:52, 8:72] = image
+    assert np.array_equal(organized_cloud(padded, ConditioningConfig())[0][4:52, 8:72], points, equal_nan=True)
     for cfg in (ConditioningConfig(smooth_pixels=0), ConditioningConfig(enabled=False)):
         assert np.array_equal(organized_cloud(image, cfg)[0], image, equal_nan=True)
     with pytest.raises(ValueError, match="smooth_pixels"):
