@@ -9,6 +9,7 @@ checkpoints store beside the weights.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 
 import torch
@@ -252,5 +253,6 @@ def build_model(arch: dict) -> nn.Module:
             raise ValueError(f"unknown model type {kind!r}; expected 'keypoint' or 'cnn'")
     except TypeError as err:
         raise ValueError(f"invalid architecture {arch}: {err}") from err
-    model.arch = {"model": kind, "grid_size": grid_size, **arch}
+    # As its checkpoint's JSON will hold it (lists, not tuples), so that a saved and a built model compare equal.
+    model.arch = json.loads(json.dumps({"model": kind, "grid_size": grid_size, **arch}))
     return model

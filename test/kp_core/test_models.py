@@ -179,3 +179,16 @@ def test_canonical_yaw_decoder_trains_and_keeps_its_template_in_checkpoints(tmp_
     loaded, _ = load_model(tmp_path / "m")
     assert loaded.arch["canonical_yaw"] is True
     assert torch.equal(loaded.yaw_template, model.yaw_template)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_a_saved_model_has_the_architecture_of_one_built_from_its_preset(tmp_path, preset):
+    """A run that starts from another's weights (a recipe's next stage) compares the two architectures: the JSON
+    round trip must not tell them apart (the CNN-Net's encoder widths are a tuple in the preset, a list in JSON)."""
+    from kp_core.checkpoint import load_model, save_checkpoint
+
+    small = dict(decoder_channels=16) | (dict(num_keypoints=4) if isinstance(PRESETS[preset], KeypointNetPreset)
+                                        else dict(latent_dim=8, encoder_channels=(2, 2, 2, 2)))
+    model = build_model(model_config(preset, **small))
+    save_checkpoint(tmp_path / "m", model, {})
+    assert load_model(tmp_path / "m")[0].arch == build_model(model_config(preset, **small)).arch
