@@ -318,18 +318,19 @@ def test_smoothing_leaves_a_sharp_cameras_creases_where_they_are():
     """A table at 0.3 m meeting a wall seen at a grazing angle (its range grows 3 mm a pixel), 0.3 mm of noise (a
     close camera): the tolerance follows the image's own noise, so the crease moves by about that noise, where a
     fixed 1 cm tolerance would round it off by millimetres."""
-    from kp_core.conditioning import ConditioningConfig as Config, organized_cloud as smoothed
+    from kp_core.conditioning import organized_cloud
 
     columns = np.arange(64)
     depth = 0.3 + np.where(columns < 32, 0.0, (columns - 31) * 0.003)[None].repeat(48, 0)
     image = organized_image(depth + np.random.default_rng(1).normal(0, 0.0003, depth.shape), 600.0)
 
     def crease_error(cfg) -> float:
-        error = np.linalg.norm(smoothed(image, cfg)[0], axis=-1) - np.linalg.norm(organized_image(depth, 600.0), axis=-1)
+        error = (np.linalg.norm(organized_cloud(image, cfg)[0], axis=-1)
+                 - np.linalg.norm(organized_image(depth, 600.0), axis=-1))
         return float(np.abs(error[2:-2, 30:34]).max())
 
-    assert crease_error(Config(veil_angle_deg=0.0)) < 0.0006
-    assert crease_error(Config(veil_angle_deg=0.0, smooth_pixels=0)) < 0.0015  # the noise alone
+    assert crease_error(ConditioningConfig(veil_angle_deg=0.0)) < 0.0006
+    assert crease_error(ConditioningConfig(veil_angle_deg=0.0, smooth_pixels=0)) < 0.0015  # the noise alone
 
 
 def test_the_images_noise_and_pixel_footprint_are_read_from_the_image():
