@@ -117,6 +117,12 @@ class KeypointNet(nn.Module):
         to_input = getattr(self.encoder, "input_from_points", CartesianInput.input_from_points)
         return to_input(points, mask)
 
+    @property
+    def reads_occupancy_grid(self) -> bool:
+        """Whether the encoder's input is the 64^3 occupancy grid the decoder predicts (so a solid view's target
+        is its input)."""
+        return isinstance(self.encoder, CartesianInput) or not hasattr(self.encoder, "input_from_points")
+
     def heatmaps(self, voxels: torch.Tensor) -> torch.Tensor:
         """Encoder input -> (B, K, ...) heatmap logits over the encoder's cells."""
         logits = self.encoder(voxels)
@@ -166,6 +172,7 @@ class CNNNet(nn.Module):
         self.decoder = VoxelDecoder(latent_dim, decoder_channels)
 
     input_from_points = staticmethod(CartesianInput.input_from_points)
+    reads_occupancy_grid = True
 
     def encode(self, voxels: torch.Tensor) -> torch.Tensor:
         """(B, 1, 64, 64, 64) occupancy -> (B, latent_dim) code."""

@@ -227,7 +227,9 @@ class Trainer:
         sensor = (SensorConfig(whole_fraction=whole_fraction, artifact_fraction=cfg.camera_artifacts)
                   if cfg.inputs == "sensor" else None)
         unit = metres_per_unit(self.shape)
-        return ViewSampler(self.points, self.model.input_from_points, sensor, metres_per_unit=unit, zoom=cfg.zoom,
+        # None for the 64^3 grid: a solid view at zoom 1 then needs one voxelization, its target being its input.
+        to_input = None if self.model.reads_occupancy_grid else self.model.input_from_points
+        return ViewSampler(self.points, to_input, sensor, metres_per_unit=unit, zoom=cfg.zoom,
                            scale_range=self.scale_range, object_size=self.object_size(unit) if cfg.conditioning else None)
 
     def object_size(self, unit: float) -> ObjectSize:

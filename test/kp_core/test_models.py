@@ -192,3 +192,17 @@ def test_a_saved_model_has_the_architecture_of_one_built_from_its_preset(tmp_pat
     model = build_model(model_config(preset, **small))
     save_checkpoint(tmp_path / "m", model, {})
     assert load_model(tmp_path / "m")[0].arch == build_model(model_config(preset, **small)).arch
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_a_model_that_reads_the_occupancy_grid_takes_the_voxelized_points_as_its_input(preset):
+    from kp_core.voxelize import voxelize
+
+    small = dict(decoder_channels=16) | (dict(num_keypoints=4) if isinstance(PRESETS[preset], KeypointNetPreset)
+                                        else dict(latent_dim=8, encoder_channels=(2, 2, 2, 2)))
+    model = build_model(model_config(preset, **small))
+    points = torch.rand(2, 500, 3, generator=torch.Generator().manual_seed(1)) * 1.6 - 0.8
+    grid = voxelize(points, 64)
+    to_input = model.input_from_points(points)
+    assert model.reads_occupancy_grid == (to_input.shape == grid.shape and torch.equal(to_input, grid))
+    assert model.reads_occupancy_grid == (preset != "cylinder")
