@@ -24,6 +24,9 @@ from .models import build_model
 FORMAT_VERSION = 1
 WEIGHTS_SUFFIX = ".safetensors"
 META_SUFFIX = ".json"
+COMMITTED_MAX_BYTES = 25 * 2**20
+"""The largest weights file the repository holds (a shipped model, a published run's): larger ones are rebuilt
+from the command that made them."""
 
 
 class CheckpointError(ValueError):

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kp_core.checkpoint import atomic_write_json, checkpoint_paths, read_metadata, update_metadata
+from kp_core.checkpoint import COMMITTED_MAX_BYTES, atomic_write_json, checkpoint_paths, read_metadata, update_metadata
 
 RECIPE_FILE = "recipe.json"
 MODEL_STEM = "model"
@@ -261,12 +261,23 @@ PUBLISHED = (RECIPE_FILE, f"{MODEL_STEM}.json", "report.md", "time_to_quality.pn
 """What :func:`publish` copies: everything a report of the run reads, no weights."""
 
 
-def publish(out: Path, dest: Path) -> list[Path]:
-    """Copy a recipe run's report, curves, logs and metadata (:data:`PUBLISHED`; no weights) into ``dest`` (e.g.
-    ``docs/recipes/NAME``), keeping the run folder's layout so that ``kp-eval --recipe-run dest`` reads it."""
+def publish(out: Path, dest: Path, weights: bool = False) -> list[Path]:
+    """Copy a recipe run's report, curves, logs and metadata (:data:`PUBLISHED`) into ``dest`` (e.g.
+    ``docs/recipes/NAME``), keeping the run folder's layout so that ``kp-eval --recipe-run dest`` reads it; with
+    ``weights`` its model's weights too (a finished run's, at most :data:`COMMITTED_MAX_BYTES`), so that ``dest``
+    is a model that kp-eval and the node load where the run folder is gone."""
     read(out)  # a recipe's folder, or ValueError
+    patterns = PUBLISHED
+    if weights:
+        model_weights, _ = checkpoint_paths(out / MODEL_STEM)
+        if not model_weights.is_file():
+            raise ValueError(f"{out} has no {model_weights.name} yet: the recipe has not finished")
+        if model_weights.stat().st_size > COMMITTED_MAX_BYTES:
+            raise ValueError(f"{model_weights} is {model_weights.stat().st_size / 2**20:.1f} MB, over the "
+                             f"{COMMITTED_MAX_BYTES / 2**20:.0f} MB a repository holds: publish it without its weights")
+        patterns = (model_weights.name,) + PUBLISHED
     copied = []
-    for pattern in PUBLISHED:
+    for pattern in patterns:
         for source in sorted(out.glob(pattern)):
             target = dest / source.relative_to(out)
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -13,10 +13,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kp_core.checkpoint import checkpoint_paths, load_model, save_checkpoint
+from kp_core.checkpoint import COMMITTED_MAX_BYTES, checkpoint_paths, load_model, save_checkpoint
 
 MODELS = Path(__file__).resolve().parents[1] / "kp_perception" / "models"
-MAX_BYTES = 25 * 2**20
 
 
 def main() -> None:
@@ -32,10 +31,10 @@ def main() -> None:
     meta["shipped"] = {"from": str(source), "from_sha256": meta.pop("weights_sha256"), "note": args.note}
     weights = save_checkpoint(MODELS / args.name, model, meta)
     size = weights.stat().st_size
-    if size > MAX_BYTES:
+    if size > COMMITTED_MAX_BYTES:
         weights.unlink()
         weights.with_suffix(".json").unlink()
-        parser.error(f"{size / 2**20:.1f} MB is over the 25 MB limit for a shipped model")
+        parser.error(f"{size / 2**20:.1f} MB is over the {COMMITTED_MAX_BYTES / 2**20:.0f} MB limit for a shipped model")
     print(f"shipped {source} -> {weights} ({size / 2**20:.1f} MB)")
 
 

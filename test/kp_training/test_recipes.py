@@ -162,6 +162,24 @@ def test_a_published_run_keeps_its_layout_and_leaves_the_weights_out(recipe_run,
     assert recipes.time_to_quality(dest)["table"] == recipes.time_to_quality(recipe_run)["table"]
 
 
+def test_a_run_published_with_its_weights_carries_the_models_files_and_no_stage_checkpoints(recipe_run, tmp_path):
+    dest = tmp_path / "published"
+    copied = {p.relative_to(dest).as_posix() for p in recipes.publish(recipe_run, dest, weights=True)}
+    assert {"model.safetensors", "model.json"} <= copied and not {p for p in copied if p.startswith("stage") and
+                                                                   p.endswith(".safetensors")}
+    assert (dest / "model.safetensors").read_bytes() == (recipe_run / "model.safetensors").read_bytes()
+
+
+def test_publishing_weights_refuses_an_unfinished_run_and_weights_too_large_to_commit(recipe_run, tmp_path, monkeypatch):
+    monkeypatch.setattr(recipes, "COMMITTED_MAX_BYTES", 3)
+    with pytest.raises(ValueError, match="MB a repository holds"):
+        recipes.publish(recipe_run, tmp_path / "large", weights=True)
+    (recipe_run / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match="has not finished"):
+        recipes.publish(recipe_run, tmp_path / "unfinished", weights=True)
+    assert not (tmp_path / "large").exists() and not (tmp_path / "unfinished").exists()
+
+
 def test_time_to_quality_counts_minutes_from_the_recipes_start_across_stages(recipe_run, tmp_path):
     entry = recipes.time_to_quality(recipe_run, figure=tmp_path / "curve.png")
     assert entry["recipe"] == "node" and entry["given"] == {"seed": 3}
@@ -213,3 +231,13 @@ def test_publishing_never_replaces_a_folder_that_is_not_an_earlier_copy(recipe_r
         done = subprocess.run([sys.executable, str(script), str(recipe_run), str(copy)], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
     assert (copy / "recipe.json").is_file() and not list(copy.rglob("*.safetensors"))
+    for _ in range(2):  # a copy with its weights is a published copy too
+        done = subprocess.run([sys.executable, str(script), "--weights", str(recipe_run), str(copy)],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    assert [p.name for p in copy.rglob("*.safetensors")] == ["model.safetensors"]
+    (recipe_run / "model.safetensors").unlink()  # unfinished: refused, and the earlier copy is left as it was
+    refused = subprocess.run([sys.executable, str(script), "--weights", str(recipe_run), str(copy)],
+                             capture_output=True, text=True)
+    assert refused.returncode == 2 and "has not finished" in refused.stderr
+    assert (copy / "model.safetensors").is_file() and not copy.with_name("copy.publishing").exists()
