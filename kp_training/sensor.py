@@ -6,7 +6,8 @@ batched z-buffer in torch (any device, no per-view Python loop): a surface sampl
 when no other sample projects into its pixel nearer to the camera. "Whole" clouds fuse several cameras
 around the object; single views come from one camera (azimuth anywhere, elevation 10-70 deg above the
 table, 0.4-1.5 m away for the 300 ml mug). The table occludes nothing the cameras could see: they are
-all above it. A share of the clouds (``SensorConfig.artifact_fraction``) gets a real camera's artifacts: more
+all above it. A share of the fused clouds (``SensorConfig.held_fraction``) shows the object held up by a
+gripper instead: no table, and one camera more below it sees its underside. A share of the clouds (``SensorConfig.artifact_fraction``) gets a real camera's artifacts: more
 depth noise, flying pixels at the first camera's silhouette and a ring of table around the base, which the
 object hides from the cameras through the same z-buffer.
 
@@ -86,6 +87,11 @@ class SensorConfig:
     flying_push_m: tuple[float, float] = (0.003, 0.3)
     ring_m: tuple[float, float] = (0.0, 0.03)
     """Width of the ring of table left around the object's base (imperfect plane removal)."""
+    held_fraction: float = 0.0
+    """Share of the fused clouds of the object held up (no table; one camera more, below it, sees the underside);
+    0 draws nothing for them, so the clouds of a seed stay what they were without."""
+    held_elevation_deg: tuple[float, float] = (-60.0, -10.0)
+    """Elevation of the camera below a held object."""
 
     def validate(self) -> "SensorConfig":
         pairs = {"elevation_deg": self.elevation_deg, "distance_m": self.distance_m, "noise_m": self.noise_m,
@@ -94,11 +100,14 @@ class SensorConfig:
         for name, (lo, hi) in pairs.items():
             if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= hi):
                 raise ValueError(f"sensor {name} must be a range 0 <= lo <= hi, got {(lo, hi)}")
-        for name in ("whole_fraction", "artifact_fraction"):
+        for name in ("whole_fraction", "artifact_fraction", "held_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"sensor {name} must be in [0, 1], got {getattr(self, name)}")
         if self.whole_cameras < 1 or self.keep[1] > 1 or self.keep[1] <= 0 or self.elevation_deg[1] >= 90:
             raise ValueError("sensor needs whole_cameras >= 1, 0 < keep <= 1 and elevations below 90 deg")
+        lo, hi = self.held_elevation_deg
+        if not -90 < lo <= hi <= 0:
+            raise ValueError(f"sensor held_elevation_deg must be a range -90 < lo <= hi <= 0, got {(lo, hi)}")
         if self.distance_m[0] <= 0 or self.pixel_m <= 0 or self.depth_tolerance_m <= 0:
             raise ValueError("sensor distances, pixel and depth tolerance must be > 0")
         return self
@@ -112,6 +121,7 @@ class SensorClouds:
         points: (V, P, 3) points in the frame of the posed shape (normalized units).
         mask: (V, P) bool, True for real points (seen samples, table, flying pixels and outliers).
         whole: (V,) bool, True for clouds fused from several cameras.
+        held: (V,) bool, True for clouds of the object held up (fused, no table, a camera below).
         artifacts: (V,) bool, True for clouds with a real camera's artifacts (``SensorConfig.artifact_fraction``).
         cameras: (V, C, 3) camera positions; camera_mask (V, C) which of them were used.
     """
@@ -122,6 +132,7 @@ class SensorClouds:
     cameras: torch.Tensor
     camera_mask: torch.Tensor
     artifacts: torch.Tensor | None = None
+    held: torch.Tensor | None = None
 
 
 class SensorSimulator:
@@ -147,7 +158,9 @@ class SensorSimulator:
         self.tolerance = config.depth_tolerance_m / self.unit
 
     def sample_cameras(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Camera positions around the origin: (n, C, 3), which are used (n, C) and whole flags (n,)."""
+        """Camera positions around the origin: (n, C, 3), which are used (n, C) and whole flags (n,). With
+        ``held_fraction`` C is one more than ``whole_cameras``: the last camera, below the object, is used for the
+        held clouds only."""
         cfg, c = self.config, self.config.whole_cameras
         whole = torch.rand(n, generator=generator) < cfg.whole_fraction
         base = torch.rand(n, 1, generator=generator) * (2 * math.pi)
@@ -161,6 +174,15 @@ class SensorSimulator:
             [torch.cos(elevation) * torch.cos(azimuth), torch.cos(elevation) * torch.sin(azimuth), torch.sin(elevation)], -1)
         used = torch.ones(n, c, dtype=torch.bool)
         used[:, 1:] = whole[:, None]
+        if cfg.held_fraction > 0:  # drawn last: a config without held clouds draws what it always did
+            held = whole & (torch.rand(n, generator=generator) < cfg.held_fraction)
+            azimuth = base[:, 0] + math.pi / c
+            lo, hi = (math.radians(v) for v in cfg.held_elevation_deg)
+            elevation = lo + (hi - lo) * torch.rand(n, generator=generator)
+            distance = d_lo + (d_hi - d_lo) * torch.rand(n, generator=generator)
+            below = distance[:, None] * torch.stack(
+                [torch.cos(elevation) * torch.cos(azimuth), torch.cos(elevation) * torch.sin(azimuth), torch.sin(elevation)], -1)
+            cameras, used = torch.cat([cameras, below[:, None]], 1), torch.cat([used, held[:, None]], 1)
         return cameras, used, whole
 
     def visible(self, points: torch.Tensor, cameras: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
@@ -191,7 +213,8 @@ class SensorSimulator:
 
     def _zbuffer(self, points: torch.Tensor, eye: torch.Tensor):
         """Project (P, N, 3) points into one camera each at ``eye`` (P, 3), looking at the origin: flat pixel
-        indices (P, N), depths (P, N; inf outside the image), in-image flags (P, N) and the z-buffer (P*S*S,)."""
+        indices (P, N), depths (P, N; inf outside the image), in-image flags (P, N) and the z-buffer (P*S*S,).
+        A non-finite point is outside every image."""
         forward = -F.normalize(eye, dim=-1)
         up_world = torch.tensor([0.0, 0.0, 1.0], device=points.device, dtype=points.dtype).expand_as(forward)
         right = F.normalize(torch.linalg.cross(forward, up_world, dim=-1), dim=-1)
@@ -205,7 +228,7 @@ class SensorSimulator:
         w = torch.floor((rel @ up[:, :, None]) * scale).squeeze(-1) + half
         depth = depth.squeeze(-1)
         inside = (u >= 0) & (u < size) & (w >= 0) & (w < size) & (depth > 0)
-        pixel = (w.clamp(0, size - 1) * size + u.clamp(0, size - 1)).long()
+        pixel = (w.nan_to_num(0).clamp(0, size - 1) * size + u.nan_to_num(0).clamp(0, size - 1)).long()
         pixel += torch.arange(len(eye), device=points.device)[:, None] * (size * size)
         depth = torch.where(inside, depth, torch.full_like(depth, math.inf))
         zbuffer = torch.full((len(eye) * size * size,), math.inf, device=points.device, dtype=points.dtype)
@@ -230,6 +253,9 @@ class SensorSimulator:
         device = points.device
         cameras, used, whole = self.sample_cameras(v, generator)
         cameras, used = cameras.to(device, points.dtype), used.to(device)
+        held = used[:, cfg.whole_cameras:].any(1)
+        if table is not None and held.any():  # nothing stands under a held object: its table is nowhere
+            table = torch.where(held[:, None, None], torch.full_like(table, math.nan), table)
         if table is None:
             seen = self.visible(points, cameras, used)
         else:  # the object hides part of the table from the cameras
@@ -275,6 +301,7 @@ class SensorSimulator:
             cameras=cameras,
             camera_mask=used,
             artifacts=artifacts,
+            held=held,
         )
 
 

@@ -93,6 +93,8 @@ class TrainConfig:
     whole_fraction: float = setting(0.3, "sensor inputs: share of clouds fused from several cameras")
     camera_artifacts: float = setting(0.0, "sensor inputs: share of clouds with a real camera's artifacts (up to "
                                       "3 mm depth noise, flying pixels, a ring of table around the base)")
+    held_views: float = setting(0.0, "sensor inputs: share of the fused clouds of the object held up by a gripper "
+                                "(no table; one camera more, below it, sees the underside)")
     conditioning: bool = setting(False, "sensor inputs: put each cloud through the node's input conditioning "
                                  "(kp_core.conditioning) before the grid, as the node does")
     prior_bias: bool = setting(True, "start the decoder's output bias at the occupancy prior (predicts voxels sooner)")
@@ -130,8 +132,9 @@ class TrainConfig:
             (self.lr > 0 and math.isfinite(self.lr), "lr must be a positive number"),
             (self.lr_final is None or 0 <= self.lr_final <= self.lr, "lr_final must be in [0, lr]"),
             (0 <= self.camera_artifacts <= 1, "camera_artifacts must be in [0, 1]"),
-            (self.inputs == "sensor" or not (self.camera_artifacts or self.conditioning),
-             "camera_artifacts and conditioning need sensor inputs"),
+            (0 <= self.held_views <= 1, "held_views must be in [0, 1]"),
+            (self.inputs == "sensor" or not (self.camera_artifacts or self.held_views or self.conditioning),
+             "camera_artifacts, held_views and conditioning need sensor inputs"),
             (self.alpha >= 0 and self.beta >= 0, "alpha and beta must be >= 0"),
             (self.separation_m > 0, "separation_m must be > 0"),
             (self.gamma >= 0 and self.spread_radius >= 0, "gamma and spread_radius must be >= 0"),
@@ -224,7 +227,8 @@ class Trainer:
 
     def _sampler(self, whole_fraction: float) -> ViewSampler:
         cfg = self.config
-        sensor = (SensorConfig(whole_fraction=whole_fraction, artifact_fraction=cfg.camera_artifacts)
+        sensor = (SensorConfig(whole_fraction=whole_fraction, artifact_fraction=cfg.camera_artifacts,
+                               held_fraction=cfg.held_views)
                   if cfg.inputs == "sensor" else None)
         unit = metres_per_unit(self.shape)
         # None for the 64^3 grid: a solid view at zoom 1 then needs one voxelization, its target being its input.

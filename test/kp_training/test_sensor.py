@@ -147,3 +147,44 @@ def test_camera_artifacts_a_ring_of_table_and_flying_pixels(mug):
     assert float(torch.linalg.cross(push, ray, dim=-1).norm(dim=-1).max()) < 1e-4
     shares = fly_mask.sum(1).float() / b.mask[:, :n].sum(1)
     assert float(shares.max()) <= 0.03 * 1.2  # about the drawn share (at most 3 %)
+
+
+def test_held_clouds_see_the_underside_from_a_camera_below_and_no_table(mug):
+    surface = surface_samples(mug.points)
+    unit = mug.normalization["mesh_units_per_grid_unit"]
+    exact = dict(noise_m=(0, 0), outliers=(0, 0), keep=(1, 1), whole_fraction=1.0, artifact_fraction=1.0,
+                 artifact_noise_m=(0, 0), flying=(0, 0), ring_m=(0.01, 0.03))
+    standing = SensorSimulator(surface, unit, SensorConfig(**exact))
+    held = SensorSimulator(surface, unit, SensorConfig(**exact, held_fraction=1.0))
+    posed = surface.expand(6, -1, -1)
+    a = standing.clouds(posed, torch.Generator().manual_seed(4), standing.table.expand(6, -1, -1))
+    b = held.clouds(posed, torch.Generator().manual_seed(4), held.table.expand(6, -1, -1))
+    n, t = len(surface), held.table.shape[0]
+    assert not a.held.any() and b.held.all()
+    assert (b.camera_mask.sum(1) == held.config.whole_cameras + 1).all()
+    below = b.cameras[:, -1]
+    elevation = torch.rad2deg(torch.asin(below[:, 2] / below.norm(dim=-1)))
+    assert float(elevation.min()) >= -60 - 1e-4 and float(elevation.max()) <= -10 + 1e-4
+    # The underside: samples within 1 mm of the base and 1 cm inside the body's 41 mm radius (the mug's outer bottom,
+    # facing down), which only a camera below sees.
+    body_axis = torch.tensor([-0.01525 / unit, 0.0])
+    inside = (surface[:, :2] - body_axis).norm(dim=-1) * unit < 0.031
+    base = (surface[:, 2] < surface[:, 2].min() + 0.001 / unit) & inside
+    assert base.sum() > 100
+    assert a.mask[:, :n][:, base].float().mean() < 0.02
+    underside_seen = b.mask[:, :n][:, base].float().mean(1)
+    steep = elevation < -30  # a grazing view of the bottom hides much of its skin layer in the z-buffer
+    assert 0 < steep.sum() < 6 and underside_seen[steep].min() > 0.8 and underside_seen.min() > 0.1
+    # No table under a held object, and every point a held cloud keeps is finite.
+    assert a.mask[:, n : n + t].any(1).all() and not b.mask[:, n : n + t].any()
+    assert torch.isfinite(b.points[b.mask]).all()
+    with pytest.raises(ValueError, match="held_elevation_deg"):
+        SensorConfig(held_elevation_deg=(-20.0, 5.0)).validate()
+
+
+def test_a_held_share_of_the_fused_clouds(mug):
+    simulator = SensorSimulator(surface_samples(mug.points)[::4], mug.normalization["mesh_units_per_grid_unit"],
+                                SensorConfig(whole_fraction=0.5, held_fraction=0.5))
+    clouds = simulator.clouds(simulator.surface.expand(200, -1, -1), torch.Generator().manual_seed(0))
+    assert not (clouds.held & ~clouds.whole).any()
+    assert 0.35 < float(clouds.held.sum() / clouds.whole.sum()) < 0.65

@@ -154,6 +154,8 @@ def test_canonical_yaw_fine_tune_fits_the_template_and_trains_the_decoder_only(t
         (["--gamma", "-1"], "gamma"),
         (["--lr", "1e-3", "--lr-final", "1e-2"], "lr_final must be in [0, lr]"),
         (["--camera-artifacts", "0.5"], "need sensor inputs"),
+        (["--held-views", "0.3"], "need sensor inputs"),
+        (["--inputs", "sensor", "--held-views", "1.5"], "held_views must be in [0, 1]"),
         (["--mesh-units", "furlong"], "invalid choice"),
         (["--recipe", "node", "--resume", "/tmp"], "--recipe starts a run"),
         (["--recipe", "nope"], "invalid choice"),
