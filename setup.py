@@ -37,7 +37,7 @@ setup(
     ],
     extras_require={
         # colcon: test_colcon_build.py builds the workspace the way a ROS user does.
-        "test": ["pytest>=7.0", "pytest-timeout>=2.1", "pytest-randomly>=3.12", "colcon-common-extensions>=0.3", "rtree>=1.0"],  # rtree: trimesh ray casting (sensor oracle test)
+        "test": ["pytest>=7.0", "pytest-timeout>=2.1", "flake8>=7.0", "pytest-randomly>=3.12", "colcon-common-extensions>=0.3", "rtree>=1.0"],  # rtree: trimesh ray casting (sensor oracle test)
         "tensorboard": ["tensorboard>=2.10"],
     },
     zip_safe=False,

@@ -6,7 +6,6 @@ the input QoS in auto mode meeting a best-effort publisher.
 
 import time
 
-import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
