@@ -25,6 +25,14 @@ NORMALIZE_MARGIN = 0.04
 """Grid units a normalized shape keeps free at the cube's border (a bit more than one 64^3 voxel, 2/64 = 0.031)."""
 
 
+def _check_batch(points: torch.Tensor, angle: torch.Tensor, scale: torch.Tensor) -> None:
+    """Points (B, N, 3), angle (B,) and scale (B, 3), or ValueError naming the shapes received."""
+    b = points.shape[0] if points.ndim == 3 else None
+    if not (points.ndim == 3 and points.shape[-1] == 3 and angle.shape == (b,) and scale.shape == (b, 3)):
+        raise ValueError(f"expected points (B, N, 3), angle (B,) and scale (B, 3), got {tuple(points.shape)}, "
+                         f"{tuple(angle.shape)} and {tuple(scale.shape)}")
+
+
 def rotation_z(angle: torch.Tensor) -> torch.Tensor:
     """Rotation matrices about +z (counter-clockwise seen from above).
 
@@ -58,6 +66,7 @@ def transform_points(points: torch.Tensor, angle: torch.Tensor, scale: torch.Ten
     Returns:
         (B, N, 3) transformed points.
     """
+    _check_batch(points, angle, scale)
     return points @ augmentation_matrix(angle, scale).to(points.dtype).transpose(-1, -2)
 
 
@@ -77,6 +86,7 @@ def inverse_transform_points(points: torch.Tensor, angle: torch.Tensor, scale: t
     Returns:
         (B, N, 3) points in the canonical frame.
     """
+    _check_batch(points, angle, scale)
     unrotated = points @ rotation_z(angle).to(points.dtype)
     return unrotated / scale[:, None, :]
 
@@ -127,6 +137,8 @@ def rotate_grid_z(grids: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     Returns:
         (B, C, G, G, G) turned grids.
     """
+    if grids.ndim != 5 or angle.shape != (grids.shape[0],):
+        raise ValueError(f"expected grids (B, C, G, G, G) and angle (B,), got {tuple(grids.shape)} and {tuple(angle.shape)}")
     b, c, gx, gy, gz = grids.shape
     slices = grids.permute(0, 4, 1, 2, 3).reshape(b * gz, c, gx, gy)
     center = voxel_centers(gx, device=grids.device, dtype=grids.dtype)
@@ -191,6 +203,8 @@ def point_to_index(points: torch.Tensor, grid_size: int = GRID_SIZE) -> torch.Te
     Returns:
         (..., 3) int64 indices in ``[0, G - 1]``.
     """
+    if points.shape[-1:] != (3,):
+        raise ValueError(f"expected points (..., 3), got {tuple(points.shape)}")
     index = torch.floor((points + 1.0) * (grid_size / 2.0)).long()
     return index.clamp_(0, grid_size - 1)
 

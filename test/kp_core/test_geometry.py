@@ -42,6 +42,20 @@ def test_transform_matches_matrix_form_and_inverse_round_trips():
     torch.testing.assert_close(inverse_transform_points(moved, angle, scale), points, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("call", [
+    lambda: transform_points(torch.zeros(5, 3), torch.zeros(1), torch.ones(1, 3)),  # unbatched points
+    lambda: transform_points(torch.zeros(2, 5, 3), torch.zeros(3), torch.ones(3, 3)),  # batch sizes differ
+    lambda: inverse_transform_points(torch.zeros(2, 5, 2), torch.zeros(2), torch.ones(2, 3)),  # 2-D points
+    lambda: inverse_transform_points(torch.zeros(2, 5, 3), torch.zeros(2), torch.ones(2)),  # one scale per item
+    lambda: rotate_grid_z(torch.zeros(2, 8, 8, 8), torch.zeros(2)),  # no channel axis
+    lambda: rotate_grid_z(torch.zeros(2, 1, 8, 8, 8), torch.zeros(1)),
+    lambda: point_to_index(torch.zeros(4, 2)),
+])
+def test_wrong_shapes_are_refused_with_the_shapes_received(call):
+    with pytest.raises(ValueError, match="expected .* got"):
+        call()
+
+
 def test_rotate_z_points_turns_counter_clockwise_seen_from_above():
     points = torch.tensor([[1.0, 0.0, 0.3], [0.0, 2.0, -0.1]])
     turned = rotate_z_points(points, math.pi / 2)
