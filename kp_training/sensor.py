@@ -7,9 +7,10 @@ when no other sample projects into its pixel nearer to the camera. "Whole" cloud
 around the object; single views come from one camera (azimuth anywhere, elevation 10-70 deg above the
 table, 0.4-1.5 m away for the 300 ml mug). The table occludes nothing the cameras could see: they are
 all above it. A share of the fused clouds (``SensorConfig.held_fraction``) shows the object held up by a
-gripper instead: no table, and one camera more below it sees its underside. A share of the clouds (``SensorConfig.artifact_fraction``) gets a real camera's artifacts: more
-depth noise, flying pixels at the first camera's silhouette and a ring of table around the base, which the
-object hides from the cameras through the same z-buffer.
+gripper instead: no table, and one camera more below it sees its underside. A share of the clouds
+(``SensorConfig.artifact_fraction``) gets a real camera's artifacts: more depth noise, flying pixels at the
+first camera's silhouette and a ring of table around the base, which the object hides from the cameras
+through the same z-buffer.
 
 Distances are in normalized shape units (the grid frame of a shape at scale 1, see
 :mod:`kp_training.shapes`); ``metres_per_unit`` converts the sensor's metric settings for shapes in metres.
