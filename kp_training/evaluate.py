@@ -123,7 +123,7 @@ class EvalConfig:
 def _checkpoint_info(path: str, meta: dict) -> dict:
     weights, _ = checkpoint_paths(path)
     keys = ("architecture", "train_config", "progress", "metrics", "normalization", "code_version", "precision",
-            "device", "weights_sha256", "shape", "placement", "inputs")
+            "device", "weights_sha256", "shape", "placement", "inputs", "recipe")
     return {"path": str(weights), **{k: meta[k] for k in keys if k in meta}}
 
 

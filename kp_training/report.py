@@ -258,6 +258,16 @@ def _minutes(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds / 60:.1f}"
 
 
+def training_length(info: dict) -> tuple[int | None, int | None]:
+    """Pairs and epochs a checkpoint was trained on (its ``_checkpoint_info``): for a recipe's model, every stage's
+    (each stage's progress counts its own steps), else its run's."""
+    stages = (info.get("recipe") or {}).get("stages")
+    if stages and info.get("train_config", {}).get("batch_pairs"):
+        return sum(s["global_step"] for s in stages) * info["train_config"]["batch_pairs"], sum(s["epochs"] for s in stages)
+    progress = info.get("progress", {})
+    return progress.get("pairs_seen"), progress.get("epoch")
+
+
 def recipe_runs_markdown(runs: list[dict], rel: Path) -> list[str]:
     """The section on ``kp-train --recipe`` runs (``kp-eval --recipe-run``): each run's stages, curve and table."""
     lines = ["## Your own object in one command: time to quality", "",
@@ -310,15 +320,14 @@ def results_markdown(results: dict, out: Path, md_path: Path) -> str:
     if cfg.get("note"):
         lines += [f"> **Note:** {cfg['note']}", ""]
     for name, info in results["checkpoints"].items():
-        progress = info.get("progress", {})
         if name in results.get("paper_protocols_skipped", {}):
             continue  # nothing here sets it beside the paper
-        if not progress:
+        pairs, epochs = training_length(info)
+        if not info.get("progress"):
             lines += [f"> **{name}** has no training progress in its metadata (an untrained or hand-made checkpoint?).", ""]
-        elif progress.get("pairs_seen", 10**9) < 100_000:
-            lines += [f"> **{name}** was trained on only {progress.get('pairs_seen')} pairs "
-                      f"({progress.get('epoch')} epochs; the paper: 400 epochs x 4000 pairs = 1.6 M pairs): "
-                      "its numbers are not comparable to the paper's.", ""]
+        elif pairs is not None and pairs < 100_000:
+            lines += [f"> **{name}** was trained on only {pairs} pairs ({epochs} epochs; the paper: 400 epochs x "
+                      "4000 pairs = 1.6 M pairs): its numbers are not comparable to the paper's.", ""]
     lines += ["## Command", "", "```bash", "kp-eval " + shlex.join(cfg["command"]), "```", ""]
     lines += [f"Seed {cfg['seed']}, device `{results['environment']['device']}`, "
               f"shape `{results['shape']['source']}`. Settings: {cfg['samples']} augmentations for Table I, "

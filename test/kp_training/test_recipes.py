@@ -191,6 +191,18 @@ def test_time_to_quality_counts_minutes_from_the_recipes_start_across_stages(rec
     assert entry["figure"] == "curve.png" and (tmp_path / "curve.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_a_recipes_model_counts_the_pairs_of_every_stage_not_its_last_stages_alone():
+    from kp_training.report import training_length
+
+    stages = [{"stage": "constant-rate", "epochs": 60, "global_step": 3000},
+              {"stage": "anneal", "epochs": 15, "global_step": 750}]
+    recipe_model = {"train_config": {"batch_pairs": 8}, "progress": {"pairs_seen": 6000, "epoch": 15},
+                    "recipe": {"name": "paper-cpu", "stages": stages}}
+    assert training_length(recipe_model) == (30_000, 75)
+    plain = {"train_config": {"batch_pairs": 8}, "progress": {"pairs_seen": 6000, "epoch": 15}}
+    assert training_length(plain) == (6000, 15)
+
+
 def test_a_reports_recipe_section_adds_the_runs_parts_up_when_each_was_recorded(recipe_run):
     from kp_training.report import recipe_runs_markdown
 
