@@ -171,18 +171,13 @@ class SensorSimulator:
         elevation = lo + (hi - lo) * torch.rand(n, c, generator=generator)
         d_lo, d_hi = (v / self.unit for v in cfg.distance_m)
         distance = d_lo + (d_hi - d_lo) * torch.rand(n, c, generator=generator)
-        cameras = distance[..., None] * torch.stack(
-            [torch.cos(elevation) * torch.cos(azimuth), torch.cos(elevation) * torch.sin(azimuth), torch.sin(elevation)], -1)
+        cameras = _camera_positions(distance, elevation, azimuth)
         used = torch.ones(n, c, dtype=torch.bool)
         used[:, 1:] = whole[:, None]
         if cfg.held_fraction > 0:  # drawn last: a config without held clouds draws what it always did
             held = whole & (torch.rand(n, generator=generator) < cfg.held_fraction)
-            azimuth = base[:, 0] + math.pi / c
-            lo, hi = (math.radians(v) for v in cfg.held_elevation_deg)
-            elevation = lo + (hi - lo) * torch.rand(n, generator=generator)
-            distance = d_lo + (d_hi - d_lo) * torch.rand(n, generator=generator)
-            below = distance[:, None] * torch.stack(
-                [torch.cos(elevation) * torch.cos(azimuth), torch.cos(elevation) * torch.sin(azimuth), torch.sin(elevation)], -1)
+            elevation = _uniform(n, tuple(math.radians(v) for v in cfg.held_elevation_deg), generator)
+            below = _camera_positions(_uniform(n, (d_lo, d_hi), generator), elevation, base[:, 0] + math.pi / c)
             cameras, used = torch.cat([cameras, below[:, None]], 1), torch.cat([used, held[:, None]], 1)
         return cameras, used, whole
 
@@ -330,6 +325,13 @@ def table_samples(surface: torch.Tensor, reach: float, pixel: float) -> tuple[to
     ring = (distance > pixel) & (distance <= reach + pixel)
     samples = np.column_stack([grid[ring], np.full(ring.sum(), base)])
     return torch.as_tensor(samples, dtype=torch.float32), torch.as_tensor(distance[ring] - pixel, dtype=torch.float32)
+
+
+def _camera_positions(distance: torch.Tensor, elevation: torch.Tensor, azimuth: torch.Tensor) -> torch.Tensor:
+    """(..., 3) positions at ``distance`` from the origin, ``elevation`` above its horizontal plane and
+    ``azimuth`` counter-clockwise from +x (radians), all of shape (...)."""
+    return distance[..., None] * torch.stack(
+        [torch.cos(elevation) * torch.cos(azimuth), torch.cos(elevation) * torch.sin(azimuth), torch.sin(elevation)], -1)
 
 
 def _uniform(n: int, bounds: tuple[float, float], generator: torch.Generator) -> torch.Tensor:

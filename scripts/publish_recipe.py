@@ -18,7 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kp_training.recipes import publish  # noqa: E402
+from kp_core.checkpoint import checkpoint_paths  # noqa: E402
+from kp_training.recipes import MODEL_STEM, RECIPE_FILE, publish  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -27,11 +28,11 @@ def main(argv=None) -> int:
     parser.add_argument("dest", type=Path, help="where the copy goes (an earlier copy there is replaced)")
     parser.add_argument("--weights", action="store_true", help="copy the run's model weights too (at most 25 MB)")
     args = parser.parse_args(argv)
-    if not (args.run / "recipe.json").is_file():
+    if not (args.run / RECIPE_FILE).is_file():
         parser.error(f"{args.run} is not a recipe's run folder (no recipe.json)")
     if args.dest.exists():
-        published_weights = args.dest / "model.safetensors"
-        if not (args.dest / "recipe.json").is_file() or set(args.dest.rglob("*.safetensors")) - {published_weights}:
+        published_weights, _ = checkpoint_paths(args.dest / MODEL_STEM)
+        if not (args.dest / RECIPE_FILE).is_file() or set(args.dest.rglob("*.safetensors")) - {published_weights}:
             parser.error(f"{args.dest} exists and is not a published copy of a recipe run: choose another folder")
     # Copied beside the destination first: a refused run (unfinished, weights too large) leaves an earlier copy be.
     staging = args.dest.with_name(args.dest.name + ".publishing")
