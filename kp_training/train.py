@@ -225,10 +225,11 @@ class Trainer:
             atomic_write_json(self.out / "config.json", dataclasses.asdict(config))
         self.tb = self._tensorboard() if config.tensorboard else None
 
-    def _sampler(self, whole_fraction: float) -> ViewSampler:
+    def _sampler(self, whole_fraction: float, held: bool = True) -> ViewSampler:
+        """Views as the config draws them; ``held`` False: none of the object held up (``held_views`` 0)."""
         cfg = self.config
         sensor = (SensorConfig(whole_fraction=whole_fraction, artifact_fraction=cfg.camera_artifacts,
-                               held_fraction=cfg.held_views)
+                               held_fraction=cfg.held_views if held else 0.0)
                   if cfg.inputs == "sensor" else None)
         unit = metres_per_unit(self.shape)
         # None for the 64^3 grid: a solid view at zoom 1 then needs one voxelization, its target being its input.
@@ -335,12 +336,13 @@ class Trainer:
 
     def goal_check(self) -> dict[str, float]:
         """Goal IoU at psi = 0, 45, ..., 315 deg on a few fixed whole and single-view clouds, and for a canonical-yaw
-        model the 90th percentile of its yaw error on them (degrees)."""
+        model the 90th percentile of its yaw error on them (degrees). The clouds are the same with and without
+        ``held_views`` (a held cloud's draws would shift every later one): runs compare on one yardstick."""
         n, psi = self.config.goal_check_clouds, psi_grid(GOAL_CHECK_PSI_DEG)
         out = {}
         for mode, whole_fraction in (("whole", 1.0), ("single", 0.0)):
             if mode not in self._goal_samplers:
-                self._goal_samplers[mode] = self._sampler(whole_fraction)
+                self._goal_samplers[mode] = self._sampler(whole_fraction, held=False)
             generator = torch.Generator().manual_seed(self.config.val_seed + 1)
             angle, scale = sample_transforms(n, generator, "cpu", self.scale_range)
             scores = sensor_goal_iou(self.model, self._goal_samplers[mode], angle, scale, psi, generator)

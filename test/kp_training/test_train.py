@@ -247,6 +247,19 @@ def test_canonical_yaw_from_the_first_step_fits_the_template_from_the_untrained_
     assert 0 <= check["yaw_whole_p90_deg"] <= 180 and 0 <= check["yaw_single_p90_deg"] <= 180
 
 
+def test_the_goal_check_is_one_yardstick_with_and_without_held_views(tmp_path):
+    """Held clouds draw more at random; the per-epoch goal check must score the same clouds either way."""
+    from kp_perception import default_model_path
+
+    checks = []
+    for held in (0.0, 0.5):  # a trained model: its scores tell the clouds apart
+        config = TrainConfig(out=str(tmp_path / str(held)), preset="cylinder", canonical_yaw=True, inputs="sensor",
+                             zoom=1.3, held_views=held, init_from=str(default_model_path()), epochs=1,
+                             pairs_per_epoch=2, batch_pairs=1, val_pairs=1, goal_check_clouds=4, num_threads=2)
+        checks.append(Trainer(config).goal_check())
+    assert checks[0] == checks[1]
+
+
 def test_yaw_errors_are_angles_from_the_offsets_circular_mean():
     from kp_training.goal_quality import yaw_errors_deg
 
