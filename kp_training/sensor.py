@@ -168,9 +168,9 @@ class SensorSimulator:
         spread = torch.arange(c) * (2 * math.pi / c) + (torch.rand(n, c, generator=generator) - 0.5) * (math.pi / c)
         azimuth = base + spread
         lo, hi = (math.radians(v) for v in cfg.elevation_deg)
-        elevation = lo + (hi - lo) * torch.rand(n, c, generator=generator)
+        elevation = _uniform((n, c), (lo, hi), generator)
         d_lo, d_hi = (v / self.unit for v in cfg.distance_m)
-        distance = d_lo + (d_hi - d_lo) * torch.rand(n, c, generator=generator)
+        distance = _uniform((n, c), (d_lo, d_hi), generator)
         cameras = _camera_positions(distance, elevation, azimuth)
         used = torch.ones(n, c, dtype=torch.bool)
         used[:, 1:] = whole[:, None]
@@ -286,7 +286,7 @@ class SensorSimulator:
             chance = share * seen.sum(1) / edge.sum(1).clamp(min=1)
             flying = edge & (torch.rand(v, n, generator=generator).to(device) < chance[:, None])
             lo, hi = (value / self.unit for value in cfg.flying_push_m)
-            push = lo + (hi - lo) * torch.rand(v, n, 1, generator=generator).to(device)
+            push = _uniform((v, n, 1), (lo, hi), generator).to(device)
             parts.append(points + ray * push)
             masks.append(flying)
         noisy = points + ray * (noise * sigma[:, None, None])
@@ -334,6 +334,6 @@ def _camera_positions(distance: torch.Tensor, elevation: torch.Tensor, azimuth: 
         [torch.cos(elevation) * torch.cos(azimuth), torch.cos(elevation) * torch.sin(azimuth), torch.sin(elevation)], -1)
 
 
-def _uniform(n: int, bounds: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
+def _uniform(size: int | tuple[int, ...], bounds: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
     lo, hi = bounds
-    return lo + (hi - lo) * torch.rand(n, generator=generator)
+    return lo + (hi - lo) * torch.rand(size, generator=generator)
