@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Plot a training run's time to quality (log.csv: IoU against minutes of step time) as a PNG.
 
-    python scripts/plot_run.py runs/ship-cyl docs/results/training_curve.png
+    python scripts/plot_run.py runs/ship-cyl docs/node_results/training_curve.png
 """
 
 from __future__ import annotations

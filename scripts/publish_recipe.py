@@ -5,7 +5,7 @@
 
 The copy keeps the run folder's layout (``recipe.json``, ``model.json``, ``report.md`` with ``eval/`` figures,
 ``time_to_quality.png``, each stage's ``log.csv`` and ``config.json``), so that ``kp-eval --recipe-run
-docs/recipes/mug`` shows its time-to-quality curve in docs/RESULTS.md. ``--weights`` adds ``model.safetensors``
+docs/recipes/mug`` shows its time-to-quality curve in docs/NODE_RESULTS.md. ``--weights`` adds ``model.safetensors``
 (up to 25 MB): the copy is then a model that kp-eval and the node load, once the run folder is gone.
 """
 
