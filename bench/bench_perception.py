@@ -9,7 +9,9 @@ structured-array reader; memory.
     .venv/bin/python bench/bench_perception.py --untrained           # same cost, no trained model needed
 
 The node runs as a subprocess on a private, localhost-only ROS domain with its parameters file's defaults
-(only model_path, input_topic and device are set; QoS, its Fast DDS profile, everything else as shipped); the
+(only model_path, input_topic and device are set, and for the scene, which comes in the camera's optical frame,
+target_frame, use_tf false and the camera's pose as input_transform; QoS, its Fast DDS profile, everything else
+as shipped); the
 bench publishes the clouds as a driver with Fast DDS's defaults would (``--publisher-profile``: with a profile of
 its own, such as config/fastdds_large_clouds.xml). Cloud -> markers: a cloud
 is published with the current time as its stamp and the latency is the arrival of the keypoint markers
@@ -92,22 +94,29 @@ def organized_record(height: int = 480, width: int = 640, nan_fraction: float = 
     return rec
 
 
-def scene_record(seed: int = 2) -> np.ndarray:
+def scene_record(seed: int = 2) -> tuple[np.ndarray, list[float]]:
     """A depth camera's 640 x 480 view of a tabletop scene (kp_training.camera: the mug, a table patch, a box
-    25 cm away, 1 mm noise at 0.6 m) in a z-up frame, as x, y, z, rgb (float32), NaN where no return."""
+    25 cm away, 1 mm noise at 0.6 m) as a driver publishes it: x, y, z, rgb (float32) in the camera's optical
+    frame (x right, y down, z forward), NaN where no return; and the camera's pose in the z-up world frame as
+    the node's ``input_transform`` (x, y, z, qx, qy, qz, qw)."""
+    from scipy.spatial.transform import Rotation
+
     from kp_core.goals import rotate_about_vertical
-    from kp_training.camera import CameraConditions, SceneRenderer
+    from kp_training.camera import CameraConditions, SceneRenderer, look_at_basis
     from kp_training.camera_protocol import shape_in_metres
     from kp_training.shapes import load_shape
 
     rng = np.random.default_rng(seed)
     mug = shape_in_metres(load_shape("mug"))
     surface = rotate_about_vertical(mug.surface, rng.uniform(0, 2 * np.pi), np.zeros(3)) + [0.8, 0.0, 0.0]
-    view = SceneRenderer(surface, rng).render(CameraConditions(table="patch", clutter=True), rng.uniform(0, 2 * np.pi))[0]
-    rec = np.zeros(view.points.shape[0] * view.points.shape[1], dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<f4")])
-    rec["x"], rec["y"], rec["z"] = view.points.reshape(-1, 3).astype(np.float32).T
+    renderer = SceneRenderer(surface, rng)
+    view = renderer.render(CameraConditions(table="patch", clutter=True), rng.uniform(0, 2 * np.pi))[0]
+    basis = look_at_basis(view.position, renderer.center)  # rows: the optical axes in the world frame
+    optical = (view.points.reshape(-1, 3) - view.position) @ basis.T
+    rec = np.zeros(len(optical), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<f4")])
+    rec["x"], rec["y"], rec["z"] = optical.astype(np.float32).T
     rec["rgb"] = rng.random(len(rec)).astype(np.float32)
-    return rec
+    return rec, [*map(float, view.position), *map(float, Rotation.from_matrix(basis.T).as_quat())]
 
 
 def organized_cloud(rec: np.ndarray, height: int = 480, width: int = 640):
@@ -351,9 +360,11 @@ def main(argv=None) -> int:
     unorganized.header.frame_id = "world"
     organized = organized_cloud(organized_record())
     organized.header.frame_id = "camera"
-    scene_rec = scene_record()
+    scene_rec, camera_pose = scene_record()
     scene = organized_cloud(scene_rec)
-    scene.header.frame_id = "world"
+    scene.header.frame_id = "camera_optical"
+    # As on a robot without TF: the node answers in the z-up frame, given the camera's pose there.
+    scene_params = {"target_frame": "world", "use_tf": False, "input_transform": camera_pose}
     reader = reader_figures(organized)
 
     domain = pick_domain_id()
@@ -362,13 +373,15 @@ def main(argv=None) -> int:
                "cpu": cpu_description(),
                "reader_640x480": reader, "clouds": {}}
     finite = int(np.isfinite(scene_rec["x"]).sum())
-    kinds = ((f"{args.points // 1000}k points ({len(unorganized.data) / 1e6:.1f} MB)", unorganized),
-             (f"640x480 organized xyz+rgb, 40% NaN ({len(organized.data) / 1e6:.1f} MB)", organized),
-             (f"640x480 tabletop scene, {finite // 1000}k returns ({len(scene.data) / 1e6:.1f} MB)", scene))
+    kinds = ((f"{args.points // 1000}k points ({len(unorganized.data) / 1e6:.1f} MB)", unorganized, {}),
+             (f"640x480 organized xyz+rgb, 40% NaN ({len(organized.data) / 1e6:.1f} MB)", organized, {}),
+             (f"640x480 tabletop scene, {finite // 1000}k returns ({len(scene.data) / 1e6:.1f} MB)", scene,
+              scene_params))
     probe, rss_idle, rss, summary = None, None, {}, []
     try:
-        for label, cloud in kinds:
-            node = RosProcess(node_command(params={"model_path": str(model), "input_topic": TOPIC, "device": args.device}),
+        for label, cloud, params in kinds:
+            params = {"model_path": str(model), "input_topic": TOPIC, "device": args.device, **params}
+            node = RosProcess(node_command(params=params),
                               ros_env(domain, tmp / "ros", base=node_env_base))
             try:
                 if not node.wait_for_line("ready", 180):
