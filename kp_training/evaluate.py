@@ -241,9 +241,10 @@ def evaluate(cfg: EvalConfig, loaded: dict | None = None) -> dict:
         figure_data["strip"] = strip
         results["interpolation"] = interp
 
-    if kp_model is not None:
-        print(f"kp-eval: equivariance ({cfg.equivariance_samples} transforms per mode)", flush=True)
-        results["equivariance"] = equivariance(kp_model, points, cfg)
+    for name, key in ((KP, "equivariance"), (KP_COMPARE, "equivariance_compared")):
+        if models.get(name) is not None:  # the same seeded transforms for both
+            print(f"kp-eval: equivariance of {name} ({cfg.equivariance_samples} transforms per mode)", flush=True)
+            results[key] = equivariance(models[name], points, cfg)
 
     if cfg.sensor_poses and (KP in loaded or compared is not None):
         print(f"kp-eval: rotate-goal on sensor-like clouds ({cfg.sensor_poses} poses x whole/single)", flush=True)

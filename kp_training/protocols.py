@@ -274,7 +274,7 @@ def paper_claim(interp: dict, at_deg: float = 45.0) -> dict | None:
     """The paper's reading of Fig. 6 (KP-Net rotates the object in latent space where CNN-Net's interpolation
     cannot) at the angle nearest ``at_deg``: both IoUs and KP-Net's margin at the base pose and, with random poses,
     their means and standard deviations over the poses; ``holds`` when the mean margin exceeds both standard
-    deviations. None without both curves."""
+    deviations; with a compared KP-Net, its IoU there too. None without both curves."""
     if KP not in interp["curves"] or CNN not in interp["curves"]:
         return None
 
@@ -291,6 +291,11 @@ def paper_claim(interp: dict, at_deg: float = 45.0) -> dict | None:
         claim["poses"] = {"count": len(avg["poses"]["angle_deg"]), "psi_deg": at(avg["psi_deg"], avg["psi_deg"]),
                           "kp": mean[KP], "kp_std": std[KP], "cnn": mean[CNN], "cnn_std": std[CNN], "margin": margin,
                           "holds": bool(margin > max(std[KP], std[CNN]))}
+    if KP_COMPARE in interp["curves"]:
+        claim["base"]["compared"] = at(interp["psi_deg"], interp["curves"][KP_COMPARE]["iou"])
+        if avg:
+            claim["poses"]["compared"] = at(avg["psi_deg"], avg["mean"][KP_COMPARE]["iou"])
+            claim["poses"]["compared_std"] = at(avg["psi_deg"], avg["std"][KP_COMPARE]["iou"])
     return claim
 
 

@@ -114,6 +114,9 @@ def claim_markdown(claim: dict) -> str:
         text += (f" Over {poses['count']} random poses at psi = {poses['psi_deg']:.0f} deg: KP-Net {poses['kp']:.3f} "
                  f"(std {poses['kp_std']:.3f}), CNN-Net {poses['cnn']:.3f} (std {poses['cnn_std']:.3f}), a margin of "
                  f"{poses['margin']:+.3f}, {verdict}.")
+    if "compared" in base:
+        text += f" {KP_COMPARE} at psi = {claim['psi_deg']:.0f} deg: {base['compared']:.3f} at the base pose"
+        text += (f", {poses['compared']:.3f} (std {poses['compared_std']:.3f}) over the random poses." if poses else ".")
     return text
 
 
@@ -410,14 +413,17 @@ def results_markdown(results: dict, out: Path, md_path: Path) -> str:
             lines += [image("camera_goal", "The first view's answers"), "The first view of the first condition: the "
                       "points the grid used with their keypoints, then each goal (blue) over the true object turned "
                       "about the returned axis (green).", ""]
-    eq = results.get("equivariance")
-    if eq:
+    eq, eq_compared = results.get("equivariance"), results.get("equivariance_compared")
+    if eq or eq_compared:
         lines += ["## Equivariance error", "",
                   "`|f(phi(X)) - phi(f(X))|` per keypoint, in voxels (1 voxel = 2/64 grid units), X the canonical "
                   "(unrotated, unscaled) shape voxelized, phi a random rotation about z (scale 1), a random per-axis "
                   "scale (angle 0), or both; statistics over all transforms x keypoints. Re-voxelization alone "
-                  "moves surfaces by up to about half a voxel.", "", equivariance_markdown(eq),
-                  image("equivariance", "Equivariance error per keypoint"), ""]
+                  "moves surfaces by up to about half a voxel.", ""]
+    if eq:
+        lines += [equivariance_markdown(eq), image("equivariance", "Equivariance error per keypoint"), ""]
+    if eq_compared:
+        lines += [f"### {KP_COMPARE}", "", "The same transforms.", "", equivariance_markdown(eq_compared), ""]
     if results.get("recipe_runs"):
         lines += recipe_runs_markdown(results["recipe_runs"], rel)
     lines += ["## Checkpoints", ""]

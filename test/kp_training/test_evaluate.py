@@ -86,6 +86,10 @@ def test_full_run_writes_every_output(kp_run, cnn_ckpt, tmp_path, recipe_run):
     for r in (eq[m] for m in ("rotation", "scale", "rotation+scale")):
         assert len(r["per_keypoint_mean"]) == 32 and r["overall"]["n"] == 2 * 32
         assert r["overall"]["mean"] == pytest.approx(sum(r["per_keypoint_mean"]) / 32)
+    # the compared KP-Net is the same weights, so the same seeded transforms give the same errors
+    compared_eq = results["equivariance_compared"]
+    for mode in ("rotation", "scale", "rotation+scale"):
+        assert compared_eq[mode]["per_keypoint_mean"] == pytest.approx(eq[mode]["per_keypoint_mean"])
 
     figures = results["figures"]
     assert set(figures) == {"reconstructions", "interpolation", "interpolation_pose_average", "circle", "strip",
@@ -119,6 +123,8 @@ def test_full_run_writes_every_output(kp_run, cnn_ckpt, tmp_path, recipe_run):
     assert "| CNN-Net (paper) | 0.006 (0.001) | 0.984 (0.003) | 9.244 (0.953)" in text
     assert "| KP-Net (compared) | " in text.split("## Representation power (Table I)")[1].split("##")[0]
     assert "**The paper's claim**" in text and "Over 2 random poses at psi = 30 deg" in text
+    equivariance_section = text.split("## Equivariance error")[1].split("\n## ")[0]
+    assert "### KP-Net (compared)" in equivariance_section and equivariance_section.count("| rotation |") == 2
     assert "kp-eval --kp " in text and "--samples 3" in text
     assert '"preset": "fast"' in text and '"decoder_channels": 32' in text  # the training config
     for name in figures.values():
@@ -144,6 +150,27 @@ def test_the_papers_claim_is_read_at_45_degrees_against_the_spread_over_poses():
     poses = claim["poses"]
     assert poses["count"] == 3 and poses["psi_deg"] == 45.0 and poses["margin"] == pytest.approx(0.1)
     assert not poses["holds"]  # 0.1 is within CNN-Net's spread over the poses (0.12)
+    assert "compared" not in claim["base"] and "compared" not in poses
+
+
+def test_the_papers_claim_reads_the_compared_kpnet_at_the_same_angle():
+    from kp_training.protocols import paper_claim
+    from kp_training.report import claim_markdown
+
+    psi = [0.0, 44.0, 47.0]
+    curves = {"KP-Net": {"iou": [0.9, 0.7, 0.6]}, "CNN-Net": {"iou": [0.9, 0.4, 0.4]},
+              "KP-Net (compared)": {"iou": [0.9, 0.88, 0.1]}}
+    interp = {"psi_deg": psi, "curves": curves,
+              "pose_average": {"psi_deg": [0.0, 46.0], "poses": {"angle_deg": [1.0, 2.0]},
+                               "mean": {m: {"iou": [0.9, v]} for m, v in
+                                        (("KP-Net", 0.7), ("CNN-Net", 0.4), ("KP-Net (compared)", 0.93))},
+                               "std": {m: {"iou": [0.0, v]} for m, v in
+                                       (("KP-Net", 0.05), ("CNN-Net", 0.06), ("KP-Net (compared)", 0.02))}}}
+    claim = paper_claim(interp)
+    assert claim["base"]["compared"] == 0.88  # psi 44 is nearer 45 than 47 is
+    assert claim["poses"]["compared"] == 0.93 and claim["poses"]["compared_std"] == 0.02
+    assert ("KP-Net (compared) at psi = 44 deg: 0.880 at the base pose, 0.930 (std 0.020) over the random poses."
+            in claim_markdown(claim))
     interp["pose_average"]["std"]["CNN-Net"]["iou"][1] = 0.08
     assert paper_claim(interp)["poses"]["holds"]
     del interp["curves"]["CNN-Net"]
