@@ -28,6 +28,7 @@ METHOD_STYLES = {
     "KP-Net": {"color": "tab:blue", "linestyle": "-"},
     "KP-Net (Interp.)": {"color": "tab:green", "linestyle": "--"},
     "CNN-Net": {"color": "tab:red", "linestyle": "-."},
+    "KP-Net (compared)": {"color": "tab:purple", "linestyle": ":"},
 }
 METRIC_LABELS = {
     "iou": "IoU (higher is better)",
