@@ -10,6 +10,7 @@ of kp-eval --camera-views N.
     .venv/bin/python bench/bench_camera.py --model runs/x --conditioning on
     .venv/bin/python bench/bench_camera.py --conditioning on --veils both --only flying   # each camera's veils dropped or kept
     .venv/bin/python bench/bench_camera.py --conditioning on --smoothing both --only noise  # depth noise smoothed or not
+    .venv/bin/python bench/bench_camera.py --conditioning on --only whole --views 36 --psi 0 30 60 90  # and per psi
 """
 
 from __future__ import annotations
@@ -60,6 +61,17 @@ def conditioning_cost(pipeline: Pipeline, shape, conditions, repeats: int = 5) -
     return rows
 
 
+def per_psi_markdown(result: dict) -> str:
+    """Goal IoU per psi and condition, mean over the views."""
+    psis = result["psi_deg"]
+    lines = ["\n| condition | " + " | ".join(f"psi {p:g} deg" for p in psis) + " |", "|---|" + "---|" * len(psis)]
+    names = list(dict.fromkeys(row["condition"] for row in result["rows"]))
+    for name in names:
+        iou = np.mean([row["camera"]["goal_iou"] for row in result["rows"] if row["condition"] == name], axis=0)
+        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in iou) + " |")
+    return "\n".join(lines)
+
+
 def chosen(flag: str, both: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
     """The variants a ``both|on|off`` flag asks for, of [(label, config fields) on, ... off]."""
     return both if flag == "both" else both[:1] if flag == "on" else both[1:]
@@ -79,6 +91,8 @@ def main(argv=None) -> int:
                         "or not, or compare")
     parser.add_argument("--only", default="", help="only the conditions whose name contains this text")
     parser.add_argument("--cost-only", action="store_true", help="only what the conditioning costs per view")
+    parser.add_argument("--psi", type=float, nargs="+", default=[0.0, 90.0], metavar="DEG",
+                        help="goal angles in degrees (more than the default two: a goal IoU per psi table too)")
     args = parser.parse_args(argv)
     shape = load_trained_shape(read_metadata(args.model).get("train_config", {}))
     conditions = [c for c in CONDITIONS if args.only in c.name]
@@ -93,11 +107,14 @@ def main(argv=None) -> int:
         config = PipelineConfig(conditioning=ConditioningConfig(enabled=enabled, **fields))
         pipeline = Pipeline(args.model, optimize=True, precision=args.precision, config=config)
         start = time.perf_counter()
-        result = camera_protocol(pipeline, shape, args.views, seed=args.seed, conditions=conditions)
+        result = camera_protocol(pipeline, shape, args.views, psis_deg=tuple(args.psi), seed=args.seed,
+                                 conditions=conditions)
         labels = "".join(f", {label}" for label, _ in parts if label)
         print(f"\n## {Path(args.model).name}, conditioning {setting}{labels}: {args.views} views "
               f"per condition, psi {result['psi_deg']} deg ({time.perf_counter() - start:.0f} s)\n")
         print(conditions_markdown(result["summary"]))
+        if len(args.psi) > 2:
+            print(per_psi_markdown(result))
     print("\n## What the conditioning costs (one view per condition, median of 5)\n")
     print("| condition | points | each camera's image: veils ms | veils and smoothing ms | "
           "kp_core.conditioning.condition ms |\n|---|---|---|---|---|")
