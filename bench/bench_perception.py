@@ -99,10 +99,8 @@ def scene_record(seed: int = 2) -> tuple[np.ndarray, list[float]]:
     25 cm away, 1 mm noise at 0.6 m) as a driver publishes it: x, y, z, rgb (float32) in the camera's optical
     frame (x right, y down, z forward), NaN where no return; and the camera's pose in the z-up world frame as
     the node's ``input_transform`` (x, y, z, qx, qy, qz, qw)."""
-    from scipy.spatial.transform import Rotation
-
     from kp_core.goals import rotate_about_vertical
-    from kp_training.camera import CameraConditions, SceneRenderer, look_at_basis
+    from kp_training.camera import CameraConditions, SceneRenderer, optical_frame
     from kp_training.camera_protocol import shape_in_metres
     from kp_training.shapes import load_shape
 
@@ -111,12 +109,12 @@ def scene_record(seed: int = 2) -> tuple[np.ndarray, list[float]]:
     surface = rotate_about_vertical(mug.surface, rng.uniform(0, 2 * np.pi), np.zeros(3)) + [0.8, 0.0, 0.0]
     renderer = SceneRenderer(surface, rng)
     view = renderer.render(CameraConditions(table="patch", clutter=True), rng.uniform(0, 2 * np.pi))[0]
-    basis = look_at_basis(view.position, renderer.center)  # rows: the optical axes in the world frame
-    optical = (view.points.reshape(-1, 3) - view.position) @ basis.T
+    optical, camera_pose = optical_frame(view, renderer.center)
+    optical = optical.reshape(-1, 3)
     rec = np.zeros(len(optical), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<f4")])
     rec["x"], rec["y"], rec["z"] = optical.astype(np.float32).T
     rec["rgb"] = rng.random(len(rec)).astype(np.float32)
-    return rec, [*map(float, view.position), *map(float, Rotation.from_matrix(basis.T).as_quat())]
+    return rec, camera_pose
 
 
 def organized_cloud(rec: np.ndarray, height: int = 480, width: int = 640):

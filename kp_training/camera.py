@@ -223,6 +223,17 @@ class SceneRenderer:
         sample[rows, cols] = -1
 
 
+def optical_frame(view: CameraView, target: np.ndarray) -> tuple[np.ndarray, list[float]]:
+    """A view as its camera's driver publishes it: points (H, W, 3) in the camera's optical frame (x right, y down,
+    z forward; NaN where no return), and the camera's pose in the z-up world frame as x, y, z, qx, qy, qz, qw (the
+    node's ``input_transform``). ``target``: the point the camera looks at (:attr:`SceneRenderer.center`)."""
+    from scipy.spatial.transform import Rotation
+
+    basis = look_at_basis(view.position, target)  # rows: the optical axes in the world frame
+    pose = [*map(float, view.position), *map(float, Rotation.from_matrix(basis.T).as_quat())]
+    return (view.points - view.position) @ basis.T, pose
+
+
 def fused(views: list[CameraView], keep: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The views' returns as one unorganized cloud: points (N, 3), labels (N,), object samples (N,). ``keep``:
     (H, W) masks of the pixels to use, one per view (default: every return)."""

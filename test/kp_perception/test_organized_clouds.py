@@ -13,7 +13,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from kp_perception.cloud_io import make_xyz_cloud  # noqa: E402
 from kp_perception.demo.processes import pick_domain_id  # noqa: E402
 from kp_perception.node import PerceptionNode  # noqa: E402
-from kp_training.camera import FLYING, OBJECT, CameraConditions, SceneRenderer, look_at_basis  # noqa: E402
+from kp_training.camera import FLYING, OBJECT, CameraConditions, SceneRenderer, optical_frame  # noqa: E402
 from kp_training.camera_protocol import shape_in_metres  # noqa: E402
 
 
@@ -21,12 +21,10 @@ def camera_view(surface: np.ndarray, cond: CameraConditions):
     """One camera view of the surface (world frame) in the camera's optical frame (x right, y down, z forward):
     points (H, W, 3) with NaN where there is no return, each pixel's label, and the camera's pose in the z-up world
     (position, quaternion x, y, z, w)."""
-    from scipy.spatial.transform import Rotation
-
-    view = SceneRenderer(surface, np.random.default_rng(1)).render(cond, 0.4)[0]
-    basis = look_at_basis(view.position, (surface.min(0) + surface.max(0)) / 2)
-    pose = [*view.position, *Rotation.from_matrix(basis.T).as_quat()]
-    return (view.points - view.position) @ basis.T, view.labels, pose
+    renderer = SceneRenderer(surface, np.random.default_rng(1))
+    view = renderer.render(cond, 0.4)[0]
+    points, pose = optical_frame(view, renderer.center)
+    return points, view.labels, pose
 
 
 @pytest.fixture(scope="module")
