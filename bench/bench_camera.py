@@ -62,13 +62,15 @@ def conditioning_cost(pipeline: Pipeline, shape, conditions, repeats: int = 5) -
 
 
 def per_psi_markdown(result: dict) -> str:
-    """Goal IoU per psi and condition, mean over the views."""
+    """Goal IoU per psi and condition, mean over the views the pipeline answered (as the conditions table)."""
     psis = result["psi_deg"]
     lines = ["\n| condition | " + " | ".join(f"psi {p:g} deg" for p in psis) + " |", "|---|" + "---|" * len(psis)]
     names = list(dict.fromkeys(row["condition"] for row in result["rows"]))
     for name in names:
-        iou = np.mean([row["camera"]["goal_iou"] for row in result["rows"] if row["condition"] == name], axis=0)
-        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in iou) + " |")
+        answered = [row["camera"]["goal_iou"] for row in result["rows"]
+                    if row["condition"] == name and "goal_iou" in row["camera"]]
+        cells = [f"{v:.3f}" for v in np.mean(answered, axis=0)] if answered else ["-"] * len(psis)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
