@@ -36,7 +36,8 @@ from kp_training.shapes import load_trained_shape  # noqa: E402
 def conditioning_cost(pipeline: Pipeline, shape, conditions, repeats: int = 5) -> list[tuple]:
     """Median milliseconds, one view of each condition, of what the node does to each camera's organized image in
     the camera's own frame (float32, as a cloud carries it): dropping its veils (kp_core.conditioning.kept_pixels)
-    and that with the depth noise smoothed (kp_core.conditioning.organized_cloud); then of
+    and that with the depth noise smoothed and the object's underside dropped (kp_core.conditioning.organized_cloud);
+    then of
     kp_core.conditioning.condition on the fused cloud."""
     obj = shape_in_metres(shape)
     size = pipeline.object_size()
@@ -47,12 +48,13 @@ def conditioning_cost(pipeline: Pipeline, shape, conditions, repeats: int = 5) -
         surface = obj.surface + [0.5, 0.1, 0.0]
         views = SceneRenderer(surface, rng).render(cond, rng.uniform(0, 6.28))
         points, _, _ = fused(views)
-        images = [((v.points - v.position) @ look_at_basis(v.position, surface.mean(0)).T).astype(np.float32)
-                  for v in views]
+        bases = [look_at_basis(v.position, surface.mean(0)) for v in views]
+        images = [((v.points - v.position) @ basis.T).astype(np.float32) for v, basis in zip(views, bases)]
+        ups = [basis[:, 2] for basis in bases]  # the world's up in each camera's frame
         times = {"veils": [], "smoothed": [], "condition": []}
         for _ in range(repeats):
             for key, run in (("veils", lambda: [kept_pixels(image, cfg) for image in images]),
-                             ("smoothed", lambda: [organized_cloud(image, cfg) for image in images]),
+                             ("smoothed", lambda: [organized_cloud(image, cfg, up=up) for image, up in zip(images, ups)]),
                              ("condition", lambda: condition(points, size))):
                 start = time.perf_counter()
                 run()
@@ -118,7 +120,7 @@ def main(argv=None) -> int:
         if len(args.psi) > 2:
             print(per_psi_markdown(result))
     print("\n## What the conditioning costs (one view per condition, median of 5)\n")
-    print("| condition | points | each camera's image: veils ms | veils and smoothing ms | "
+    print("| condition | points | each camera's image: veils ms | veils, smoothing and underside ms | "
           "kp_core.conditioning.condition ms |\n|---|---|---|---|---|")
     for name, count, veil_ms, smoothed_ms, ms in conditioning_cost(Pipeline(args.model), shape, conditions):
         print(f"| {name} | {count} | {veil_ms:.1f} | {smoothed_ms:.1f} | {ms:.1f} |")

@@ -90,6 +90,10 @@ class ConditioningConfig:
     """... and within this distance across the rays at the image's median range."""
     smooth_tolerance_m: float = 0.01
     """... whose range is within four times the image's noise of the pixel's, and never more than this."""
+    underside_angle_deg: float = 45.0
+    """Organized clouds whose frame's up is known: a surface facing within this angle of straight down, seen by a
+    camera below it, is an object's underside (a held object seen from below), which a camera above never sees;
+    it is dropped (:func:`underside_pixels`; 0: off)."""
     part_slack: float = 0.1
     """Another cluster is a part of the chosen one when both fit within the object's width and height times
     (1 + this), plus a cell (see :func:`parts_of_object`)."""
@@ -108,6 +112,7 @@ class ConditioningConfig:
             (self.cluster_samples >= 100, "cluster_samples must be >= 100"),
             (0 <= self.veil_angle_deg < 90 and self.veil_jump_m >= 0, "veil_angle_deg must be in [0, 90), veil_jump_m >= 0"),
             (self.part_slack >= 0, "part_slack must be >= 0"),
+            (0 <= self.underside_angle_deg < 90, "underside_angle_deg must be in [0, 90)"),
             (0 <= self.smooth_pixels <= MAX_SMOOTH_PIXELS and self.smooth_radius_m > 0
              and self.smooth_tolerance_m >= MIN_TOLERANCE_M,
              f"smooth_pixels must be in [0, {MAX_SMOOTH_PIXELS}], smooth_radius_m > 0, smooth_tolerance_m >= "
@@ -290,11 +295,12 @@ def _smooth_along(ranges: np.ndarray, axis: int, half_window: int, tolerance: np
     return total
 
 
-def organized_cloud(organized: np.ndarray, cfg: ConditioningConfig, origin: np.ndarray | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def organized_cloud(organized: np.ndarray, cfg: ConditioningConfig, origin: np.ndarray | None = None,
+                    up: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """An organized cloud (H, W, 3) as the conditioning takes it: its points with the depth noise averaged down
     (:func:`smooth_ranges`, with ``smooth_pixels``; as given with 0 or with conditioning off) and the (H, W)
-    pixels to use (:func:`kept_pixels`). ``origin``: the camera's centre, default the frame's origin."""
+    pixels to use (:func:`kept_pixels`, and with ``up``, the world's up direction in the cloud's frame, not the
+    object's underside: :func:`underside_pixels`). ``origin``: the camera's centre, default the frame's origin."""
     origin = np.zeros(3) if origin is None else np.asarray(origin, dtype=np.float64)
     keep = kept_pixels(organized, cfg, origin)
     if cfg.enabled and cfg.smooth_pixels > 0 and min(keep.shape) > 1 and keep.any():
@@ -306,7 +312,65 @@ def organized_cloud(organized: np.ndarray, cfg: ConditioningConfig, origin: np.n
         organized = np.array(organized, copy=True)
         organized[box] = smooth_ranges(organized[box], keep[box], origin, cfg.smooth_pixels, cfg.smooth_radius_m,
                                        cfg.smooth_tolerance_m)
+    if cfg.enabled and up is not None and cfg.underside_angle_deg > 0 and min(keep.shape) > 2 * UNDERSIDE_STEP:
+        keep &= ~underside_pixels(organized, keep, origin, up, cfg.underside_angle_deg)
     return organized, keep
+
+
+UNDERSIDE_STEP = 2
+"""Pixels from a pixel to the neighbours its surface normal is taken from (after smoothing: over such a baseline a
+camera's remaining noise tilts the normal by a few degrees)."""
+
+
+def underside_pixels(organized: np.ndarray, keep: np.ndarray, origin: np.ndarray, up: np.ndarray,
+                     max_angle_deg: float, step: int = UNDERSIDE_STEP) -> np.ndarray:
+    """(H, W) bool: the kept pixels that show a surface facing within ``max_angle_deg`` of straight down, from a
+    camera below the point: an object's underside (a held object seen from below). A camera above an object, as
+    in every cloud the model was trained on, sees no such surface: this is then empty.
+
+    A pixel's normal is the cross product of its tangents along the row and the column: each the step between its
+    kept neighbours ``step`` pixels to either side, or from the pixel to the one kept neighbour at a silhouette (a
+    pixel with neither has none); the normal is turned towards the camera.
+
+    Args:
+        organized: (H, W, 3) points (NaN where the camera had no return), in any frame.
+        keep: (H, W) bool, the pixels to judge and to take normals from.
+        origin: (3,) the camera's optical centre in that frame; up: (3,) the world's up direction in it.
+    """
+    up = np.asarray(up, dtype=np.float32)
+    up = up / np.linalg.norm(up)
+    points = np.asarray(organized, dtype=np.float32)
+    tangents = []
+    for axis in (1, 0):
+        after, before = _shifted(points, keep, step, axis), _shifted(points, keep, -step, axis)
+        both = np.isfinite(after[0][..., 0]) & np.isfinite(before[0][..., 0])
+        tangent = np.where(both[..., None], after[0] - before[0], np.nan)
+        for (neighbour, _), sign in ((after, 1.0), (before, -1.0)):  # a silhouette: one side only
+            one = ~both & np.isfinite(neighbour[..., 0])
+            tangent[one] = sign * (neighbour[one] - points[one])
+        tangents.append(tangent)
+    normal = np.cross(tangents[0], tangents[1])
+    view = np.asarray(origin, dtype=np.float32) - points
+    facing = normal @ up
+    facing *= np.sign((normal * view).sum(axis=-1))  # the normal turned towards the camera
+    steep = facing < -np.cos(np.radians(max_angle_deg)) * np.linalg.norm(normal, axis=-1)
+    return keep & steep & (view @ up < 0)  # NaN (no normal) compares False
+
+
+def _shifted(points: np.ndarray, keep: np.ndarray, offset: int, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, 3) each pixel's neighbour ``offset`` pixels along ``axis`` (NaN where it is outside the image or not
+    kept), and (H, W) whether it is there."""
+    out = np.full(points.shape, np.nan, dtype=points.dtype)
+    there = np.zeros(keep.shape, dtype=bool)
+    size = points.shape[axis]
+    source = [slice(None)] * 2
+    target = [slice(None)] * 2
+    source[axis] = slice(max(offset, 0), size + min(offset, 0))
+    target[axis] = slice(max(-offset, 0), size + min(-offset, 0))
+    there[tuple(target)] = keep[tuple(source)]
+    out[tuple(target)] = points[tuple(source)]
+    out[~there] = np.nan
+    return out, there
 
 
 def kept_pixels(organized: np.ndarray, cfg: ConditioningConfig, origin: np.ndarray | None = None) -> np.ndarray:

@@ -64,12 +64,22 @@ class FrameMapper:
 
     def __call__(self, header, points: np.ndarray) -> tuple[str, np.ndarray]:
         """(frame of the result, points in it). Clouds already in the target frame are left as they are."""
+        frame, transform = self.transform(header)
+        return frame, points if transform is None else transform.apply(points)
+
+    def transform(self, header) -> tuple[str, RigidTransform | None]:
+        """(frame of the result, the transform of the cloud into it; None: the cloud stays as it is)."""
         if not self.target_frame or header.frame_id == self.target_frame:
-            return header.frame_id, points
+            return header.frame_id, None
         if not header.frame_id:
             raise TransformUnavailable(f"the cloud has no frame_id, so it cannot be brought into {self.target_frame!r}")
-        transform = self._lookup(self.target_frame, header.frame_id, header.stamp)
-        return self.target_frame, transform.apply(points)
+        return self.target_frame, self._lookup(self.target_frame, header.frame_id, header.stamp)
+
+
+def up_in_source(transform: RigidTransform | None) -> np.ndarray:
+    """(3,) the answer frame's up (its +z, the object's vertical) in the frame of a cloud ``transform`` maps from
+    (None: the cloud is in the answer frame)."""
+    return np.array([0.0, 0.0, 1.0]) if transform is None else np.array(transform.rotation[2], dtype=np.float64)
 
 
 def fixed_lookup(settings_source):

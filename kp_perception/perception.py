@@ -35,7 +35,7 @@ from . import default_model_path
 from .callback_guard import CallbackFailures, Throttle, guarded
 from .cloud_io import CloudError, cloud_size, make_xyz_cloud, read_xyz
 from .diagnostics import PerceptionStats, diagnostic_array, model_key_values
-from .frames import FrameMapper, TransformUnavailable, fixed_lookup
+from .frames import FrameMapper, TransformUnavailable, fixed_lookup, up_in_source
 from .messages import (
     KeypointMarkers, NotFinite, fill_goal_response, fill_pose_response, goal_markers, keypoint_poses, pose_message,
 )
@@ -313,13 +313,15 @@ class Perception:
     def _encode(self, cloud: PointCloud2) -> Located:
         """A cloud's keypoints, in the frame the node answers in."""
         cfg = self.settings.pipeline  # one snapshot for the whole cloud
-        if cloud.height > 1:  # an image of points, in the camera's frame: veils and noise go while it is at hand
+        frame, transform = self.frames.transform(cloud.header)
+        if cloud.height > 1:  # an image of points, in the camera's frame: veils, noise and undersides go while it is at hand
             image = read_xyz(cloud, max_points=cfg.max_points, keep_nonfinite=True).reshape(cloud.height, cloud.width, 3)
-            image, kept = organized_cloud(image, cfg.conditioning)
+            image, kept = organized_cloud(image, cfg.conditioning, up=up_in_source(transform))
             points = np.compress(kept.ravel(), image.reshape(-1, 3), axis=0)  # several times faster than [kept]
         else:
             points = read_xyz(cloud, max_points=cfg.max_points)
-        frame, points = self.frames(cloud.header, points)
+        if transform is not None:
+            points = transform.apply(points)
         float64 = points.dtype == np.float64
         points, offset = self._localize(points, cfg)
         located = Located(Header(stamp=cloud.header.stamp, frame_id=frame), self.pipeline.encode(points), offset, float64)

@@ -37,6 +37,7 @@ from .sensor import surface_samples
 from .shapes import Shape
 
 ASYMMETRIC_SEEN_PIXELS = 30
+WORLD_UP = np.array([0.0, 0.0, 1.0])
 SOLID_SAMPLES = 60000
 """Solid samples of the ground truth: about eight per voxel of the mug's grid, so none of its voxels is missed."""
 
@@ -240,9 +241,9 @@ def run_view(pipeline, obj: ShapeInMetres, cond: CameraConditions, psis: list[fl
     views = SceneRenderer(surface, rng).render(cond, rng.uniform(0, 2 * math.pi))
     samples = fused(views)[2]  # what the cameras returned, before anything is filtered
     seen = bool(obj.asymmetric[samples[samples >= 0]].sum() >= ASYMMETRIC_SEEN_PIXELS)
-    # Each camera's organized cloud loses its veils and its depth noise is smoothed as the node's would, then they
-    # are fused.
-    images = [organized_cloud(v.points, pipeline.config.conditioning, v.position) for v in views]
+    # Each camera's organized cloud loses its veils and what it sees of the object's underside, and its depth noise
+    # is smoothed, as the node's would; then they are fused.
+    images = [organized_cloud(v.points, pipeline.config.conditioning, v.position, up=WORLD_UP) for v in views]
     points, labels, samples = fused([dataclasses.replace(v, points=image) for v, (image, _) in zip(views, images)],
                                     [kept for _, kept in images])
     row = {"condition": cond.name, "asymmetric_seen": seen, "points": int(len(points))}

@@ -236,6 +236,59 @@ def test_veils_at_a_depth_edge_go_and_a_noisy_or_tilted_surface_stays():
         assert kept_pixels(organized_image(depth), cfg).sum() == 48 * 63
 
 
+def plane_image(facing: np.ndarray, distance: float = 0.5, noise: float = 0.0, seed: int = 0) -> np.ndarray:
+    """(48, 64, 3) points of the camera of :func:`organized_image` looking at the plane whose normal towards the
+    camera is ``facing`` (unit), ``distance`` from it, with depth noise along the rays."""
+    rays = organized_image(np.ones((48, 64)))
+    ranges = -distance / (rays @ facing)
+    if noise:
+        ranges = ranges * (1 + np.random.default_rng(seed).normal(0, noise, ranges.shape) / np.linalg.norm(rays, axis=-1)
+                           / ranges)
+    return rays * ranges[..., None]
+
+
+def test_a_surface_facing_down_seen_from_below_is_an_underside_and_nothing_else_is():
+    """The oracle is the plane's orientation and the camera's side of it: the camera sees the plane's face
+    ``facing``; with the world's up opposite to it, that face is an underside seen from below."""
+    from kp_core.conditioning import underside_pixels
+
+    facing = np.array([0.0, -np.sin(np.radians(40)), -np.cos(np.radians(40))])  # seen at 40 deg incidence
+    across = np.array([1.0, 0.0, 0.0])
+    points = plane_image(facing)
+    keep = np.ones(points.shape[:2], dtype=bool)
+
+    def underside(up, angle=45.0, keep=keep):
+        return underside_pixels(points, keep, np.zeros(3), up, angle)
+
+    assert underside(-facing).all()  # the image's border too: its normal takes the one neighbour it has
+    assert not underside(facing).any()  # a floor seen from above
+    assert not underside(across).any()  # a wall
+    tilt = np.radians(30)  # the face turned 30 deg away from straight down: an underside within 45 deg, not 20
+    up = -(np.cos(tilt) * facing + np.sin(tilt) * across)
+    assert underside(up).all() and not underside(up, angle=20.0).any()
+    # Pixels not kept are never an underside, nor a pixel with no kept neighbour along a row or column.
+    holed = keep.copy()
+    holed[20, 30] = False
+    holed[10, 8:13] = False
+    holed[10, 10] = True
+    found = underside(-facing, keep=holed)
+    assert not found[20, 30] and found[[18, 22, 20, 20], [30, 30, 28, 32]].all() and not found[10, 10]
+
+
+def test_the_organized_cloud_loses_a_noisy_underside_only_where_the_frames_up_is_known():
+    from kp_core.conditioning import organized_cloud
+
+    facing = np.array([0.0, -np.sin(np.radians(40)), -np.cos(np.radians(40))])
+    points = plane_image(facing, noise=0.001).astype(np.float32)  # 1 mm along the rays, as a camera's
+    _, kept = organized_cloud(points, ConditioningConfig(), up=-facing)
+    assert kept.mean() < 0.2  # all but the border's pixels, which have no normal
+    for up, cfg in ((None, ConditioningConfig()), (facing, ConditioningConfig()),
+                    (-facing, ConditioningConfig(underside_angle_deg=0.0)), (-facing, ConditioningConfig(enabled=False))):
+        assert organized_cloud(points, cfg, up=up)[1].all()
+    with pytest.raises(ValueError, match="underside_angle_deg"):
+        ConditioningConfig(underside_angle_deg=90.0).validate()
+
+
 def test_smoothing_divides_the_depth_noise_along_each_ray_and_keeps_edges_and_planes():
     from kp_core.conditioning import kept_pixels, organized_cloud, smooth_ranges
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from kp_perception.frames import FrameMapper, RigidTransform, TransformUnavailable, fixed_lookup
+from kp_perception.frames import FrameMapper, RigidTransform, TransformUnavailable, fixed_lookup, up_in_source
 from kp_perception.parameters import SettingsError, normalized_transform
 
 # The camera: 0.6 m above the table origin, 0.4 m back, looking forward and 30 deg down, optical axes
@@ -68,6 +68,15 @@ def test_frame_mapper_rules():
     assert mapper(Hdr("table"), pts)[1] is pts  # already there
     with pytest.raises(TransformUnavailable, match="no frame_id"):
         mapper(Hdr(""), pts)
+
+
+def test_the_answer_frames_up_is_known_in_the_clouds_own_frame():
+    mapper = FrameMapper("table", fixed_lookup(lambda: INPUT_TRANSFORM))
+    up = up_in_source(mapper.transform(Hdr("camera"))[1])
+    # A step along it in the camera's frame is a step straight up in the table's.
+    np.testing.assert_allclose(TABLE_FROM_CAMERA.apply(up), [0.0, 0.0, 1.0], atol=1e-12)
+    assert mapper.transform(Hdr("table")) == ("table", None)
+    np.testing.assert_array_equal(up_in_source(None), [0.0, 0.0, 1.0])
 
 
 def test_tf_lookup_waits_for_transforms_that_arrive_on_its_own_node(monkeypatch, tmp_path):

@@ -120,3 +120,28 @@ def test_the_depth_noise_of_an_organized_cloud_is_averaged_down_before_the_grid(
     assert node.set_parameters([Parameter("conditioning.smooth_pixels", value=0)])[0].successful
     assert share_among(camera_points[kept]) > 0.99
     assert not node.set_parameters([Parameter("conditioning.smooth_pixels", value=-1)])[0].successful
+
+
+def test_a_held_objects_underside_seen_from_below_never_reaches_the_grid(node, surface):
+    """A camera 30 deg below a held mug sees its bottom face, which no camera above an object on a table sees; the
+    node drops it in the camera's image, knowing the answer frame's up from input_transform."""
+    points, labels, pose = camera_view(surface, CameraConditions("below", elevation_deg=-30.0, width=160,
+                                                                 height=120, hfov_deg=20.0))
+    assert node.set_parameters([Parameter("input_transform", value=[float(v) for v in pose])])[0].successful
+    from scipy.spatial.transform import Rotation
+
+    world = Rotation.from_quat(pose[3:]).apply(np.nan_to_num(points.reshape(-1, 3))) + pose[:3]
+    bottom = (labels.ravel() == OBJECT) & (world[:, 2] < 0.001)  # the mug stands at z = 0 in its world
+    assert bottom.sum() > 300
+
+    def conditioned():
+        located = node.perception._encode(organized_cloud(points))
+        conditioned = located.encoding.conditioned
+        return int((conditioned.points[:, 2] + located.offset[2] < 0.002).sum()), conditioned
+
+    used, kept = conditioned()
+    assert used < 0.05 * bottom.sum() and kept.floor_z is None
+    # Kept, the bottom face seen from one side passes for a table the mug stands on.
+    assert node.set_parameters([Parameter("conditioning.underside_angle_deg", value=0.0)])[0].successful
+    used, kept = conditioned()
+    assert kept.floor_z is not None and kept.removed["plane and below"] > 0.8 * bottom.sum()
