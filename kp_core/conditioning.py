@@ -32,7 +32,11 @@ Before all this, an organized cloud (an image of points, as a depth camera publi
 the mixed depths of flying pixels at a silhouette and the far side of the same step. It is exact and cheap where
 the image is at hand; the node does it on each organized cloud in the camera's own frame. Then the depth noise is
 averaged down along each ray over the image neighbours on the same surface (:func:`smooth_ranges`), which a
-cloud no longer holds once it is unorganized (:func:`organized_cloud` does both).
+cloud no longer holds once it is unorganized. Where the world's up is known in the image's frame, the surfaces it
+sees facing down from below go too (:func:`underside_pixels`): a held object's underside, which no camera above
+an object on a table sees, and which made the model's answers worse (:func:`organized_cloud` does all three). An
+unorganized cloud keeps its underside: without the camera, a face seen from below cannot be told from a cup's inner
+floor seen from above.
 
 An already segmented object cloud is one cluster with no support plane under it and passes unchanged but for
 isolated points. Everything here is numpy and scipy (no ROS, no open3d), so training can run the same steps.
@@ -340,37 +344,46 @@ def underside_pixels(organized: np.ndarray, keep: np.ndarray, origin: np.ndarray
     up = np.asarray(up, dtype=np.float32)
     up = up / np.linalg.norm(up)
     points = np.asarray(organized, dtype=np.float32)
+    out = np.zeros(keep.shape, dtype=bool)
+    below = keep & (points @ up > np.float32(np.asarray(origin, dtype=np.float64) @ up))  # NaN compares False
+    if not below.any():  # a camera above everything it sees (every camera of a tabletop scene): nothing to do
+        return out
+    # Only the rectangle of the points the camera is below, with the neighbours their normals take.
+    rows, columns = np.flatnonzero(below.any(axis=1)), np.flatnonzero(below.any(axis=0))
+    box = (slice(max(rows[0] - step, 0), rows[-1] + step + 1), slice(max(columns[0] - step, 0), columns[-1] + step + 1))
+    out[box] = _facing_down(points[box], keep[box], below[box], origin, up, max_angle_deg, step)
+    return out
+
+
+def _facing_down(points: np.ndarray, keep: np.ndarray, below: np.ndarray, origin: np.ndarray, up: np.ndarray,
+                 max_angle_deg: float, step: int) -> np.ndarray:
+    """:func:`underside_pixels` on an image's rectangle: (h, w) bool, of the ``below`` pixels (the camera under
+    them), those whose normal faces within ``max_angle_deg`` of ``-up``."""
     tangents = []
     for axis in (1, 0):
         after, before = _shifted(points, keep, step, axis), _shifted(points, keep, -step, axis)
-        both = np.isfinite(after[0][..., 0]) & np.isfinite(before[0][..., 0])
-        tangent = np.where(both[..., None], after[0] - before[0], np.nan)
-        for (neighbour, _), sign in ((after, 1.0), (before, -1.0)):  # a silhouette: one side only
+        both = np.isfinite(after[..., 0]) & np.isfinite(before[..., 0])
+        tangent = np.where(both[..., None], after - before, np.nan)
+        for neighbour, sign in ((after, 1.0), (before, -1.0)):  # a silhouette: one side only
             one = ~both & np.isfinite(neighbour[..., 0])
             tangent[one] = sign * (neighbour[one] - points[one])
         tangents.append(tangent)
     normal = np.cross(tangents[0], tangents[1])
-    view = np.asarray(origin, dtype=np.float32) - points
     facing = normal @ up
-    facing *= np.sign((normal * view).sum(axis=-1))  # the normal turned towards the camera
-    steep = facing < -np.cos(np.radians(max_angle_deg)) * np.linalg.norm(normal, axis=-1)
-    return keep & steep & (view @ up < 0)  # NaN (no normal) compares False
+    facing *= np.sign((normal * (np.asarray(origin, dtype=np.float32) - points)).sum(axis=-1))  # towards the camera
+    return below & (facing < -np.cos(np.radians(max_angle_deg)) * np.linalg.norm(normal, axis=-1))  # NaN: False
 
 
-def _shifted(points: np.ndarray, keep: np.ndarray, offset: int, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W, 3) each pixel's neighbour ``offset`` pixels along ``axis`` (NaN where it is outside the image or not
-    kept), and (H, W) whether it is there."""
+def _shifted(points: np.ndarray, keep: np.ndarray, offset: int, axis: int) -> np.ndarray:
+    """(H, W, 3) each pixel's neighbour ``offset`` pixels along ``axis``: NaN where it is outside the image or not
+    kept."""
     out = np.full(points.shape, np.nan, dtype=points.dtype)
-    there = np.zeros(keep.shape, dtype=bool)
     size = points.shape[axis]
-    source = [slice(None)] * 2
-    target = [slice(None)] * 2
+    source, target = [slice(None)] * 2, [slice(None)] * 2
     source[axis] = slice(max(offset, 0), size + min(offset, 0))
     target[axis] = slice(max(-offset, 0), size + min(-offset, 0))
-    there[tuple(target)] = keep[tuple(source)]
-    out[tuple(target)] = points[tuple(source)]
-    out[~there] = np.nan
-    return out, there
+    out[tuple(target)] = np.where(keep[tuple(source)][..., None], points[tuple(source)], np.nan)
+    return out
 
 
 def kept_pixels(organized: np.ndarray, cfg: ConditioningConfig, origin: np.ndarray | None = None) -> np.ndarray:
