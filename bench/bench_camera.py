@@ -11,6 +11,7 @@ of kp-eval --camera-views N.
     .venv/bin/python bench/bench_camera.py --conditioning on --veils both --only flying   # each camera's veils dropped or kept
     .venv/bin/python bench/bench_camera.py --conditioning on --smoothing both --only noise  # depth noise smoothed or not
     .venv/bin/python bench/bench_camera.py --conditioning on --only whole --views 36 --psi 0 30 60 90  # and per psi
+    .venv/bin/python bench/bench_camera.py --conditioning on --underside both --only held  # a held object's underside
 """
 
 from __future__ import annotations
@@ -93,6 +94,9 @@ def main(argv=None) -> int:
     parser.add_argument("--smoothing", choices=("both", "on", "off"), default="on",
                         help="conditioning on: smooth each camera's depth noise (kp_core.conditioning.smooth_ranges) "
                         "or not, or compare")
+    parser.add_argument("--underside", choices=("both", "on", "off"), default="on",
+                        help="conditioning on: drop what each camera sees of the object's underside "
+                        "(kp_core.conditioning.underside_pixels) or not, or compare")
     parser.add_argument("--only", default="", help="only the conditions whose name contains this text")
     parser.add_argument("--cost-only", action="store_true", help="only what the conditioning costs per view")
     parser.add_argument("--psi", type=float, nargs="+", default=[0.0, 90.0], metavar="DEG",
@@ -104,8 +108,10 @@ def main(argv=None) -> int:
         (args.conditioning, args.conditioning == "on")]
     veils = chosen(args.veils, [("veils dropped", {"veil_angle_deg": 10.0}), ("veils kept", {"veil_angle_deg": 0.0})])
     smoothing = chosen(args.smoothing, [("depth smoothed", {}), ("depth as measured", {"smooth_pixels": 0})])
-    variants = [(setting, enabled, [v, s]) for setting, enabled in settings
-                for v in (veils if enabled else [("", {})]) for s in (smoothing if enabled else [("", {})])]
+    underside = chosen(args.underside, [("underside dropped", {}), ("underside kept", {"underside_angle_deg": 0.0})])
+    variants = [(setting, enabled, [v, s, u]) for setting, enabled in settings
+                for v in (veils if enabled else [("", {})]) for s in (smoothing if enabled else [("", {})])
+                for u in (underside if enabled else [("", {})])]
     for setting, enabled, parts in variants:
         fields = {key: value for _, part in parts for key, value in part.items()}
         config = PipelineConfig(conditioning=ConditioningConfig(enabled=enabled, **fields))
