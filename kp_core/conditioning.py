@@ -330,7 +330,8 @@ def underside_pixels(organized: np.ndarray, keep: np.ndarray, origin: np.ndarray
                      max_angle_deg: float, step: int = UNDERSIDE_STEP) -> np.ndarray:
     """(H, W) bool: the kept pixels that show a surface facing within ``max_angle_deg`` of straight down, from a
     camera below the point: an object's underside (a held object seen from below). A camera above an object, as
-    in every cloud the model was trained on, sees no such surface: this is then empty.
+    in every cloud the model was trained on, sees no such surface: this is then empty, for the cost of one product
+    of the image with ``up``.
 
     A pixel's normal is the cross product of its tangents along the row and the column: each the step between its
     kept neighbours ``step`` pixels to either side, or from the pixel to the one kept neighbour at a silhouette (a
@@ -344,46 +345,35 @@ def underside_pixels(organized: np.ndarray, keep: np.ndarray, origin: np.ndarray
     up = np.asarray(up, dtype=np.float32)
     up = up / np.linalg.norm(up)
     points = np.asarray(organized, dtype=np.float32)
+    origin = np.asarray(origin, dtype=np.float32)
     out = np.zeros(keep.shape, dtype=bool)
-    below = keep & (points @ up > np.float32(np.asarray(origin, dtype=np.float64) @ up))  # NaN compares False
-    if not below.any():  # a camera above everything it sees (every camera of a tabletop scene): nothing to do
+    rows, columns = np.nonzero(keep & (points @ up > origin @ up))  # the camera below the point (NaN: False)
+    if not len(rows):
         return out
-    # Only the rectangle of the points the camera is below, with the neighbours their normals take.
-    rows, columns = np.flatnonzero(below.any(axis=1)), np.flatnonzero(below.any(axis=0))
-    box = (slice(max(rows[0] - step, 0), rows[-1] + step + 1), slice(max(columns[0] - step, 0), columns[-1] + step + 1))
-    out[box] = _facing_down(points[box], keep[box], below[box], origin, up, max_angle_deg, step)
-    return out
-
-
-def _facing_down(points: np.ndarray, keep: np.ndarray, below: np.ndarray, origin: np.ndarray, up: np.ndarray,
-                 max_angle_deg: float, step: int) -> np.ndarray:
-    """:func:`underside_pixels` on an image's rectangle: (h, w) bool, of the ``below`` pixels (the camera under
-    them), those whose normal faces within ``max_angle_deg`` of ``-up``."""
+    seen = points[rows, columns]
     tangents = []
-    for axis in (1, 0):
-        after, before = _shifted(points, keep, step, axis), _shifted(points, keep, -step, axis)
-        both = np.isfinite(after[..., 0]) & np.isfinite(before[..., 0])
-        tangent = np.where(both[..., None], after - before, np.nan)
-        for neighbour, sign in ((after, 1.0), (before, -1.0)):  # a silhouette: one side only
-            one = ~both & np.isfinite(neighbour[..., 0])
-            tangent[one] = sign * (neighbour[one] - points[one])
+    for along_row, along_column in ((0, step), (step, 0)):
+        ahead = _kept_neighbour(points, keep, rows + along_row, columns + along_column)
+        behind = _kept_neighbour(points, keep, rows - along_row, columns - along_column)
+        tangent = ahead - behind
+        for neighbour, sign in ((ahead, 1.0), (behind, -1.0)):  # a silhouette: one side only
+            one = np.isnan(tangent[:, 0]) & np.isfinite(neighbour[:, 0])
+            tangent[one] = sign * (neighbour[one] - seen[one])
         tangents.append(tangent)
     normal = np.cross(tangents[0], tangents[1])
     facing = normal @ up
-    facing *= np.sign((normal * (np.asarray(origin, dtype=np.float32) - points)).sum(axis=-1))  # towards the camera
-    return below & (facing < -np.cos(np.radians(max_angle_deg)) * np.linalg.norm(normal, axis=-1))  # NaN: False
-
-
-def _shifted(points: np.ndarray, keep: np.ndarray, offset: int, axis: int) -> np.ndarray:
-    """(H, W, 3) each pixel's neighbour ``offset`` pixels along ``axis``: NaN where it is outside the image or not
-    kept."""
-    out = np.full(points.shape, np.nan, dtype=points.dtype)
-    size = points.shape[axis]
-    source, target = [slice(None)] * 2, [slice(None)] * 2
-    source[axis] = slice(max(offset, 0), size + min(offset, 0))
-    target[axis] = slice(max(-offset, 0), size + min(-offset, 0))
-    out[tuple(target)] = np.where(keep[tuple(source)][..., None], points[tuple(source)], np.nan)
+    facing *= np.sign(((origin - seen) * normal).sum(axis=1))  # the normal turned towards the camera
+    down = facing < -np.cos(np.radians(max_angle_deg)) * np.linalg.norm(normal, axis=1)  # NaN: False
+    out[rows[down], columns[down]] = True
     return out
+
+
+def _kept_neighbour(points: np.ndarray, keep: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """(N, 3) the points of pixels (``rows``, ``columns``): NaN where one is outside the image or not kept."""
+    h, w = keep.shape
+    inside = (rows >= 0) & (rows < h) & (columns >= 0) & (columns < w)
+    rows, columns = np.where(inside, rows, 0), np.where(inside, columns, 0)
+    return np.where((inside & keep[rows, columns])[:, None], points[rows, columns], np.float32(np.nan))
 
 
 def kept_pixels(organized: np.ndarray, cfg: ConditioningConfig, origin: np.ndarray | None = None) -> np.ndarray:

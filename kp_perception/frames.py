@@ -76,10 +76,10 @@ class FrameMapper:
         return self.target_frame, self._lookup(self.target_frame, header.frame_id, header.stamp)
 
 
-def up_in_source(transform: RigidTransform | None) -> np.ndarray:
-    """(3,) the answer frame's up (its +z, the object's vertical) in the frame of a cloud ``transform`` maps from
-    (None: the cloud is in the answer frame)."""
-    return np.array([0.0, 0.0, 1.0]) if transform is None else np.array(transform.rotation[2], dtype=np.float64)
+def up_in_source(transform: RigidTransform | None) -> np.ndarray | None:
+    """(3,) the answer frame's up (its +z, the object's vertical) in the frame of a cloud ``transform`` maps from;
+    None without a transform: a cloud that is in the answer frame already says nothing of where its camera is."""
+    return None if transform is None else np.array(transform.rotation[2], dtype=np.float64)
 
 
 def fixed_lookup(settings_source):

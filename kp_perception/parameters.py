@@ -109,9 +109,10 @@ PARAMETERS = [
           "within four times the image's depth noise of it (at most 1 cm; fewer pixels where 2.5 mm across the "
           "rays spans fewer): a depth camera's noise, with depth edges kept sharp; 0: off",
           ParameterType.PARAMETER_INTEGER, int_range=(0, MAX_SMOOTH_PIXELS)),
-    Param("conditioning.underside_angle_deg", 45.0, "organized clouds: drop the pixels whose surface faces within "
-          "this angle of straight down (target_frame's -z), seen by a camera below them: the underside of a held "
-          "object, which the model, trained on cameras above the object, never saw; 0: off",
+    Param("conditioning.underside_angle_deg", 45.0, "organized clouds brought into target_frame (from the camera's "
+          "own frame): drop the pixels whose surface faces within this angle of straight down (target_frame's -z), "
+          "seen by the camera below them: the underside of a held object, which the model, trained on cameras above "
+          "the object, never saw; 0: off",
           ParameterType.PARAMETER_DOUBLE, float_range=(0.0, 89.0)),
     Param("crop.enabled", False, "keep only points inside the crop box (target frame)", ParameterType.PARAMETER_BOOL),
     Param("crop.min", [-1.0, -1.0, -1.0], "crop box minimum corner x, y, z (metres)", ParameterType.PARAMETER_DOUBLE_ARRAY),
