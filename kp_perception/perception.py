@@ -314,7 +314,7 @@ class Perception:
         """A cloud's keypoints, in the frame the node answers in."""
         cfg = self.settings.pipeline  # one snapshot for the whole cloud
         frame, transform = self.frames.transform(cloud.header)
-        if cloud.height > 1:  # an image of points, in the camera's frame: veils, noise and undersides go while it is at hand
+        if cloud.height > 1:  # an image of points in the camera's frame: veils, noise, undersides go while it is at hand
             image = read_xyz(cloud, max_points=cfg.max_points, keep_nonfinite=True).reshape(cloud.height, cloud.width, 3)
             image, kept = organized_cloud(image, cfg.conditioning, up=up_in_source(transform))
             points = np.compress(kept.ravel(), image.reshape(-1, 3), axis=0)  # several times faster than [kept]
