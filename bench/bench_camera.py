@@ -29,7 +29,8 @@ from kp_core.checkpoint import read_metadata  # noqa: E402
 from kp_core.conditioning import ConditioningConfig, condition, kept_pixels, organized_cloud  # noqa: E402
 from kp_core.pipeline import Pipeline, PipelineConfig  # noqa: E402
 from kp_perception import default_model_path  # noqa: E402
-from kp_training.camera import CONDITIONS, SceneRenderer, fused, look_at_basis  # noqa: E402
+from kp_perception.frames import RigidTransform, up_in_source  # noqa: E402
+from kp_training.camera import CONDITIONS, SceneRenderer, fused, optical_frame  # noqa: E402
 from kp_training.camera_protocol import camera_protocol, conditions_markdown, shape_in_metres  # noqa: E402
 from kp_training.shapes import load_trained_shape  # noqa: E402
 
@@ -49,9 +50,10 @@ def conditioning_cost(pipeline: Pipeline, shape, conditions, repeats: int = 5) -
         surface = obj.surface + [0.5, 0.1, 0.0]
         views = SceneRenderer(surface, rng).render(cond, rng.uniform(0, 6.28))
         points, _, _ = fused(views)
-        bases = [look_at_basis(v.position, surface.mean(0)) for v in views]
-        images = [((v.points - v.position) @ basis.T).astype(np.float32) for v, basis in zip(views, bases)]
-        ups = [basis[:, 2] for basis in bases]  # the world's up in each camera's frame
+        published = [optical_frame(v, surface.mean(0)) for v in views]  # as each camera's driver publishes it
+        images = [image.astype(np.float32) for image, _ in published]
+        # The world's up in each camera's frame, as the node takes it from the camera's pose.
+        ups = [up_in_source(RigidTransform.from_xyz_quaternion(*pose)) for _, pose in published]
         times = {"veils": [], "smoothed": [], "condition": []}
         for _ in range(repeats):
             for key, run in (("veils", lambda: [kept_pixels(image, cfg) for image in images]),
