@@ -80,7 +80,7 @@ def test_stray_returns_beside_an_object_cloud_go_and_the_grid_stays_on_the_objec
     assert np.abs(object_center(with_strays) - object_center(points))[:2].max() > 0.005
     out = condition(with_strays, CUP)
     np.testing.assert_array_equal(out.points, points)
-    assert sum(out.removed.values()) == 3  # each a cluster of its own, cells away from the object's
+    assert sum(out.removed.values()) == 3  # each its own cluster, far from the object's
     np.testing.assert_allclose(object_center(out.points), object_center(points))
 
 
