@@ -65,6 +65,14 @@ def test_an_untrained_model_of_the_same_architecture_fails_the_quality_bar(shipp
         assert goal_iou(untrained, meta, mug, whole_fraction) < threshold
 
 
+def metric_goal_iou(goal, encoding, solid: np.ndarray, psi: float) -> float:
+    """A pipeline goal scored as the eval protocol scores it: the solid turned by ``psi`` about the axis the
+    service returns, in the goal's grid."""
+    truth = rotate_about_vertical(solid, psi, goal.axis_point)
+    goal_grid = MetricGridMap(center=goal.grid_origin, half_extent=encoding.grid_map.half_extent)
+    return metric_points_iou(goal.points, truth, goal_grid)
+
+
 def test_the_node_pipeline_turns_a_metric_cloud_about_the_mugs_own_axis(mug):
     """End to end through the node's ROS-free pipeline: a fused sensor cloud in metres, far from the origin."""
     from kp_training.scenes import make_scene
@@ -74,10 +82,7 @@ def test_the_node_pipeline_turns_a_metric_cloud_about_the_mugs_own_axis(mug):
     encoding = pipe.encode(scene.clouds["whole"])
     goal = pipe.goal(encoding, math.pi / 2)
     assert np.hypot(*(goal.axis_point[:2] - scene.axis[:2])) < 0.005  # within 5 mm of the mug's own axis
-    # Scored as the eval protocol does: the mug turned about the axis the service returns, in the goal's grid.
-    truth = rotate_about_vertical(scene.solid, math.pi / 2, goal.axis_point)
-    goal_grid = MetricGridMap(center=goal.grid_origin, half_extent=encoding.grid_map.half_extent)
-    assert metric_points_iou(goal.points, truth, goal_grid) >= 0.45  # an untrained model scores about 0
+    assert metric_goal_iou(goal, encoding, scene.solid, math.pi / 2) >= 0.45  # an untrained model scores about 0
 
 
 @pytest.mark.parametrize("kind", ["whole", "partial"])
@@ -90,8 +95,4 @@ def test_kp_demos_clouds_get_goals_over_the_bar_without_ros(kind):
     pipe = Pipeline(default_model_path())
     encoding = pipe.encode(scene.clouds[kind])
     for psi in (0.0, math.pi / 2, math.pi, 3 * math.pi / 2):
-        goal = pipe.goal(encoding, psi)
-        truth = rotate_about_vertical(scene.solid, psi, goal.axis_point)
-        goal_grid = MetricGridMap(center=goal.grid_origin, half_extent=encoding.grid_map.half_extent)
-        assert metric_points_iou(goal.points, truth, goal_grid) >= 0.85, (kind, psi)
-
+        assert metric_goal_iou(pipe.goal(encoding, psi), encoding, scene.solid, psi) >= 0.85, (kind, psi)
