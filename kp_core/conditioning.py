@@ -931,11 +931,6 @@ def condition(points: np.ndarray, obj: ObjectSize | None, cfg: ConditioningConfi
         points = np.compress(above, points, axis=0)
     if len(points) < 3:
         raise ConditioningError("nothing stands on the supporting plane the cloud shows (only the plane itself)")
-    if floor is None and cfg.min_size * obj.size <= max(dimensions(sample)) <= cfg.max_size * obj.size:
-        # No table and the size of one object: an object cloud, passed on as it is (the clustering would cost
-        # more than the rest of the node's work on it). Any stray point beyond its size (a flying pixel trailing
-        # off its edge) sends it through the clustering.
-        return Conditioned(points, removed=removed, summary=_summary(removed, "no support plane; the object's size"))
     binned = points if len(points) <= cfg.cluster_samples else points[
         rng.choice(len(points), size=cfg.cluster_samples, replace=False)]
     cl = clusters(binned, cell, cfg.sparse_fraction)

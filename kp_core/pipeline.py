@@ -226,6 +226,17 @@ def require_points(count: int, cfg: PipelineConfig) -> None:
         raise TooFewPoints(f"only {count} finite points{where}; at least min_points = {cfg.min_points} are needed")
 
 
+def trained_object_size(metadata: dict, margin: float = DEFAULT_MARGIN) -> ObjectSize | None:
+    """The trained shape's width and height in metres from a checkpoint's metadata (its ``normalization``), the
+    size the node isolates the object by when ``object_size`` is not set; None when its mesh's units were not
+    given. Without a recorded width and height: the grid's extent less ``margin`` for both."""
+    norm = metadata.get("normalization") or {}
+    if norm.get("units") != "m" or "mesh_units_per_grid_unit" not in norm:
+        return None
+    size = float(norm["mesh_units_per_grid_unit"]) * 2.0 * (1.0 - margin)
+    return ObjectSize(float(norm.get("width", size)), float(norm.get("height", size)))
+
+
 class Pipeline:
     """Model + settings; thread-safe (a lock serializes every use of the model).
 
@@ -381,11 +392,7 @@ class Pipeline:
         to ``object_size`` when that is set), else ``object_size`` for both, else None (a model without a metric
         size and no ``object_size``, which :meth:`check` refuses)."""
         cfg = config or self.config
-        norm = self.metadata.get("normalization") or {}
-        trained = None
-        if self.trained_half_extent is not None:
-            size = self.trained_half_extent * 2.0 * (1.0 - cfg.margin)
-            trained = ObjectSize(float(norm.get("width", size)), float(norm.get("height", size)))
+        trained = trained_object_size(self.metadata, cfg.margin)
         if cfg.object_size > 0:
             if trained is None:
                 return ObjectSize(cfg.object_size, cfg.object_size)

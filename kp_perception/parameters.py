@@ -100,7 +100,7 @@ PARAMETERS = [
     Param("conditioning.enabled", True, "isolate the object in a scene before encoding (kp_core.conditioning): "
           "drop the supporting plane (a table) and what lies below it, keep the cluster of points whose size "
           "matches the model's object, drop isolated points; false: only points far from the cloud's median are "
-          "dropped. An already segmented object cloud passes unchanged", ParameterType.PARAMETER_BOOL),
+          "dropped. An already segmented object cloud loses only its isolated points", ParameterType.PARAMETER_BOOL),
     Param("conditioning.veil_angle_deg", 10.0, "organized clouds (height > 1, in the camera's own frame): drop the "
           "farther end of a step between image neighbours that runs within this angle of the camera's ray and is "
           "longer than 1 cm (flying pixels at depth edges); 0: off", ParameterType.PARAMETER_DOUBLE, float_range=(0.0, 89.0)),

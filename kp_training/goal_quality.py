@@ -15,6 +15,7 @@ import torch
 
 from kp_core.geometry import augmentation_matrix, rotation_z, transform_points, yaw_to_template
 from kp_core.goals import axis_of_occupancy, goal_keypoints, goal_offset, vertical_axis_of
+from kp_core.pipeline import trained_object_size
 from kp_core.placement import grid_zoom
 from kp_core.voxelize import voxelize_affine
 
@@ -24,10 +25,13 @@ from .sensor import SensorConfig
 
 
 def sensor_sampler(model, meta: dict, points: torch.Tensor, metres_per_unit: float, whole_fraction: float) -> ViewSampler:
-    """Sensor clouds of a shape at its trained size, the grid placed as the node places a checkpoint's
-    (``meta``: its metadata; the zoom from its ``placement``), ``whole_fraction`` of them fused."""
+    """Sensor clouds of a shape at its trained size, conditioned and the grid placed as the node does a
+    checkpoint's (``meta``: its metadata; the object's size from its ``normalization``, the zoom from its
+    ``placement``), ``whole_fraction`` of them fused. A model without a metric size gets its clouds unconditioned
+    (the node would need ``object_size`` for it)."""
     return ViewSampler(points, model.input_from_points, SensorConfig(whole_fraction=whole_fraction),
-                       metres_per_unit=metres_per_unit, zoom=grid_zoom(meta.get("placement")))
+                       metres_per_unit=metres_per_unit, zoom=grid_zoom(meta.get("placement")),
+                       object_size=trained_object_size(meta))
 
 
 def turned_solid(points: torch.Tensor, angle: torch.Tensor, scale: torch.Tensor, psi, pivot: torch.Tensor,

@@ -68,6 +68,22 @@ def test_an_object_cloud_passes_unchanged():
     assert out.floor_z is None and out.removed == {}
 
 
+def test_stray_returns_beside_an_object_cloud_go_and_the_grid_stays_on_the_object():
+    """Isolated returns within the object's size (a sensor's outliers) are dropped from an object cloud too: one
+    of them would move the smallest enclosing circle, and so the grid, off the object."""
+    from kp_core.placement import object_center
+
+    points = cup(np.random.default_rng(4))
+    strays = np.array([[-RADIUS - 0.025, 0.0, 0.05], [0.0, RADIUS + 0.02, 0.09], [0.01, -RADIUS - 0.02, 0.02]])
+    with_strays = np.concatenate([points, strays])
+    assert max(dimensions(with_strays)) < 1.3 * CUP.size  # still the object's size
+    assert np.abs(object_center(with_strays) - object_center(points))[:2].max() > 0.005
+    out = condition(with_strays, CUP)
+    np.testing.assert_array_equal(out.points, points)
+    assert sum(out.removed.values()) == 3  # each its own cluster, far from the object's
+    np.testing.assert_allclose(object_center(out.points), object_center(points))
+
+
 def test_a_held_object_with_its_underside_keeps_its_bottom():
     """The underside is a horizontal disk with the object above it, but inside its footprint: no support."""
     points = cup(np.random.default_rng(1), underside=True)
@@ -194,7 +210,7 @@ def test_dimensions_measure_width_along_eight_directions_and_height():
 
 
 def test_an_object_cloud_far_smaller_than_the_models_object_is_refused():
-    """An object cloud passes unchanged only when it has the object's size: at a quarter of it, none is found."""
+    """An object cloud is found only when it has the object's size: at a quarter of it, none is."""
     points = cup(np.random.default_rng(9))
     with pytest.raises(ConditioningError, match="object size"):
         condition(points, ObjectSize(width=4 * CUP.width, height=4 * CUP.height))

@@ -94,6 +94,20 @@ def test_the_grid_origin_follows_the_checkpoints_centering(tiny_model_path, tmp_
                                atol=1e-6)
 
 
+def test_the_trained_object_size_is_the_checkpoints_metric_width_and_height():
+    from kp_core.conditioning import ObjectSize
+    from kp_core.pipeline import trained_object_size
+
+    norm = {"units": "m", "mesh_units_per_grid_unit": 0.05, "width": 0.09, "height": 0.08}
+    assert trained_object_size({"normalization": norm}) == ObjectSize(0.09, 0.08)
+    # Recorded before widths were: the grid's extent less the margin, for both.
+    older = {"units": "m", "mesh_units_per_grid_unit": 0.05}
+    fallback = trained_object_size({"normalization": older}, margin=0.1)
+    assert (fallback.width, fallback.height) == pytest.approx((0.09, 0.09))
+    assert trained_object_size({"normalization": {**norm, "units": None}}) is None  # mesh units not given
+    assert trained_object_size({}) is None
+
+
 def test_object_size_sets_the_extent(tiny_model_path, mug_cloud):
     pipe = Pipeline(tiny_model_path, config=PipelineConfig(object_size=0.3))
     assert pipe.encode(mug_cloud).grid_map.half_extent == pytest.approx(0.15 / 0.96)
