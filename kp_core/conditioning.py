@@ -813,7 +813,7 @@ def choose_object(points: np.ndarray, cl: Clusters, cells: np.ndarray, obj: Obje
     if plausible.any():
         plausible &= counts >= cfg.min_cluster_share * counts[plausible].max()
     for c in np.nonzero(plausible)[0]:
-        mine = points[labels == c]
+        mine = points if n == 1 else points[labels == c]
         lo[c], hi[c] = bounds(mine)
         extent[c] = hi[c] - lo[c]
         sizes[c] = extent[c].max()
@@ -863,6 +863,8 @@ def parts_of_object(points: np.ndarray, cl: Clusters, labels: np.ndarray, chosen
     n = int(cl.label.max()) + 1
     parts = np.zeros(n, dtype=bool)
     parts[chosen] = True
+    if n == 1:
+        return parts
     dense = np.zeros(n, dtype=bool)
     dense[cl.label[~cl.sparse]] = True
     lo, hi = cl.boxes()
